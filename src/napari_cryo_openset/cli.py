@@ -1,0 +1,187 @@
+"""The ``napari-cryo-openset`` command line.
+
+Subcommands share the core with the napari widgets. Progress goes to stderr; results to files.
+Bad input ends with one line ``napari-cryo-openset: error: <what, which file/parameter>`` and
+exit status 2 — never a traceback (``--debug`` shows one) and never a half-written file.
+
+Available now: ``info`` (validate and describe tomograms/picks files) and ``demo``. The
+``pick``, ``simulate``, ``train``, ``adapt``, ``predict`` and ``run`` subcommands of the
+contract in ARCHITECTURE.md § 4.1 arrive with the capabilities they drive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import CryoOpensetError
+
+PROG = "napari-cryo-openset"
+
+
+def _print(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# info
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Validate and describe each file (tomogram header facts, or picks counts)."""
+    from .io.picks_io import PICKS_EXTENSIONS, read_picks
+    from .io.tomogram import read_tomogram
+
+    reports = []
+    for path in args.paths:
+        p = Path(path)
+        if p.suffix.lower() in PICKS_EXTENSIONS:
+            df = read_picks(p)
+            report = {
+                "file": str(p),
+                "kind": "picks",
+                "format": df.attrs.get("format"),
+                "picks": len(df),
+                "curation": df["curation"].value_counts().to_dict(),
+                "columns": list(df.columns),
+                "voxel_size_A": df.attrs.get("voxel_size"),
+            }
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                tomo = read_tomogram(p, allow_missing_voxel_size=args.allow_missing_voxel_size)
+            report = {
+                "file": str(p),
+                "kind": "tomogram",
+                "shape_zyx": list(tomo.shape),
+                "voxel_size_A_zyx": list(tomo.voxel_size),
+                "size_nm_zyx": [round(s / 10.0, 1) for s in tomo.physical_size],
+                "origin_A_zyx": list(tomo.origin),
+                **{k: v for k, v in tomo.header.items() if k != "labels"},
+                "warnings": [str(w.message) for w in caught],
+            }
+        reports.append(report)
+    print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the built-in sample, write it, read it back, and show it (or screenshot it)."""
+    from .io.picks_io import read_picks, write_picks
+    from .io.tomogram import read_tomogram, write_tomogram
+    from .synthetic import BlobTomogramParams, blob_tomogram
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    params = BlobTomogramParams(seed=args.seed)
+    volume, truth = blob_tomogram(params)
+    tomo_path = write_tomogram(out / "sample_tomogram.mrc", volume, params.voxel_size)
+    picks_path = write_picks(out / "sample_tomogram_truth.star", truth, voxel_size=params.voxel_size)
+    tomo = read_tomogram(tomo_path)
+    picks = read_picks(picks_path)
+    _print(
+        f"demo: wrote {tomo_path} ({'×'.join(map(str, tomo.shape))} voxels at "
+        f"{tomo.voxel_size[0]:g} Å) and {picks_path} ({len(picks)} ground-truth picks) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    if args.no_gui and not args.screenshot:
+        return 0
+    import napari
+
+    viewer = napari.Viewer(show=True, title="napari-cryo-openset demo")
+    viewer.open([str(tomo_path), str(picks_path)], plugin="napari-cryo-openset")
+    from ._viewer import show_particles_across_slices
+
+    viewer.layers[-1].size = params.diameter / params.voxel_size
+    show_particles_across_slices(viewer, params.diameter)
+    viewer.reset_view()
+    viewer.dims.set_point(0, tomo.shape[0] // 2 * tomo.voxel_size[0])
+    if args.screenshot:
+        from qtpy.QtWidgets import QApplication
+        from skimage.io import imsave
+
+        QApplication.processEvents()
+
+        shot = Path(args.screenshot)
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        imsave(shot, viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+        _print(f"demo: screenshot saved to {shot}")
+        viewer.close()
+        return 0
+    napari.run()
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Find and recognise macromolecules in cryo-electron tomograms, including unknown "
+            "ones. Arrays are (Z, Y, X); voxel sizes in Å; STAR coordinates in voxels."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("info", help="validate and describe tomograms (MRC) and picks (STAR/CSV)")
+    p.add_argument("paths", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--allow-missing-voxel-size",
+        action="store_true",
+        help="accept a header voxel size of 0 (1 Å is assumed, with a warning)",
+    )
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="run the demo on the built-in sample tomogram")
+    p.add_argument("-o", "--output", default="demo_output", metavar="OUTDIR")
+    p.add_argument("--no-gui", action="store_true", help="do not open napari")
+    p.add_argument("--screenshot", metavar="PNG", help="open napari, save a screenshot, close")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CryoOpensetError as exc:
+        if args.debug:
+            raise
+        _print(f"{PROG}: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _print(f"{PROG}: interrupted")
+        return 130
+    except Exception as exc:  # an unexpected failure: say what and how to get details
+        if args.debug:
+            raise
+        _print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""User-facing errors.
+
+Every problem caused by the user's input (a file, a parameter) raises a subclass of
+:class:`CryoOpensetError` whose message names the input and says what was expected. The CLI
+prints such messages as one line and exits non-zero; widgets show them as notifications.
+"""
+
+from __future__ import annotations
+
+
+class CryoOpensetError(ValueError):
+    """A problem with user input: the message is meant to be shown to the user as is."""
+
+
+class TomogramError(CryoOpensetError):
+    """A tomogram file cannot be read or written as requested."""
+
+
+class PicksError(CryoOpensetError):
+    """A picks file (STAR/CSV) or picks table is malformed."""
+
+
+class ParameterError(CryoOpensetError):
+    """A parameter value is out of range or inconsistent with the data."""

@@ -1,0 +1,85 @@
+"""napari layer-data tuples for tomograms and picks, built without importing napari.
+
+Readers, sample data, widgets and the demo all build their layers here, so a tomogram always
+gets ``scale`` = voxel size (Å), ``units`` = Å and sampled contrast limits, and picks always
+get the same scale, features, palette and curation visibility.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .io.tomogram import Tomogram, contrast_limits
+from .palette import PICK_COLOR, class_colors
+from .picks import to_points
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+ANGSTROM = ("angstrom", "angstrom", "angstrom")
+
+
+def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
+    """An Image layer tuple: scale = voxel size (Å, Z Y X), units Å, sampled contrast limits.
+
+    ``metadata`` carries ``voxel_size`` (Å, Z Y X), ``origin`` (Å), ``path`` and ``header``.
+    """
+    kwargs = {
+        "name": name or tomo.name,
+        "scale": tuple(float(v) for v in tomo.voxel_size),
+        "units": ANGSTROM,
+        "contrast_limits": contrast_limits(tomo.data),
+        "colormap": "gray",
+        "metadata": {
+            "voxel_size": tuple(float(v) for v in tomo.voxel_size),
+            "origin": tuple(float(v) for v in tomo.origin),
+            "path": str(tomo.path) if tomo.path is not None else None,
+            "header": dict(tomo.header),
+        },
+    }
+    return tomo.data, kwargs, "image"
+
+
+def picks_layer(
+    picks: pd.DataFrame,
+    *,
+    voxel_size: Sequence[float] | float | None,
+    name: str = "picks",
+    diameter: float | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> LayerDataTuple:
+    """A Points layer tuple for a picks table.
+
+    Coordinates stay in voxels (Z, Y, X) and the layer gets the tomogram's ``scale`` so the
+    picks overlay the image. Point size is the particle ``diameter`` (Å) when given. Colour
+    comes from ``class_name`` through the one palette; rejected picks are hidden (``shown``),
+    never deleted.
+    """
+    data, features = to_points(picks)
+    vs = np.broadcast_to(np.asarray(voxel_size if voxel_size is not None else 1.0, dtype=float), (3,))
+    size_vox = (diameter / float(np.mean(vs))) if diameter else 8.0
+    meta = dict(metadata or {})
+    meta.setdefault("voxel_size", tuple(float(v) for v in vs) if voxel_size is not None else None)
+    if diameter:
+        meta["diameter"] = float(diameter)
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "scale": tuple(float(v) for v in vs),
+        "units": ANGSTROM,
+        "features": features,
+        "size": float(size_vox),
+        "face_color": "transparent",
+        "border_width": 0.12,
+        "border_width_is_relative": True,
+        "projection_mode": "rescale_spherical",  # sphere ∩ slice; needs dims margins
+        "shown": (features["curation"] != "rejected").to_numpy(),
+        "metadata": meta,
+    }
+    if "class_name" in features.columns and len(features):
+        kwargs["border_color"] = "class_name"
+        kwargs["border_color_cycle"] = class_colors(features["class_name"])
+    else:
+        kwargs["border_color"] = PICK_COLOR
+    return data, kwargs, "points"

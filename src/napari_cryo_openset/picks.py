@@ -1,0 +1,164 @@
+"""The picks table: one row per picked particle, defined once for the whole package.
+
+A picks table is a :class:`pandas.DataFrame` with these columns (the *schema*):
+
+=================  =========  ==========================================================
+column             dtype      meaning
+=================  =========  ==========================================================
+``z``, ``y``, ``x``  float64  position in voxels of the tomogram, 0-based, voxel centres at
+                              integers, (Z, Y, X) = numpy axis order
+``score``          float64    picking figure of merit (DoG response; NaN if unknown)
+``curation``       str        ``unreviewed`` / ``accepted`` / ``rejected``
+=================  =========  ==========================================================
+
+Optional prediction columns (written by later stages) are ``class_name`` (str, template name
+or ``unknown``), ``confidence`` (0..1), ``unknown_score`` (higher = more likely unknown),
+``is_unknown`` (bool), ``tsne_x``, ``tsne_y`` (float) and ``cluster`` (int, -1 = none). Any
+other column is carried along untouched (e.g. ``rlnTomoName`` from a STAR file).
+
+The same table is the ``features`` of a napari Points layer (with ``data`` = the Z Y X
+coordinates), so the viewer and the core share one representation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import PicksError
+
+COORDINATES = ("z", "y", "x")
+CURATION_STATES = ("unreviewed", "accepted", "rejected")
+UNKNOWN_CLASS = "unknown"
+
+#: In-memory column → STAR/CSV column (ARCHITECTURE.md § 4.2). One place for the mapping.
+STAR_COLUMNS: dict[str, str] = {
+    "x": "rlnCoordinateX",
+    "y": "rlnCoordinateY",
+    "z": "rlnCoordinateZ",
+    "score": "rlnAutopickFigureOfMerit",
+    "class_name": "cosClassName",
+    "confidence": "cosConfidence",
+    "unknown_score": "cosUnknownScore",
+    "curation": "cosCuration",
+    "is_unknown": "cosIsUnknown",
+    "tsne_x": "cosTsneX",
+    "tsne_y": "cosTsneY",
+    "cluster": "cosCluster",
+}
+FROM_STAR: dict[str, str] = {v: k for k, v in STAR_COLUMNS.items()}
+
+_FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y")
+_STRING_COLUMNS = ("class_name", "curation")
+
+
+def make_picks(
+    coordinates: np.ndarray | Sequence[Sequence[float]],
+    score: np.ndarray | Sequence[float] | None = None,
+    **features: np.ndarray | Sequence,
+) -> pd.DataFrame:
+    """Build a picks table from (N, 3) Z Y X voxel coordinates, optional scores and features."""
+    coords = np.asarray(coordinates, dtype=np.float64)
+    if coords.size == 0:
+        coords = coords.reshape(0, 3)
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise PicksError(f"picks coordinates must be an (N, 3) Z Y X array, got shape {coords.shape}")
+    df = pd.DataFrame({"z": coords[:, 0], "y": coords[:, 1], "x": coords[:, 2]})
+    df["score"] = np.nan if score is None else np.asarray(score, dtype=np.float64)
+    for name, values in features.items():
+        df[name] = list(values) if not isinstance(values, np.ndarray) else values
+    return validate_picks(df)
+
+
+def empty_picks() -> pd.DataFrame:
+    """A picks table with no rows and the schema's columns."""
+    return make_picks(np.zeros((0, 3)))
+
+
+def validate_picks(df: pd.DataFrame, source: str = "picks table") -> pd.DataFrame:
+    """Check and normalise a picks table; return a new DataFrame in schema order.
+
+    Fills ``score`` with NaN and ``curation`` with ``unreviewed`` when absent, coerces types,
+    and refuses missing coordinates, non-finite coordinates or unknown curation values with a
+    message naming ``source``.
+    """
+    missing = [c for c in COORDINATES if c not in df.columns]
+    if missing:
+        raise PicksError(f"{source}: missing coordinate column(s) {', '.join(missing)}")
+    out = df.copy()
+    out.index = pd.RangeIndex(len(out))
+    for col in _FLOAT_COLUMNS:
+        if col in out.columns:
+            try:
+                out[col] = pd.to_numeric(out[col], errors="raise").astype(np.float64)
+            except (ValueError, TypeError) as exc:
+                raise PicksError(f"{source}: column '{col}' must be numeric ({exc})") from None
+    coords = out[list(COORDINATES)].to_numpy()
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise PicksError(
+            f"{source}: {int(bad.sum())} pick(s) have missing or non-finite coordinates "
+            f"(first: row {first + 1})"
+        )
+    if "score" not in out.columns:
+        out["score"] = np.nan
+    if "curation" not in out.columns:
+        out["curation"] = "unreviewed"
+    out["curation"] = out["curation"].fillna("unreviewed").astype(str).str.strip().str.lower()
+    wrong = ~out["curation"].isin(CURATION_STATES)
+    if wrong.any():
+        value = out["curation"][wrong].iloc[0]
+        raise PicksError(
+            f"{source}: curation value '{value}' is not one of {', '.join(CURATION_STATES)}"
+        )
+    for col in _STRING_COLUMNS:
+        if col in out.columns and col != "curation":
+            out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str)
+    if "is_unknown" in out.columns:
+        out["is_unknown"] = out["is_unknown"].map(_to_bool).astype(bool)
+    if "cluster" in out.columns:
+        out["cluster"] = pd.to_numeric(out["cluster"], errors="coerce").fillna(-1).astype(np.int64)
+    first = [*COORDINATES, "score", "curation"]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def _to_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "y", "t")
+    return bool(value) if value == value else False  # NaN → False
+
+
+def coordinates(df: pd.DataFrame) -> np.ndarray:
+    """(N, 3) float64 array of Z Y X voxel coordinates."""
+    return df[list(COORDINATES)].to_numpy(dtype=np.float64)
+
+
+def active(df: pd.DataFrame) -> pd.DataFrame:
+    """Picks that downstream steps use: accepted and unreviewed (rejected ones are skipped)."""
+    return df[df["curation"] != "rejected"]
+
+
+def to_points(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """Split a picks table into napari Points ``data`` (N, 3 voxel Z Y X) and ``features``."""
+    df = validate_picks(df)
+    return coordinates(df), df.drop(columns=list(COORDINATES)).reset_index(drop=True)
+
+
+def from_points(data: np.ndarray, features: pd.DataFrame | Mapping | None = None) -> pd.DataFrame:
+    """Rebuild a picks table from napari Points ``data`` and ``features``."""
+    data = np.asarray(data, dtype=np.float64)
+    if data.ndim != 2 or data.shape[1] < 3:
+        raise PicksError(f"points data must be (N, 3) Z Y X, got shape {data.shape}")
+    feats = pd.DataFrame(features if features is not None else {}).reset_index(drop=True)
+    if len(feats) not in (0, len(data)):
+        raise PicksError(
+            f"points have {len(data)} coordinates but {len(feats)} feature rows; they must match"
+        )
+    df = pd.DataFrame(data[:, -3:], columns=list(COORDINATES))
+    for col in feats.columns:
+        if col not in COORDINATES:
+            df[col] = feats[col].to_numpy()
+    return validate_picks(df, "points layer")
