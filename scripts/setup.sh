@@ -55,7 +55,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$PY" -c "import napari
 fi
 
 PIP=("$PY" -m pip --disable-pip-version-check --no-input)
-"${PIP[@]}" install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+"${PIP[@]}" install -q --upgrade pip "setuptools>=77" wheel 2>&1 | grep -v "^WARNING: Location" || true
 if ! "$PY" -c "import torch" 2>/dev/null; then
   log "installing $TORCH_SPEC (first, pinned)"
   "${PIP[@]}" install -q "$TORCH_SPEC" 2>&1 | grep -v "^WARNING: Location" || true
