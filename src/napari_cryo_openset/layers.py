@@ -75,6 +75,8 @@ def picks_layer(
         "border_width_is_relative": True,
         "projection_mode": "rescale_spherical",  # sphere ∩ slice; needs dims margins
         "shown": (features["curation"] != "rejected").to_numpy(),
+        # points added by hand start unreviewed, with no score or class
+        "feature_defaults": pick_feature_defaults(features),
         "metadata": meta,
     }
     if "class_name" in features.columns and len(features):
@@ -83,3 +85,23 @@ def picks_layer(
     else:
         kwargs["border_color"] = PICK_COLOR
     return data, kwargs, "points"
+
+
+def pick_feature_defaults(features: pd.DataFrame) -> dict[str, Any]:
+    """Feature values for a pick added by hand: unreviewed, no score, no class."""
+    defaults: dict[str, Any] = {}
+    for column in features.columns:
+        dtype = features[column].dtype
+        if column == "curation":
+            defaults[column] = "unreviewed"
+        elif column == "cluster":
+            defaults[column] = -1
+        elif column == "is_unknown":
+            defaults[column] = False
+        elif pd.api.types.is_float_dtype(dtype):
+            defaults[column] = np.nan
+        elif pd.api.types.is_integer_dtype(dtype):
+            defaults[column] = 0
+        else:
+            defaults[column] = ""
+    return defaults

@@ -1,0 +1,335 @@
+"""Curate widget: review picks one by one, accept or reject them, undo.
+
+- Steps through the picks of a Points layer, ordered by score (or unknown score, or file order).
+- Centres the view on the current pick (slice and camera) and shows its XY, XZ and YZ slices.
+- Keys on the picks layer: **A** accept, **R** reject, **N** next, **B** back, **U** undo.
+- Rejected picks are hidden (``shown``) and marked ``rejected`` — never deleted. Adding,
+  deleting or moving points with napari's own tools keeps the features table consistent (new
+  points come in ``unreviewed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QImage, QPixmap
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+ORDERS = {
+    "score (high → low)": ("score", False),
+    "unknown score (high → low)": ("unknown_score", False),
+    "file order": (None, True),
+}
+_VIEW_PX = 120
+
+
+@dataclass
+class _Change:
+    index: int
+    curation: str
+    shown: bool
+
+
+def ortho_slices(volume: np.ndarray, centre_zyx, half: int) -> list[np.ndarray]:
+    """XY, XZ and YZ slices (2·half+1 square, edge-padded) through ``centre_zyx`` (voxels)."""
+    c = np.round(np.asarray(centre_zyx, dtype=float)).astype(int)
+    shape = np.asarray(volume.shape)
+    lo = c - half
+    hi = c + half + 1
+    src_lo = np.clip(lo, 0, shape)
+    src_hi = np.clip(hi, 0, shape)
+    size = 2 * half + 1
+    box = np.zeros((size, size, size), dtype=np.float32)
+    if np.all(src_hi > src_lo):
+        block = np.asarray(volume[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))], dtype=np.float32)
+        pad = [(int(a - lo_), int(hi_ - b)) for a, b, lo_, hi_ in zip(src_lo, src_hi, lo, hi)]
+        box = np.pad(block, pad, mode="edge" if block.size else "constant")
+    return [box[half], box[:, half, :], box[:, :, half]]
+
+
+def _to_pixmap(image: np.ndarray, lo: float, hi: float) -> QPixmap:
+    scaled = np.clip((image - lo) / (hi - lo or 1.0) * 255.0, 0, 255).astype(np.uint8)
+    scaled = np.ascontiguousarray(scaled)
+    h, w = scaled.shape
+    qimg = QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+    return QPixmap.fromImage(qimg).scaled(
+        _VIEW_PX, _VIEW_PX, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
+    )
+
+
+class CurateWidget(QWidget):
+    """Review picks one by one (dock widget)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._layer = None
+        self._order: np.ndarray = np.zeros(0, dtype=int)
+        self._pos = 0
+        self._undo: list[_Change] = []
+
+        self.layer_combo = QComboBox()
+        self.order_combo = QComboBox()
+        self.order_combo.addItems(list(ORDERS))
+        self.prev_button = QPushButton("◀ Back (B)")
+        self.next_button = QPushButton("Next (N) ▶")
+        self.accept_button = QPushButton("Accept (A)")
+        self.reject_button = QPushButton("Reject (R)")
+        self.undo_button = QPushButton("Undo (U)")
+        self.info = QLabel("No picks layer")
+        self.info.setWordWrap(True)
+        self.progress_label = QLabel("")
+        self.views = [QLabel() for _ in range(3)]
+        for view in self.views:
+            view.setFixedSize(_VIEW_PX, _VIEW_PX)
+            view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            view.setStyleSheet("background: black;")
+
+        form = QFormLayout()
+        form.addRow("Picks layer", self.layer_combo)
+        form.addRow("Order", self.order_combo)
+        nav = QHBoxLayout()
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.next_button)
+        decide = QHBoxLayout()
+        decide.addWidget(self.accept_button)
+        decide.addWidget(self.reject_button)
+        decide.addWidget(self.undo_button)
+        grid = QGridLayout()
+        for col, (title, view) in enumerate(zip(("XY", "XZ", "YZ"), self.views)):
+            grid.addWidget(QLabel(title), 0, col, alignment=Qt.AlignmentFlag.AlignCenter)
+            grid.addWidget(view, 1, col)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(nav)
+        layout.addLayout(decide)
+        layout.addLayout(grid)
+        layout.addWidget(self.info)
+        layout.addWidget(self.progress_label)
+        layout.addStretch(1)
+
+        self.prev_button.clicked.connect(self.previous)
+        self.next_button.clicked.connect(self.next)
+        self.accept_button.clicked.connect(lambda: self.decide("accepted"))
+        self.reject_button.clicked.connect(lambda: self.decide("rejected"))
+        self.undo_button.clicked.connect(self.undo)
+        self.layer_combo.currentTextChanged.connect(self._on_layer_chosen)
+        self.order_combo.currentTextChanged.connect(lambda _: self._reorder(keep_current=True))
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._refresh_layers()
+
+    # --- layer bookkeeping ----------------------------------------------------------------
+    def _points_layers(self):
+        from napari.layers import Points
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Points)]
+
+    def _refresh_layers(self, event=None) -> None:
+        current = self.layer_combo.currentText()
+        names = [ly.name for ly in self._points_layers()]
+        self.layer_combo.blockSignals(True)
+        self.layer_combo.clear()
+        self.layer_combo.addItems(names)
+        active = self.viewer.layers.selection.active
+        preferred = current if current in names else (active.name if active is not None and active.name in names else None)
+        if preferred is None and names:
+            preferred = names[-1]
+        if preferred is not None:
+            self.layer_combo.setCurrentText(preferred)
+        self.layer_combo.blockSignals(False)
+        self._on_layer_chosen(self.layer_combo.currentText())
+
+    def _follow_selection(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        if active is not None and active.name in [ly.name for ly in self._points_layers()]:
+            self.layer_combo.setCurrentText(active.name)
+
+    def _on_layer_chosen(self, name: str) -> None:
+        layer = next((ly for ly in self._points_layers() if ly.name == name), None)
+        if layer is self._layer:
+            return
+        if self._layer is not None:
+            self._layer.events.data.disconnect(self._on_data_changed)
+        self._layer = layer
+        self._undo.clear()
+        if layer is None:
+            self._order = np.zeros(0, dtype=int)
+            self._update_view()
+            return
+        _ensure_curation(layer)
+        layer.events.data.connect(self._on_data_changed)
+        for key, func in (
+            ("a", lambda ly: self.decide("accepted")),
+            ("r", lambda ly: self.decide("rejected")),
+            ("n", lambda ly: self.next()),
+            ("b", lambda ly: self.previous()),
+            ("u", lambda ly: self.undo()),
+        ):
+            layer.bind_key(key, func, overwrite=True)
+        self._reorder(keep_current=False)
+
+    def _on_data_changed(self, event=None) -> None:
+        """Points added, deleted or moved with napari's tools: keep the table consistent."""
+        if self._layer is None:
+            return
+        action = str(getattr(event, "action", ""))
+        if action.endswith(("adding", "removing", "changing")):
+            return  # wait for the completed event
+        if action.endswith("added"):
+            _reset_added(self._layer, getattr(event, "data_indices", ()))
+        _ensure_curation(self._layer)
+        self._undo = [c for c in self._undo if c.index < len(self._layer.data)]
+        self._reorder(keep_current=True)
+
+    def _reorder(self, keep_current: bool) -> None:
+        layer = self._layer
+        if layer is None:
+            return
+        current = self.current_index if keep_current else None
+        column, file_order = ORDERS[self.order_combo.currentText()]
+        n = len(layer.data)
+        if file_order or column not in layer.features.columns:
+            order = np.arange(n)
+        else:
+            values = np.nan_to_num(layer.features[column].to_numpy(dtype=float), nan=-np.inf)
+            order = np.argsort(-values, kind="stable")
+        self._order = order
+        self._pos = 0
+        if current is not None and current in order:
+            self._pos = int(np.flatnonzero(order == current)[0])
+        self._update_view()
+
+    # --- navigation and decisions ---------------------------------------------------------
+    @property
+    def current_index(self) -> int | None:
+        if self._layer is None or len(self._order) == 0:
+            return None
+        return int(self._order[min(self._pos, len(self._order) - 1)])
+
+    def next(self) -> None:
+        if len(self._order):
+            self._pos = min(self._pos + 1, len(self._order) - 1)
+            self._update_view()
+
+    def previous(self) -> None:
+        if len(self._order):
+            self._pos = max(self._pos - 1, 0)
+            self._update_view()
+
+    def decide(self, state: str) -> None:
+        """Mark the current pick ``accepted`` or ``rejected`` and move to the next one."""
+        i = self.current_index
+        if i is None:
+            return
+        layer = self._layer
+        self._undo.append(_Change(i, str(layer.features.loc[i, "curation"]), bool(layer.shown[i])))
+        layer.features.loc[i, "curation"] = state
+        shown = layer.shown.copy()
+        shown[i] = state != "rejected"
+        layer.shown = shown
+        self.next() if self._pos < len(self._order) - 1 else self._update_view()
+
+    def undo(self) -> None:
+        """Revert the last accept/reject and go back to that pick."""
+        if not self._undo or self._layer is None:
+            return
+        change = self._undo.pop()
+        layer = self._layer
+        layer.features.loc[change.index, "curation"] = change.curation
+        shown = layer.shown.copy()
+        shown[change.index] = change.shown
+        layer.shown = shown
+        hits = np.flatnonzero(self._order == change.index)
+        if hits.size:
+            self._pos = int(hits[0])
+        self._update_view()
+
+    # --- display --------------------------------------------------------------------------
+    def _image_for(self, layer):
+        from napari.layers import Image
+
+        images = [
+            ly for ly in self.viewer.layers
+            if isinstance(ly, Image) and ly.ndim == 3 and np.allclose(ly.scale, layer.scale)
+        ]
+        return images[-1] if images else None
+
+    def _update_view(self) -> None:
+        layer = self._layer
+        i = self.current_index
+        if layer is None or i is None:
+            self.info.setText("No picks to review" if layer is not None else "No picks layer")
+            self.progress_label.setText("")
+            for view in self.views:
+                view.clear()
+            return
+        feats = layer.features
+        curation = feats["curation"].astype(str)
+        reviewed = int((curation != "unreviewed").sum())
+        self.progress_label.setText(
+            f"{reviewed} / {len(curation)} reviewed · {int((curation == 'accepted').sum())} accepted · "
+            f"{int((curation == 'rejected').sum())} rejected"
+        )
+        parts = [f"Pick {self._pos + 1} of {len(self._order)} (#{i})", f"state: {curation.iloc[i]}"]
+        for column, label in (("score", "score"), ("class_name", "class"), ("confidence", "confidence"), ("unknown_score", "unknown score")):
+            if column in feats.columns:
+                value = feats[column].iloc[i]
+                parts.append(f"{label}: {value:.3g}" if isinstance(value, (float, np.floating)) else f"{label}: {value}")
+        self.info.setText(" · ".join(parts))
+        zyx = np.asarray(layer.data[i], dtype=float)
+        world = zyx * np.asarray(layer.scale)
+        layer.selected_data = {i}
+        self.viewer.dims.set_point(0, world[0])
+        self.viewer.camera.center = tuple(world[1:]) if self.viewer.dims.ndisplay == 2 else tuple(world)
+        image = self._image_for(layer)
+        if image is None:
+            return
+        diameter = layer.metadata.get("diameter") if isinstance(layer.metadata, dict) else None
+        half = int(round(diameter / float(np.mean(layer.scale)))) if diameter else 16
+        half = max(4, min(half, 48))
+        lo, hi = image.contrast_limits
+        for view, plane in zip(self.views, ortho_slices(image.data, zyx, half)):
+            view.setPixmap(_to_pixmap(plane, lo, hi))
+
+
+def _reset_added(layer, indices) -> None:
+    """napari copies the selected point's features into new points; a new pick starts fresh."""
+    from ..layers import pick_feature_defaults
+
+    feats = layer.features
+    n = len(feats)
+    rows = [i % n for i in indices if -n <= i < n]
+    if not rows:
+        return
+    for column, value in pick_feature_defaults(feats).items():
+        feats.loc[rows, column] = value
+    layer.features = feats
+
+
+def _ensure_curation(layer) -> None:
+    """Give every point a curation state (new points: ``unreviewed``) and set defaults."""
+    feats = layer.features
+    if "curation" not in feats.columns:
+        feats["curation"] = "unreviewed"
+    feats["curation"] = feats["curation"].astype(object).where(feats["curation"].notna(), "unreviewed")
+    feats.loc[~feats["curation"].isin(("accepted", "rejected", "unreviewed")), "curation"] = "unreviewed"
+    layer.features = feats
+    defaults = layer.feature_defaults
+    if "curation" in defaults.columns:
+        defaults["curation"] = "unreviewed"
+        if "score" in defaults.columns:
+            defaults["score"] = np.nan
+        layer.feature_defaults = defaults

@@ -1,0 +1,104 @@
+"""Curate widget: step, accept/reject/undo, rejected picks hidden not deleted, hand edits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_cryo_openset._widgets.curate import CurateWidget, ortho_slices
+from napari_cryo_openset.io.tomogram import Tomogram
+from napari_cryo_openset.layers import picks_layer, tomogram_layer
+from napari_cryo_openset.synthetic import BlobTomogramParams, blob_tomogram
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def viewer_with_picks(make_napari_viewer):
+    params = BlobTomogramParams(shape=(32, 64, 64), n_particles=6, voxel_size=10.0, diameter=120.0)
+    volume, picks = blob_tomogram(params)
+    picks["score"] = np.arange(len(picks), dtype=float)  # highest score = last row
+    viewer = make_napari_viewer(show=True)
+    data, kw, _ = tomogram_layer(Tomogram(volume, (10.0,) * 3))
+    viewer.add_image(data, **kw)
+    data, kw, _ = picks_layer(picks, voxel_size=10.0, diameter=120.0, name="picks")
+    layer = viewer.add_points(data, **kw)
+    return viewer, layer
+
+
+def test_ortho_slices_are_centred_and_padded():
+    vol = np.zeros((20, 20, 20), np.float32)
+    vol[2, 3, 4] = 5.0
+    xy, xz, yz = ortho_slices(vol, (2, 3, 4), 6)
+    assert xy.shape == xz.shape == yz.shape == (13, 13)
+    assert xy[6, 6] == xz[6, 6] == yz[6, 6] == 5.0
+
+
+def test_review_accept_reject_undo(viewer_with_picks, qtbot):
+    viewer, layer = viewer_with_picks
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+    n = len(layer.data)
+    assert widget.layer_combo.currentText() == "picks"
+    first = widget.current_index
+    assert first == n - 1  # ordered by score, high first
+    # the view is centred on the pick
+    assert viewer.dims.point[0] == pytest.approx(layer.data[first][0] * 10.0, abs=10.0)
+    assert widget.views[0].pixmap() is not None and not widget.views[0].pixmap().isNull()
+
+    widget.decide("accepted")
+    assert layer.features.loc[first, "curation"] == "accepted"
+    second = widget.current_index
+    assert second != first
+    widget.decide("rejected")
+    assert layer.features.loc[second, "curation"] == "rejected"
+    assert not layer.shown[second]  # hidden ...
+    assert len(layer.data) == n  # ... not deleted
+    assert "2 / 6 reviewed" in widget.progress_label.text()
+
+    widget.undo()
+    assert layer.features.loc[second, "curation"] == "unreviewed"
+    assert layer.shown[second]
+    assert widget.current_index == second
+    widget.undo()
+    assert layer.features.loc[first, "curation"] == "unreviewed"
+
+
+def test_keys_on_layer(viewer_with_picks, qtbot):
+    """A/R/U/N/B are bound on the picks layer and act like the buttons."""
+    from app_model.types import KeyBinding
+
+    viewer, layer = viewer_with_picks
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+
+    def press(key):
+        layer.keymap[KeyBinding.from_str(key)](layer)
+
+    first = widget.current_index
+    press("A")
+    assert layer.features.loc[first, "curation"] == "accepted"
+    second = widget.current_index
+    press("R")
+    assert layer.features.loc[second, "curation"] == "rejected"
+    press("U")
+    assert layer.features.loc[second, "curation"] == "unreviewed"
+    press("B")
+    assert widget.current_index == first
+    press("N")
+    assert widget.current_index == second
+
+
+def test_points_added_and_deleted_by_hand_stay_consistent(viewer_with_picks, qtbot):
+    viewer, layer = viewer_with_picks
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.decide("rejected")
+    layer.add([[10.0, 20.0, 30.0]])
+    assert len(layer.features) == len(layer.data) == 7
+    assert layer.features["curation"].iloc[-1] == "unreviewed"
+    assert np.isnan(layer.features["score"].iloc[-1])
+    layer.selected_data = {0}
+    layer.remove_selected()
+    assert len(layer.features) == len(layer.data) == 6
+    assert widget.current_index is not None and widget.current_index < 6
