@@ -14,7 +14,7 @@ import numpy as np
 from .errors import CryoOpensetError
 from .io.picks_io import write_picks
 from .io.tomogram import write_tomogram
-from .picks import from_points
+from .layers import picks_from_layer
 
 
 def _voxel_size(meta: dict[str, Any]):
@@ -28,8 +28,12 @@ def _voxel_size(meta: dict[str, Any]):
 
 
 def write_points(path: str, data: Any, meta: dict) -> list[str]:
-    """Write a Points layer (voxel Z Y X coordinates + features) as STAR or CSV."""
-    picks = from_points(np.asarray(data), meta.get("features"))
+    """Write a Points layer (voxel Z Y X coordinates + features) as STAR or CSV.
+
+    Every curated pick is written (rejected ones marked ``rejected``); candidates below the
+    Pick widget's live threshold are not.
+    """
+    picks = picks_from_layer(data, meta.get("features"), meta.get("metadata"))
     vs = _voxel_size(meta)
     if vs is not None and not np.allclose(vs, vs[0]):
         vs = None  # anisotropic: not representable in cosVoxelSizeAngst

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .io.tomogram import Tomogram, contrast_limits
 from .palette import PICK_COLOR, class_colors
-from .picks import to_points
+from .picks import from_points, to_points
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 ANGSTROM = ("angstrom", "angstrom", "angstrom")
@@ -105,3 +105,34 @@ def pick_feature_defaults(features: pd.DataFrame) -> dict[str, Any]:
         else:
             defaults[column] = ""
     return defaults
+
+
+def above_threshold(features: pd.DataFrame, threshold: float | None) -> np.ndarray:
+    """Picks kept by a score threshold: score ≥ threshold, no score (added by hand), or accepted."""
+    n = len(features)
+    if threshold is None or "score" not in features.columns:
+        return np.ones(n, dtype=bool)
+    score = features["score"].to_numpy(dtype=float)
+    keep = ~(score < float(threshold))  # NaN scores are kept
+    if "curation" in features.columns:
+        keep |= features["curation"].to_numpy() == "accepted"
+    return keep
+
+
+def visible_picks_mask(features: pd.DataFrame, threshold: float | None = None) -> np.ndarray:
+    """``shown`` for a picks layer: above the threshold and not rejected."""
+    keep = above_threshold(features, threshold)
+    if "curation" in features.columns:
+        keep &= features["curation"].to_numpy() != "rejected"
+    return keep
+
+
+def picks_from_layer(data, features, metadata: dict | None = None) -> pd.DataFrame:
+    """The picks table a Points layer stands for.
+
+    Candidates below the layer's live score threshold (``metadata['score_threshold']``, set by
+    the Pick widget's slider) are left out; rejected picks stay in, marked ``rejected``.
+    """
+    picks = from_points(np.asarray(data), features)
+    threshold = (metadata or {}).get("score_threshold")
+    return picks[above_threshold(picks, threshold)].reset_index(drop=True)

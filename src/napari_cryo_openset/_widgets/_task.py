@@ -17,6 +17,18 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 
+def report_error(exc: BaseException) -> None:
+    """Show a user-input problem as one clear message; anything else with its traceback."""
+    from napari.utils.notifications import ErrorNotification, notification_manager, show_error
+
+    from ..errors import CryoOpensetError
+
+    if isinstance(exc, CryoOpensetError):
+        show_error(str(exc))
+    else:
+        notification_manager.dispatch(ErrorNotification(exc))
+
+
 class TaskRunner(QWidget):
     """Progress bar + status + Cancel for one background job at a time."""
 
@@ -70,7 +82,8 @@ class TaskRunner(QWidget):
         self.cancel()
         self._token += 1
         token = self._token
-        worker = create_worker(generator_factory, *args, _start_thread=False, **kwargs)
+        # errors are handled below (one clear message), not re-raised in the Qt event loop
+        worker = create_worker(generator_factory, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         self._worker = worker
         self._t0 = time.perf_counter()
         self._label = label
@@ -94,6 +107,8 @@ class TaskRunner(QWidget):
         def _returned(result):
             if token != self._token:
                 return  # superseded: discard
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(1)
             self.status.setText(f"{label}: done in {time.perf_counter() - self._t0:.1f} s")
             on_result(result)
 
@@ -104,9 +119,7 @@ class TaskRunner(QWidget):
             if on_error is not None:
                 on_error(exc)
             else:
-                from napari.utils.notifications import show_error
-
-                show_error(str(exc))
+                report_error(exc)
 
         def _finished():
             if token == self._token:

@@ -200,12 +200,17 @@ class CurateWidget(QWidget):
             return
         current = self.current_index if keep_current else None
         column, file_order = ORDERS[self.order_combo.currentText()]
+        from ..layers import above_threshold
+
         n = len(layer.data)
         if file_order or column not in layer.features.columns:
             order = np.arange(n)
         else:
             values = np.nan_to_num(layer.features[column].to_numpy(dtype=float), nan=-np.inf)
             order = np.argsort(-values, kind="stable")
+        # candidates below the Pick widget's live threshold are not up for review
+        keep = above_threshold(layer.features, layer.metadata.get("score_threshold"))
+        order = order[keep[order]]
         self._order = order
         self._pos = 0
         if current is not None and current in order:
