@@ -4,9 +4,10 @@ Subcommands share the core with the napari widgets. Progress goes to stderr; res
 Bad input ends with one line ``napari-cryo-openset: error: <what, which file/parameter>`` and
 exit status 2 — never a traceback (``--debug`` shows one) and never a half-written file.
 
-Available now: ``info`` (validate and describe tomograms/picks files) and ``demo``. The
-``pick``, ``simulate``, ``train``, ``adapt``, ``predict`` and ``run`` subcommands of the
-contract in ARCHITECTURE.md § 4.1 arrive with the capabilities they drive.
+Available now: ``pick`` (DoG picking), ``simulate`` (labelled subtomogram sets), ``info``
+(validate and describe tomograms/picks files) and ``demo``. The ``train``, ``adapt``,
+``predict`` and ``run`` subcommands of the contract in ARCHITECTURE.md § 4.1 arrive with the
+capabilities they drive.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from .picking._cli import register as register_pick
+    from .simulate._cli import register as register_simulate
+
+    register_pick(sub)
+    register_simulate(sub)
 
     p = sub.add_parser("info", help="validate and describe tomograms (MRC) and picks (STAR/CSV)")
     p.add_argument("paths", nargs="+", metavar="FILE")

@@ -1,0 +1,77 @@
+"""Physics simulator: templates → tilt series → CTF × MTF → noise → reconstruction (no Qt/napari).
+
+Modules (each one job):
+
+- :mod:`.templates` — :class:`Template`, MRC maps / atomic models / folders / built-in library,
+  resampling; :mod:`.atomic` — PDB/mmCIF → density with gemmi;
+- :mod:`.decoys` — procedural pseudo-macromolecules for the ``unknown`` class;
+- :mod:`.condition` — :class:`ImagingCondition` (units, SNR definition);
+- :mod:`.placement` — uniform random rotations, placing rotated templates in boxes;
+- :mod:`.projector` — tilt-series projection / weighted back-projection (sparse matrices);
+- :mod:`.imaging` — the chain (full and *approximate* 3D mode), contrast sign;
+- :mod:`.datasets` — labelled subtomogram sets on disk and on the fly (DataLoader);
+- :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene;
+- :mod:`._cli` — the ``simulate`` subcommand.
+
+Conventions: arrays (Z, Y, X); Å, µm (defocus, underfocus positive), degrees; tilt axis Y;
+simulated reconstructions are in the raw convention (**protein dark**); SNR =
+var(signal)/var(noise) per projection; class names = sorted template names, then ``empty``,
+then ``unknown``. Names are imported lazily so that ``import napari_cryo_openset.simulate``
+does not load torch or gemmi until something is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Template": "templates",
+    "TemplateError": "templates",
+    "load_template": "templates",
+    "load_templates": "templates",
+    "builtin_templates": "templates",
+    "builtin_template_names": "templates",
+    "resample_density": "templates",
+    "density_from_atoms": "atomic",
+    "DecoyParams": "decoys",
+    "make_decoy": "decoys",
+    "make_decoys": "decoys",
+    "ImagingCondition": "condition",
+    "random_rotations": "placement",
+    "rotate_into_boxes": "placement",
+    "TiltProjector": "projector",
+    "TiltSeries": "imaging",
+    "image_volumes": "imaging",
+    "approximate_image_volumes": "imaging",
+    "wedge_mask": "imaging",
+    "DatasetParams": "datasets",
+    "SimulatedSet": "datasets",
+    "SubtomogramSet": "datasets",
+    "SubtomogramStream": "datasets",
+    "class_names_for": "datasets",
+    "generate_subtomograms": "datasets",
+    "generate_dataset": "datasets",
+    "write_dataset": "datasets",
+    "load_dataset": "datasets",
+    "EMPTY_CLASS": "datasets",
+    "SceneParams": "scenes",
+    "SAMPLE_SCENE": "scenes",
+    "make_scene": "scenes",
+    "generate_scene": "scenes",
+    "sample_scene": "scenes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,170 @@
+"""Labelled subtomogram sets: labels, determinism, file format, DataLoader workers, progress."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cryo_openset.errors import CryoOpensetError, ParameterError
+from napari_cryo_openset.progress import Progress, run_to_completion
+from napari_cryo_openset.simulate.condition import ImagingCondition
+from napari_cryo_openset.simulate.datasets import (
+    DatasetParams,
+    SubtomogramSet,
+    SubtomogramStream,
+    class_names_for,
+    dataset_layout,
+    generate_dataset,
+    generate_subtomograms,
+    load_dataset,
+    make_spec,
+    prepare_library,
+    render_specs,
+)
+from napari_cryo_openset.simulate.templates import builtin_templates
+
+torch.set_num_threads(2)
+COND = ImagingCondition(voxel_size=10.0, defocus=(4.0, 6.0), snr=(0.05, 0.5))
+
+
+@pytest.fixture(scope="module")
+def templates():
+    return builtin_templates(10.0)[:3]  # 1bxn, 1qvr, 2cg9
+
+
+@pytest.fixture(scope="module")
+def small_set(templates):
+    params = DatasetParams(box=24, per_class=4, decoys=4, empty=3, condition=COND, seed=11, batch_size=5)
+    return run_to_completion(generate_subtomograms(templates, params))
+
+
+def test_class_names_sorted_then_empty_then_unknown():
+    assert class_names_for(["b", "a", "c"], decoys=5, empty=2) == ["a", "b", "c", "empty", "unknown"]
+    assert class_names_for(["b", "a"], decoys=0, empty=0) == ["a", "b"]
+    assert class_names_for(["b", "a"], decoys=0, empty=2, empty_label="unknown") == ["a", "b", "unknown"]
+    with pytest.raises(ParameterError, match="reserved"):
+        class_names_for(["unknown", "a"], 0, 0)
+
+
+def test_labels_counts_and_content(small_set):
+    d = small_set
+    assert d.class_names == ["1bxn", "1qvr", "2cg9", "empty", "unknown"]
+    assert d.counts() == {"1bxn": 4, "1qvr": 4, "2cg9": 4, "empty": 3, "unknown": 4}
+    assert d.subtomograms.shape == (19, 24, 24, 24) and d.subtomograms.dtype == np.float16
+    x = d.subtomograms.astype(np.float32)
+    assert np.allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-2) and np.allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-2)
+    for i, lab in enumerate(d.labels):
+        name = d.class_names[lab]
+        if name in ("1bxn", "1qvr", "2cg9"):
+            assert d.template[i] == name
+        elif name == "unknown":
+            assert d.template[i].startswith("decoy_")
+        else:
+            assert d.template[i] == ""
+    assert np.all((d.defocus >= 4.0) & (d.defocus <= 6.0)) and np.all((d.snr >= 0.05) & (d.snr <= 0.5))
+    # protein is dark: averaged over particles the box centre is below the mean, not for empty boxes
+    c = slice(9, 15)
+    known = x[np.isin(d.labels, [0, 1, 2])][:, c, c, c].mean()
+    empty = x[d.labels == 3][:, c, c, c].mean()
+    assert known < -0.3 and abs(empty) < 0.2
+
+
+def test_same_seed_same_arrays_other_seed_other_arrays(templates, small_set):
+    again = run_to_completion(generate_subtomograms(templates, small_set.params))
+    assert np.array_equal(again.subtomograms, small_set.subtomograms)
+    assert np.array_equal(again.labels, small_set.labels)
+    other = DatasetParams(**{**small_set.params.__dict__, "seed": 12})
+    third = run_to_completion(generate_subtomograms(templates, other))
+    assert not np.array_equal(third.subtomograms, small_set.subtomograms)
+
+
+def test_result_does_not_depend_on_batch_size(templates, small_set):
+    params = DatasetParams(**{**small_set.params.__dict__, "batch_size": 1})
+    one_by_one = run_to_completion(generate_subtomograms(templates, params))
+    assert np.array_equal(one_by_one.subtomograms, small_set.subtomograms)
+
+
+def test_crowding_options_and_approximate_mode_run(templates):
+    params = DatasetParams(box=24, per_class=2, empty=1, condition=COND, seed=2, neighbours=2.0, background=0.2)
+    d = run_to_completion(generate_subtomograms(templates, params))
+    assert np.isfinite(d.subtomograms.astype(np.float32)).all()
+    params = DatasetParams(box=24, per_class=2, condition=COND, seed=2, mode="approximate")
+    d = run_to_completion(generate_subtomograms(templates, params))
+    assert d.subtomograms.shape == (6, 24, 24, 24)
+
+
+def test_file_round_trip_without_pickle_and_atomic(tmp_path, templates):
+    params = DatasetParams(box=16, per_class=2, decoys=2, empty=1, condition=COND, seed=5)
+    out = tmp_path / "source.npz"
+    gen = generate_dataset(templates, params, out)
+    events = []
+    data = run_to_completion(gen, events.append)
+    assert all(isinstance(e, Progress) for e in events)
+    sim = [e for e in events if e.stage == "simulate" and e.total > 1]
+    assert sim[-1].step == sim[-1].total == 9 and all(a.step <= b.step for a, b in zip(sim, sim[1:]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.npz"]  # no temporary file left
+    with np.load(out, allow_pickle=False) as z:
+        assert set(z.files) >= {"subtomograms", "labels", "class_names", "condition", "seed", "params"}
+        assert ImagingCondition.from_json(str(z["condition"])) == COND
+        assert int(z["seed"]) == 5 and json.loads(str(z["params"]))["box"] == 16
+    back = load_dataset(out)
+    assert np.array_equal(back.subtomograms, data.subtomograms) and back.class_names == data.class_names
+    assert back.polarity == "dark" and back.condition == COND
+    ds = SubtomogramSet(back, sign=-1.0)
+    x, y = ds[0]
+    assert x.shape == (1, 16, 16, 16) and x.dtype == torch.float32 and y == int(back.labels[0])
+
+
+def test_cancel_leaves_no_file_and_bad_output_is_refused(tmp_path, templates):
+    params = DatasetParams(box=16, per_class=3, condition=COND, seed=5, batch_size=2)
+    out = tmp_path / "cancelled.npz"
+    gen = generate_dataset(templates, params, out)
+    for _ in range(3):
+        next(gen)
+    gen.close()  # Cancel = stop iterating
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    with pytest.raises(CryoOpensetError, match="does not exist"):
+        run_to_completion(generate_dataset(templates, params, tmp_path / "no" / "x.npz"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [({"box": 8}, "box"), ({"per_class": 0}, "per_class"), ({"decoys": -1}, "decoys"),
+     ({"empty_label": "junk"}, "empty_label"), ({"mode": "fast"}, "mode"), ({"background": -1}, "background")],
+)
+def test_parameter_errors_name_the_parameter(kwargs, word):
+    with pytest.raises(ParameterError, match=word):
+        DatasetParams(**kwargs)
+
+
+def test_dataloader_workers_do_not_repeat_samples(templates):
+    params = DatasetParams(box=16, per_class=1, decoys=1, empty=1, condition=COND, seed=9, batch_size=3)
+    stream = SubtomogramStream(templates, params, length=12)
+    single = [(x, y) for x, y in stream]
+    assert len(single) == 12
+    loader = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=2)
+    batches = list(loader)
+    xs = torch.cat([b[0] for b in batches])
+    ys = torch.cat([b[1] for b in batches])
+    assert xs.shape == (12, 1, 16, 16, 16)
+    ref = torch.stack([x for x, _ in single])
+    # each worker sample is one of the single-process samples (equal up to float32 rounding:
+    # workers run single-threaded), and every single-process sample comes exactly once
+    dist = (xs[:, None] - ref[None]).abs().flatten(2).amax(-1)  # (12, 12)
+    match = dist.argmin(1)
+    assert torch.all(dist.min(1).values < 1e-4)
+    assert sorted(match.tolist()) == list(range(12))  # no repeats across workers
+    assert [single[i][1] for i in match.tolist()] == ys.tolist()
+    assert set(ys.tolist()) <= set(range(len(stream.class_names)))
+
+
+def test_render_specs_matches_stored_set(templates, small_set):
+    params = small_set.params
+    lib = prepare_library(templates, params)
+    layout = dataset_layout(len(lib.known), params, small_set.class_names)
+    spec = make_spec(7, *layout[7], lib, params)
+    one = render_specs([spec], lib, params)[0].numpy().astype(np.float16)
+    assert np.array_equal(one, small_set.subtomograms[7])
