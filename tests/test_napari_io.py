@@ -101,12 +101,34 @@ def test_save_through_napari_writer_contribution(make_napari_viewer, tmp_path, s
     assert len(read_picks(out)) == len(viewer.layers[1].data)
 
 
-def test_sample_data(make_napari_viewer):
+@pytest.mark.parametrize("key", ["synthetic-tomogram", "simulated-scene"])
+def test_sample_data(make_napari_viewer, key):
     viewer = make_napari_viewer()
-    viewer.open_sample(PLUGIN, "synthetic-tomogram")
+    viewer.open_sample(PLUGIN, key)
     image, points = viewer.layers
     assert image.data.ndim == 3
     np.testing.assert_allclose(points.scale, image.scale)
+    assert len(points.data) > 20
+
+
+def test_simulated_scene_shows_unknown_colour(make_napari_viewer, qtbot):
+    """The sample scene's decoys carry the reserved unknown colour on the canvas."""
+    from napari_cryo_openset._viewer import show_particles_across_slices
+    from napari_cryo_openset.palette import UNKNOWN_COLOR
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "simulated-scene")
+    image, points = viewer.layers
+    unknown = points.features["class_name"].to_numpy() == "unknown"
+    assert unknown.any()
+    rgb = (np.array([int(UNKNOWN_COLOR[i : i + 2], 16) for i in (1, 3, 5)]) / 255.0)
+    np.testing.assert_allclose(points.border_color[unknown][:, :3], np.tile(rgb, (unknown.sum(), 1)), atol=1e-6)
+    show_particles_across_slices(viewer, 200.0)
+    z = float(points.data[unknown][0, 0])
+    viewer.dims.set_point(0, z * image.scale[0])
+    img = _screenshot(viewer, qtbot)
+    magenta = (np.abs(img[..., :3].astype(int) - [255, 0, 255]).sum(-1) < 60).sum()
+    assert magenta > 20
 
 
 @pytest.mark.shared_data

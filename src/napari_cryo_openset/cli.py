@@ -82,21 +82,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the built-in sample, write it, read it back, and show it (or screenshot it)."""
     from .io.picks_io import read_picks, write_picks
     from .io.tomogram import read_tomogram, write_tomogram
-    from .synthetic import BlobTomogramParams, blob_tomogram
+    from .simulate.scenes import SAMPLE_SCENE, SceneParams, make_scene
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    params = BlobTomogramParams(seed=args.seed)
-    volume, truth = blob_tomogram(params)
-    tomo_path = write_tomogram(out / "sample_tomogram.mrc", volume, params.voxel_size)
-    picks_path = write_picks(out / "sample_tomogram_truth.star", truth, voxel_size=params.voxel_size)
+    params = SceneParams(**{**SAMPLE_SCENE.__dict__, "seed": args.seed})
+    _print("demo: simulating a 128×256×256 tomogram of built-in structures and decoys …")
+    volume, truth = make_scene(params)
+    voxel_size = float(params.condition.voxel_size)
+    tomo_path = write_tomogram(out / "sample_tomogram.mrc", volume, voxel_size)
+    picks_path = write_picks(out / "sample_tomogram_truth.star", truth, voxel_size=voxel_size)
     tomo = read_tomogram(tomo_path)
     picks = read_picks(picks_path)
+    counts = picks["class_name"].value_counts().sort_index().to_dict()
     _print(
         f"demo: wrote {tomo_path} ({'×'.join(map(str, tomo.shape))} voxels at "
-        f"{tomo.voxel_size[0]:g} Å) and {picks_path} ({len(picks)} ground-truth picks) "
-        f"in {time.perf_counter() - t0:.1f} s"
+        f"{tomo.voxel_size[0]:g} Å) and {picks_path} ({len(picks)} ground-truth picks: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f") in {time.perf_counter() - t0:.1f} s"
     )
     if args.no_gui and not args.screenshot:
         return 0
@@ -106,8 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     viewer.open([str(tomo_path), str(picks_path)], plugin="napari-cryo-openset")
     from ._viewer import show_particles_across_slices
 
-    viewer.layers[-1].size = params.diameter / params.voxel_size
-    show_particles_across_slices(viewer, params.diameter)
+    viewer.layers[-1].size = 200.0 / voxel_size  # ~20 nm: a typical built-in particle
+    show_particles_across_slices(viewer, 200.0)
     viewer.reset_view()
     viewer.dims.set_point(0, tomo.shape[0] // 2 * tomo.voxel_size[0])
     if args.screenshot:
