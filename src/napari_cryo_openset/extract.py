@@ -26,7 +26,6 @@ dropped from the process as it goes.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
