@@ -369,7 +369,8 @@ def write_reports(rows, comps, big, args, out_dir: Path) -> None:
         f"{meta['date']}, {THREADS} threads on {meta['cpus']} CPUs, phantom `{args.phantom}`"
         + (" (quick)" if args.quick else ""),
         "",
-        "F1: one-to-one match within 0.3 × diameter. Speed-up relative to (a).",
+        f"F1: one-to-one match within 0.3 × diameter. Throughput: voxels / wall time of the whole "
+        f"call, best of {args.repeats} runs (blob_dog: 1). Speed-up relative to (a).",
         "",
         "| SNR | shape (Z×Y×X) | method | threshold | Mvoxel/s | × (a) | F1 | precision | recall | picks / true |",
         "|---|---|---|---|---|---|---|---|---|---|",
