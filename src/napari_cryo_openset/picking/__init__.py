@@ -17,11 +17,35 @@ sub-voxel precision); lengths from the user in Å except ``sigma1`` (voxels); sc
 more particle-like (after polarity).
 """
 
-from .core import PickResult, pick, pick_particles
-from .dog import dog_filter
-from .evaluate import match_picks
-from .params import THRESHOLD_METHODS, PickingGeometry, PickingParams, derive_geometry
-from .polarity import CANONICAL_POLARITY, POLARITIES, guess_polarity, polarity_sign
+from importlib import import_module
+
+# Lazy exports: the CLI parser imports ``picking._cli`` at start-up; the numerical modules
+# (scipy.fft, pandas) load only when something here is used.
+_EXPORTS = {
+    "PickResult": ".core",
+    "pick": ".core",
+    "pick_particles": ".core",
+    "dog_filter": ".dog",
+    "match_picks": ".evaluate",
+    "THRESHOLD_METHODS": ".params",
+    "PickingGeometry": ".params",
+    "PickingParams": ".params",
+    "derive_geometry": ".params",
+    "CANONICAL_POLARITY": ".polarity",
+    "POLARITIES": ".polarity",
+    "guess_polarity": ".polarity",
+    "polarity_sign": ".polarity",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CANONICAL_POLARITY",
