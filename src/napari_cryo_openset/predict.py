@@ -1,0 +1,226 @@
+"""Prediction: classify every active pick of a tomogram with a model bundle. A generator.
+
+:func:`predict_picks` extracts a box at every *active* pick (accepted and unreviewed; rejected
+picks keep their row and get no prediction), brings it to the canonical polarity and
+normalisation, runs the network in batches and fills the prediction columns of the picks
+table: ``class_name``, ``confidence`` (probability of the chosen class, 0..1),
+``unknown_score`` (higher = more likely unknown) and ``is_unknown``.
+
+Unknown scores (``bundle.openset["method"]``):
+
+``softmax`` (closed-set models)
+    ``1 − max softmax``; a pick is ``unknown`` when the network's arg-max is its ``unknown``
+    output (trained on decoys), or when the score exceeds ``openset["threshold"]`` if one is set.
+``centre``
+    Euclidean distance of the pick's embedding to the nearest class centre
+    (``openset["centres"]``, rows for ``openset["centre_classes"]``); ``unknown`` above
+    ``openset["threshold"]``, else the nearest centre's class.
+
+Tomograms at another voxel size than the model's are resampled box by box at extraction
+(:func:`~napari_cryo_openset.extract.extract_subtomograms`); this is reported.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import ModelBundle, check_compatible
+from .device import choose_device, describe, set_cpu_threads
+from .errors import ParameterError, PicksError
+from .extract import extract_subtomograms, normalise_subtomograms
+from .models import to_device
+from .picks import UNKNOWN_CLASS, validate_picks
+from .progress import Progress
+from .train import infer
+
+
+@dataclass(frozen=True)
+class PredictParams:
+    """Prediction settings (CLI ``predict``, the widgets, tests).
+
+    polarity
+        Protein contrast in the tomogram: ``dark``, ``bright`` or ``auto`` (guessed from the
+        picks: particle centres darker or brighter than their surroundings; reported).
+    batch_size
+        Boxes per network call.
+    device, threads
+        As for training (``auto`` = cuda → mps → cpu).
+    threshold
+        Overrides the bundle's unknown threshold (None = the bundle's).
+    allow_resampling
+        Serve another tomogram voxel size by resampling boxes (else refuse).
+    """
+
+    polarity: str = "dark"
+    batch_size: int = 128
+    device: str = "auto"
+    threads: int | None = None
+    threshold: float | None = None
+    allow_resampling: bool = True
+
+    def __post_init__(self) -> None:
+        if self.polarity not in ("dark", "bright", "auto"):
+            raise ParameterError(f"polarity must be dark, bright or auto, got {self.polarity!r}")
+        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
+            raise ParameterError(f"batch_size must be ≥ 1, got {self.batch_size!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Predictions:
+    """Network outputs for a set of boxes (rows in the order of the boxes)."""
+
+    class_name: np.ndarray  # str
+    confidence: np.ndarray
+    unknown_score: np.ndarray
+    is_unknown: np.ndarray
+    probabilities: np.ndarray  # (N, C)
+    features: np.ndarray  # (N, d)
+    threshold: float | None = None
+
+
+@dataclass
+class PredictionResult:
+    """The picks table with prediction columns, and what was done."""
+
+    picks: pd.DataFrame
+    polarity: str
+    resampled: bool
+    counts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    features: np.ndarray | None = None  # (n_active, d), rows of the active picks
+    active_index: np.ndarray | None = None
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"{sum(self.counts.values())} picks classified ({parts}); polarity {self.polarity}"
+
+
+def score_outputs(bundle: ModelBundle, logits: torch.Tensor, features: torch.Tensor,
+                  threshold: float | None = None) -> Predictions:
+    """Class, confidence and unknown score from network outputs, by the bundle's open-set rule."""
+    from .openset import nearest_centre
+
+    names = np.asarray(bundle.class_names, dtype=object)
+    probs = torch.softmax(logits.float(), dim=1).numpy()
+    feats = features.float().numpy()
+    method = bundle.openset.get("method", "softmax")
+    thr = bundle.openset.get("threshold") if threshold is None else threshold
+    thr = None if thr is None else float(thr)
+    if method == "centre":
+        centres = bundle.openset.get("centres")
+        if centres is None:
+            raise ParameterError("the model's open-set rule 'centre' has no class centres")
+        centres = centres.numpy() if isinstance(centres, torch.Tensor) else np.asarray(centres)
+        centre_classes = list(bundle.openset.get("centre_classes") or bundle.known_classes)
+        dist, idx = nearest_centre(feats, centres)
+        cls = np.asarray(centre_classes, dtype=object)[idx]
+        col = np.array([bundle.class_names.index(c) for c in centre_classes])[idx]
+        confidence = probs[np.arange(len(probs)), col] if len(probs) else np.zeros(0)
+        score = dist.astype(np.float64)
+        unknown = score > thr if thr is not None else np.zeros(len(score), bool)
+    else:
+        idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
+        cls = names[idx] if len(probs) else np.zeros(0, dtype=object)
+        confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+        score = 1.0 - confidence
+        unknown = cls == UNKNOWN_CLASS
+        if thr is not None:
+            unknown = unknown | (score > thr)
+    cls = np.where(unknown, UNKNOWN_CLASS, cls).astype(object)
+    return Predictions(class_name=cls, confidence=np.asarray(confidence, dtype=np.float64),
+                       unknown_score=np.asarray(score, dtype=np.float64), is_unknown=np.asarray(unknown, bool),
+                       probabilities=probs, features=feats, threshold=thr)
+
+
+def classify_boxes(bundle: ModelBundle, boxes: np.ndarray | torch.Tensor, device: str | torch.device = "auto",
+                   batch_size: int = 128, threshold: float | None = None) -> Predictions:
+    """Classify canonical (normalised, protein-positive) boxes ``(N, B, B, B)``."""
+    dev = choose_device(device) if not isinstance(device, torch.device) else device
+    model = to_device(bundle.model, dev)
+    try:
+        logits, feats = infer(model, boxes, dev, batch_size=batch_size)
+    finally:
+        bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    return score_outputs(bundle, logits, feats, threshold)
+
+
+def guess_polarity_at_picks(raw_boxes: np.ndarray) -> tuple[str, float]:
+    """``dark``/``bright`` from raw boxes on particles: is the centre darker than the rim?
+
+    Returns the guess and the contrast (centre − rim mean, in units of the boxes' SD).
+    """
+    b = raw_boxes.shape[-1]
+    zz, yy, xx = np.mgrid[:b, :b, :b] - b // 2
+    r = np.sqrt(zz**2 + yy**2 + xx**2)
+    centre, rim = r <= b / 6, r >= b / 2.6
+    x = raw_boxes.reshape(len(raw_boxes), -1).astype(np.float64)
+    sd = x.std() or 1.0
+    contrast = float((x[:, centre.ravel()].mean(1) - x[:, rim.ravel()].mean(1)).mean() / sd)
+    return ("bright" if contrast > 0 else "dark"), contrast
+
+
+def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: PredictParams | None = None,
+                  ) -> Generator[Progress, None, PredictionResult]:
+    """Classify the active picks of ``tomogram`` (a :class:`~napari_cryo_openset.io.Tomogram`).
+
+    Yields :class:`Progress` per batch; returns a :class:`PredictionResult` whose ``picks`` is a
+    copy of ``picks`` with the prediction columns filled (rejected picks: empty class, NaN).
+    """
+    params = params or PredictParams()
+    t0 = time.perf_counter()
+    picks = validate_picks(picks.copy())
+    active_mask = (picks["curation"] != "rejected").to_numpy()
+    if not active_mask.any():
+        raise PicksError("there are no picks to classify (all rejected, or none picked)")
+    voxel_size = getattr(tomogram, "voxel_size", None)
+    resample = check_compatible(bundle, voxel_size=voxel_size, allow_resampling=params.allow_resampling,
+                                source=f"tomogram '{getattr(tomogram, 'path', 'tomogram')}'")
+    device = choose_device(params.device)
+    set_cpu_threads(params.threads)
+    coords = picks.loc[active_mask, ["z", "y", "x"]].to_numpy(np.float64)
+    target = bundle.voxel_size if resample else None
+    yield Progress("extract", 0, len(coords), f"{len(coords)} boxes of {bundle.box_size}³")
+    raw = extract_subtomograms(tomogram, coords, bundle.box_size, voxel_size=voxel_size, target_voxel_size=target,
+                               normalise=False)
+    polarity = params.polarity
+    if polarity == "auto":
+        polarity, _ = guess_polarity_at_picks(raw)
+    boxes = torch.from_numpy(normalise_subtomograms(raw, polarity))
+    del raw
+    yield Progress("extract", len(coords), len(coords), f"polarity {polarity}")
+    model = to_device(bundle.model, device)
+    logits, feats = [], []
+    n = len(boxes)
+    try:
+        for s in range(0, n, params.batch_size):
+            z, h = infer(model, boxes[s:s + params.batch_size], device, batch_size=params.batch_size)
+            logits.append(z)
+            feats.append(h)
+            done = min(s + params.batch_size, n)
+            yield Progress("predict", done, n, f"{done}/{n} picks on {describe(device)}")
+    finally:
+        bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    pred = score_outputs(bundle, torch.cat(logits), torch.cat(feats), params.threshold)
+    out = picks
+    out["class_name"] = ""
+    out["confidence"] = np.nan
+    out["unknown_score"] = np.nan
+    out["is_unknown"] = False
+    out.loc[active_mask, "class_name"] = pred.class_name
+    out.loc[active_mask, "confidence"] = pred.confidence
+    out.loc[active_mask, "unknown_score"] = pred.unknown_score
+    out.loc[active_mask, "is_unknown"] = pred.is_unknown
+    out = validate_picks(out)
+    counts = pd.Series(pred.class_name).value_counts().to_dict()
+    return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts={str(k): int(v) for k, v in counts.items()},
+                            seconds=time.perf_counter() - t0, features=pred.features,
+                            active_index=np.flatnonzero(active_mask))
