@@ -189,14 +189,18 @@ def read_bundle_dict(path: str | os.PathLike) -> dict:
     except pickle.UnpicklingError as exc:
         import re
 
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)|Unsupported operand \w+|Unsupported class [\w.]+",
-                          str(exc))
-        what = found.group(1) or found.group(0) if found else type(exc).__name__
+        # torch words it "Unsupported global: GLOBAL mod.name" or "unsupported GLOBAL mod.name"
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:  # e.g. "Unsupported operand 8": not a pickle of plain values at all
+            raise BundleError(f"model file '{path}' is not a napari-cryo-openset model bundle (unreadable as a "
+                              "torch.save file of tensors and plain values); it was not loaded") from None
+        what = found.group(1)
         raise BundleError(
             f"model file '{path}' was refused: it holds Python objects that could run code ({what}), not only "
             "tensors and plain values; it was not loaded"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, io.UnsupportedOperation) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, LookupError, TypeError,
+            io.UnsupportedOperation) as exc:  # LookupError: e.g. a text file (IndexError in the unpickler)
         raise BundleError(f"model file '{path}' is not a napari-cryo-openset model bundle ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:

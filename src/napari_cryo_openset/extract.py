@@ -139,8 +139,8 @@ def extract_subtomograms(
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise ParameterError(
-            f"{int(outside.sum())} pick(s) lie outside the tomogram of shape {tuple(shape)} "
-            f"(Z, Y, X voxels); first: pick {i} at {tuple(np.round(coords[i], 2))}. Are the "
+            f"{int(outside.sum())} pick(s) lie outside the tomogram of shape {tuple(int(v) for v in shape)} "
+            f"(Z, Y, X voxels); first: pick {i} at {tuple(round(float(v), 2) for v in coords[i])}. Are the "
             "picks in voxels of this tomogram?"
         )
     scale = _scale(voxel_size, target_voxel_size)

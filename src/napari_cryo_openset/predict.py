@@ -11,10 +11,13 @@ Unknown scores (``bundle.openset["method"]``):
 ``softmax`` (closed-set models)
     ``1 − max softmax``; a pick is ``unknown`` when the network's arg-max is its ``unknown``
     output (trained on decoys), or when the score exceeds ``openset["threshold"]`` if one is set.
-``centre``
-    Euclidean distance of the pick's embedding to the nearest class centre
-    (``openset["centres"]``, rows for ``openset["centre_classes"]``); ``unknown`` above
-    ``openset["threshold"]``, else the nearest centre's class.
+``centre`` (adapted models, :mod:`napari_cryo_openset.adapt`)
+    Euclidean distance of the pick's embedding (L2-normalised first if
+    ``openset["normalize"]``) to the nearest class centre (``openset["centres"]``, rows for
+    ``openset["centre_classes"]``); ``unknown`` above ``openset["threshold"]`` (or when the
+    arg-max is the ``unknown`` output), else the class by ``openset["assign"]``: ``argmax`` of
+    the classifier or the ``nearest`` centre's. Confidences use the softmax at
+    ``openset["temperature"]`` (fitted on source validation logits).
 
 Tomograms at another voxel size than the model's are resampled box by box at extraction
 (:func:`~napari_cryo_openset.extract.extract_subtomograms`); this is reported.
@@ -110,27 +113,38 @@ def score_outputs(bundle: ModelBundle, logits: torch.Tensor, features: torch.Ten
     from .openset import nearest_centre
 
     names = np.asarray(bundle.class_names, dtype=object)
-    probs = torch.softmax(logits.float(), dim=1).numpy()
+    temperature = float(bundle.openset.get("temperature") or 1.0)
+    probs = torch.softmax(logits.float() / temperature, dim=1).numpy()
     feats = features.float().numpy()
     method = bundle.openset.get("method", "softmax")
     thr = bundle.openset.get("threshold") if threshold is None else threshold
     thr = None if thr is None else float(thr)
+    n = len(probs)
+    arg = probs.argmax(axis=1) if n else np.zeros(0, dtype=int)
     if method == "centre":
         centres = bundle.openset.get("centres")
         if centres is None:
             raise ParameterError("the model's open-set rule 'centre' has no class centres")
         centres = centres.numpy() if isinstance(centres, torch.Tensor) else np.asarray(centres)
         centre_classes = list(bundle.openset.get("centre_classes") or bundle.known_classes)
-        dist, idx = nearest_centre(feats, centres)
-        cls = np.asarray(centre_classes, dtype=object)[idx]
-        col = np.array([bundle.class_names.index(c) for c in centre_classes])[idx]
-        confidence = probs[np.arange(len(probs)), col] if len(probs) else np.zeros(0)
-        score = dist.astype(np.float64)
-        unknown = score > thr if thr is not None else np.zeros(len(score), bool)
+        metric_feats = feats
+        if bundle.openset.get("normalize"):
+            metric_feats = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        dist, idx = nearest_centre(metric_feats, centres) if n else (np.zeros(0), np.zeros(0, dtype=int))
+        if bundle.openset.get("assign", "nearest") == "argmax":
+            cls = names[arg] if n else np.zeros(0, dtype=object)
+            col = arg
+        else:
+            cls = np.asarray(centre_classes, dtype=object)[idx]
+            col = np.array([bundle.class_names.index(c) for c in centre_classes])[idx]
+        confidence = probs[np.arange(n), col] if n else np.zeros(0)
+        score = np.asarray(dist, dtype=np.float64)
+        unknown = cls == UNKNOWN_CLASS
+        if thr is not None:
+            unknown = unknown | (score > thr)
     else:
-        idx = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=int)
-        cls = names[idx] if len(probs) else np.zeros(0, dtype=object)
-        confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+        cls = names[arg] if n else np.zeros(0, dtype=object)
+        confidence = probs.max(axis=1) if n else np.zeros(0)
         score = 1.0 - confidence
         unknown = cls == UNKNOWN_CLASS
         if thr is not None:
@@ -181,22 +195,13 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
     active_mask = (picks["curation"] != "rejected").to_numpy()
     if not active_mask.any():
         raise PicksError("there are no picks to classify (all rejected, or none picked)")
-    voxel_size = getattr(tomogram, "voxel_size", None)
-    resample = check_compatible(bundle, voxel_size=voxel_size, allow_resampling=params.allow_resampling,
-                                source=f"tomogram '{getattr(tomogram, 'path', 'tomogram')}'")
     device = choose_device(params.device)
     set_cpu_threads(params.threads)
-    coords = picks.loc[active_mask, ["z", "y", "x"]].to_numpy(np.float64)
-    target = bundle.voxel_size if resample else None
-    yield Progress("extract", 0, len(coords), f"{len(coords)} boxes of {bundle.box_size}³")
-    raw = extract_subtomograms(tomogram, coords, bundle.box_size, voxel_size=voxel_size, target_voxel_size=target,
-                               normalise=False)
-    polarity = params.polarity
-    if polarity == "auto":
-        polarity, _ = guess_polarity_at_picks(raw)
-    boxes = torch.from_numpy(normalise_subtomograms(raw, polarity))
-    del raw
-    yield Progress("extract", len(coords), len(coords), f"polarity {polarity}")
+    n_active = int(active_mask.sum())
+    yield Progress("extract", 0, n_active, f"{n_active} boxes of {bundle.box_size}³")
+    boxes, polarity, resample = extract_pick_boxes(bundle, tomogram, picks.loc[active_mask], params.polarity,
+                                                   params.allow_resampling)
+    yield Progress("extract", n_active, n_active, f"polarity {polarity}")
     model = to_device(bundle.model, device)
     logits, feats = [], []
     n = len(boxes)
@@ -210,7 +215,33 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
     finally:
         bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
     pred = score_outputs(bundle, torch.cat(logits), torch.cat(feats), params.threshold)
-    out = picks
+    out = fill_predictions(picks, active_mask, pred)
+    counts = pd.Series(pred.class_name).value_counts().to_dict()
+    return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts={str(k): int(v) for k, v in counts.items()},
+                            seconds=time.perf_counter() - t0, features=pred.features,
+                            active_index=np.flatnonzero(active_mask))
+
+
+def extract_pick_boxes(bundle: ModelBundle, tomogram, picks: pd.DataFrame, polarity: str = "dark",
+                       allow_resampling: bool = True) -> tuple[torch.Tensor, str, bool]:
+    """Canonical boxes (N, B, B, B) at ``picks`` for ``bundle``'s box and voxel size.
+
+    Returns (boxes, polarity used — ``auto`` resolved at the picks —, resampled?).
+    """
+    voxel_size = getattr(tomogram, "voxel_size", None)
+    resample = check_compatible(bundle, voxel_size=voxel_size, allow_resampling=allow_resampling,
+                                source=f"tomogram '{getattr(tomogram, 'path', 'tomogram')}'")
+    coords = picks[["z", "y", "x"]].to_numpy(np.float64)
+    raw = extract_subtomograms(tomogram, coords, bundle.box_size, voxel_size=voxel_size,
+                               target_voxel_size=bundle.voxel_size if resample else None, normalise=False)
+    if polarity == "auto":
+        polarity, _ = guess_polarity_at_picks(raw)
+    return torch.from_numpy(normalise_subtomograms(raw, polarity)), polarity, resample
+
+
+def fill_predictions(picks: pd.DataFrame, active_mask: np.ndarray, pred: Predictions) -> pd.DataFrame:
+    """A copy of ``picks`` with the prediction columns set for the active rows (others cleared)."""
+    out = picks.copy()
     out["class_name"] = ""
     out["confidence"] = np.nan
     out["unknown_score"] = np.nan
@@ -219,8 +250,4 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
     out.loc[active_mask, "confidence"] = pred.confidence
     out.loc[active_mask, "unknown_score"] = pred.unknown_score
     out.loc[active_mask, "is_unknown"] = pred.is_unknown
-    out = validate_picks(out)
-    counts = pd.Series(pred.class_name).value_counts().to_dict()
-    return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts={str(k): int(v) for k, v in counts.items()},
-                            seconds=time.perf_counter() - t0, features=pred.features,
-                            active_index=np.flatnonzero(active_mask))
+    return validate_picks(out)

@@ -337,6 +337,11 @@ def train_source(data, params: TrainParams | None = None) -> Generator[Progress,
             yield Progress("train", step, total, f"epoch {epoch}/{params.epochs}",
                            {"epoch": epoch, "step": step, "loss": float(loss.detach()),
                             **({"samples_per_s": rate} if rate else {})})
+        if not diverged:
+            val_loss, val_acc = _evaluate(model, x_va, y_va, device, params.batch_size, params.amp)
+            # the last step of the epoch can leave non-finite weights (or BatchNorm statistics)
+            # behind a finite loss: never keep such an epoch as the best one
+            diverged = len(val_idx) > 0 and not math.isfinite(val_loss)
         if diverged:
             if best_state is None:
                 raise TrainingDiverged(
@@ -345,7 +350,6 @@ def train_source(data, params: TrainParams | None = None) -> Generator[Progress,
                 )
             stopped = f"stopped: the loss became NaN/inf in epoch {epoch}; kept the weights of epoch {best_epoch}"
             break
-        val_loss, val_acc = _evaluate(model, x_va, y_va, device, params.batch_size, params.amp)
         record = {
             "epoch": epoch, "loss": run_loss / max(run_n, 1), "train_acc": run_correct / max(run_n, 1),
             "val_loss": val_loss, "val_acc": val_acc, "lr": float(scheduler.get_last_lr()[0]),

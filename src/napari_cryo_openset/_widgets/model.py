@@ -1,0 +1,686 @@
+"""Model widget: templates + imaging condition → simulate → train a classifier; save/load; predict.
+
+Thin glue over the core (no science here):
+
+- **Templates**: the built-in library (one checkbox each) and the user's own maps / atomic
+  models (files or folders), loaded at the chosen voxel size in the background job.
+- **Imaging**: an :class:`~napari_cryo_openset.simulate.ImagingCondition` (voxel size pre-filled
+  from the selected tomogram layer's scale, Å), and a
+  :class:`~napari_cryo_openset.simulate.DatasetParams` (box, number per class, decoys labelled
+  ``unknown``, empty boxes).
+- **Simulate & train** runs :func:`~napari_cryo_openset.train.simulate_and_train` in a
+  :class:`~._task.TaskRunner` (progress, Cancel, stale results discarded) and draws the
+  per-batch training loss and the per-epoch validation accuracy live (matplotlib, at most
+  5 redraws per second). The result becomes a
+  :class:`~napari_cryo_openset.checkpoint.ModelBundle` (``self.bundle``), which can be saved and
+  loaded.
+- **Predict** runs :func:`~napari_cryo_openset.predict.predict_picks` on a tomogram + picks layer
+  and writes ``class_name``, ``confidence``, ``unknown_score`` and ``is_unknown`` back into the
+  picks layer's ``features`` for *every* point (picks that were not classified — rejected, or
+  below the Pick widget's live threshold — get an empty class); the border colour then follows
+  ``class_name`` through the one palette (``unknown`` in its reserved colour).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._task import TaskRunner, report_error
+
+#: Prediction columns written back into a picks layer (with their "not predicted" values).
+PREDICTION_COLUMNS = {"class_name": "", "confidence": np.nan, "unknown_score": np.nan, "is_unknown": False}
+MODEL_SUFFIX = ".pt"
+_REDRAW_MS = 200  # ≤ 5 plot redraws per second
+_TEMPLATE_FILTER = (
+    "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
+)
+
+
+def _train_job(builtin_names, paths, voxel_size, dataset_params, train_params):
+    """Load the chosen templates at ``voxel_size`` (Å), then simulate and train (a generator)."""
+    from ..progress import Progress
+    from ..simulate import builtin_templates, load_templates
+    from ..train import simulate_and_train
+
+    yield Progress("templates", 0, 1, "loading templates")
+    templates = []
+    if builtin_names:
+        chosen = set(builtin_names)
+        templates += [t for t in builtin_templates(voxel_size) if t.name in chosen]
+    if paths:
+        templates += load_templates(list(paths), voxel_size)
+    yield Progress("templates", 1, 1, f"{len(templates)} templates")
+    return (yield from simulate_and_train(templates, dataset_params, train_params))
+
+
+def _double(lo, hi, value, decimals=2, suffix="", step=None, tip=""):
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setValue(value)
+    if suffix:
+        box.setSuffix(suffix)
+    if step is not None:
+        box.setSingleStep(step)
+    if tip:
+        box.setToolTip(tip)
+    return box
+
+
+def _int(lo, hi, value, tip="", special=""):
+    box = QSpinBox()
+    box.setRange(lo, hi)
+    box.setValue(value)
+    if tip:
+        box.setToolTip(tip)
+    if special:
+        box.setSpecialValueText(special)
+    return box
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only, and is always as wide as its content (under the live style)."""
+
+    def _with_content_width(self, hint, content_hint):
+        hint.setWidth(content_hint.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth())
+        return hint
+
+    def minimumSizeHint(self):
+        content = self.widget()
+        hint = super().minimumSizeHint()
+        return hint if content is None else self._with_content_width(hint, content.minimumSizeHint())
+
+    def sizeHint(self):
+        content = self.widget()
+        hint = super().sizeHint()
+        return hint if content is None else self._with_content_width(hint, content.sizeHint())
+
+
+class ModelWidget(QWidget):
+    """Simulate + train a classifier, save/load it, classify picks (dock widget "Model")."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from ..device import available_devices
+        from ..simulate import ImagingCondition, builtin_template_names
+
+        self.viewer = napari_viewer
+        self._bundle = None
+        self.train_result = None
+        self.prediction = None
+        self.loss_history: list[tuple[int, float]] = []  # (training step, batch loss)
+        self.val_acc_history: list[tuple[int, int, float]] = []  # (training step, epoch, val acc)
+        self.redraw_count = 0
+        default = ImagingCondition()
+
+        # --- templates ---------------------------------------------------------------------
+        self.template_checks: dict[str, QCheckBox] = {}
+        builtin_grid = QGridLayout()
+        builtin_grid.setContentsMargins(0, 0, 0, 0)
+        for i, name in enumerate(builtin_template_names()):
+            check = QCheckBox(name)
+            check.setChecked(True)
+            check.setToolTip(f"built-in template {name}")
+            self.template_checks[name] = check
+            builtin_grid.addWidget(check, i // 3, i % 3)
+        self.template_list = QListWidget()
+        self.template_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.template_list.setMaximumHeight(56)
+        self.template_list.setToolTip("Your own templates: MRC maps or PDB/mmCIF models (files or folders)")
+        self.add_files_button = QPushButton("Add files…")
+        self.add_folder_button = QPushButton("Add folder…")
+        self.remove_button = QPushButton("Remove")
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.add_files_button)
+        file_row.addWidget(self.add_folder_button)
+        file_row.addWidget(self.remove_button)
+        templates_box = QGroupBox("Templates")
+        tl = QVBoxLayout(templates_box)
+        tl.addLayout(builtin_grid)
+        tl.addWidget(self.template_list)
+        tl.addLayout(file_row)
+
+        # --- imaging condition -------------------------------------------------------------
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("Tomogram layer: its voxel size fills in the simulation's; prediction runs on it")
+        self.voxel_size = _double(0.1, 1000.0, float(default.voxel_size), 2, " Å",
+                                  tip="Voxel size of the simulated subtomograms (Å); "
+                                      "filled from the tomogram layer's scale")
+        self.defocus = _double(0.1, 100.0, float(default.defocus), 2, " µm", 0.5, "Defocus, µm underfocus (positive)")
+        self.cs = _double(0.0, 10.0, float(default.cs), 2, " mm", 0.1, "Spherical aberration (mm)")
+        self.voltage = _double(10.0, 1000.0, float(default.voltage), 0, " kV", 100.0, "Acceleration voltage (kV)")
+        self.tilt_min = _double(-90.0, 90.0, float(default.tilt_range[0]), 1, "°", 5.0, "Lowest tilt angle (degrees)")
+        self.tilt_max = _double(-90.0, 90.0, float(default.tilt_range[1]), 1, "°", 5.0, "Highest tilt angle (degrees)")
+        self.tilt_step = _double(0.1, 30.0, float(default.tilt_step), 1, "°", 0.5, "Angle between tilts (degrees)")
+        self.snr = _double(0.001, 100.0, float(default.snr), 3, "", 0.05,
+                           "Signal-to-noise ratio per projection: var(signal)/var(noise)")
+        imaging_box = QGroupBox("Imaging")
+        grid = QGridLayout(imaging_box)
+        grid.addWidget(QLabel("Tomogram"), 0, 0)
+        grid.addWidget(self.image_combo, 0, 1, 1, 3)
+        for row, pairs in enumerate(
+            (
+                (("Voxel size", self.voxel_size), ("SNR", self.snr)),
+                (("Defocus", self.defocus), ("Cs", self.cs)),
+                (("Voltage", self.voltage), ("Tilt step", self.tilt_step)),
+                (("Tilt min", self.tilt_min), ("Tilt max", self.tilt_max)),
+            ),
+            start=1,
+        ):
+            for col, (label, field) in enumerate(pairs):
+                grid.addWidget(QLabel(label), row, 2 * col)
+                grid.addWidget(field, row, 2 * col + 1)
+
+        # --- data set and training ---------------------------------------------------------
+        self.per_class = _int(1, 100_000, 100, "Simulated subtomograms per template")
+        self.box = _int(16, 256, 32, "Subtomogram edge (voxels)")
+        self.decoys = _int(0, 100_000, 100, "Procedural decoy subtomograms, labelled 'unknown' (default = per class)")
+        self.empty = _int(0, 100_000, 50, "Empty (noise-only) subtomograms (default = per class ÷ 2)")
+        self.epochs = _int(1, 10_000, 30, "Maximum passes over the training set")
+        self.batch_size = _int(2, 4096, 64, "Subtomograms per training step")
+        self.seed = _int(0, 2**31 - 1, 0, "Seed for simulation, split and training")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip("Where the network runs (auto: cuda → mps → cpu)")
+        self._linked = {"decoys": True, "empty": True}
+        train_box = QGroupBox("Simulate && train")
+        grid = QGridLayout(train_box)
+        for row, pairs in enumerate(
+            (
+                (("Per class", self.per_class), ("Box", self.box)),
+                (("Decoys (unknown)", self.decoys), ("Empty", self.empty)),
+                (("Epochs", self.epochs), ("Batch", self.batch_size)),
+                (("Seed", self.seed), ("Device", self.device)),
+            )
+        ):
+            for col, (label, field) in enumerate(pairs):
+                grid.addWidget(QLabel(label), row, 2 * col)
+                grid.addWidget(field, row, 2 * col + 1)
+        self.train_button = QPushButton("Simulate && train")
+        grid.addWidget(self.train_button, 4, 0, 1, 4)
+
+        # --- live plot ---------------------------------------------------------------------
+        self._build_plot()
+
+        # --- model bundle ------------------------------------------------------------------
+        self.save_button = QPushButton("Save model…")
+        self.load_button = QPushButton("Load model…")
+        self.save_button.setEnabled(False)
+        self.summary = QLabel("No model yet: simulate & train, or load one.")
+        self.summary.setWordWrap(True)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.save_button)
+        model_row.addWidget(self.load_button)
+
+        # --- prediction --------------------------------------------------------------------
+        self.picks_combo = QComboBox()
+        self.picks_combo.setToolTip("Points layer whose picks are classified (results go into its features)")
+        self.polarity = QComboBox()
+        self.polarity.addItems(["dark", "bright", "auto"])
+        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?")
+        self.predict_button = QPushButton("Predict")
+        self.predict_summary = QLabel("")
+        self.predict_summary.setWordWrap(True)
+        predict_box = QGroupBox("Predict")
+        form = QFormLayout(predict_box)
+        form.addRow("Picks layer", self.picks_combo)
+        form.addRow("Polarity", self.polarity)
+        form.addRow(self.predict_button)
+        form.addRow(self.predict_summary)
+
+        self.runner = TaskRunner()
+
+        # the form is tall: scroll rather than push the dock off small screens
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.addWidget(templates_box)
+        layout.addWidget(imaging_box)
+        layout.addWidget(train_box)
+        layout.addWidget(self.runner)
+        layout.addWidget(self.canvas)
+        layout.addLayout(model_row)
+        layout.addWidget(self.summary)
+        layout.addWidget(predict_box)
+        layout.addStretch(1)
+        self.scroll = _VerticalScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(_REDRAW_MS)
+        self._redraw_timer.timeout.connect(self.redraw_plot)
+
+        self.add_files_button.clicked.connect(self._choose_files)
+        self.add_folder_button.clicked.connect(self._choose_folder)
+        self.remove_button.clicked.connect(self.remove_selected_templates)
+        self.train_button.clicked.connect(self.start_training)
+        self.predict_button.clicked.connect(self.start_prediction)
+        self.save_button.clicked.connect(self._choose_save_path)
+        self.load_button.clicked.connect(self._choose_load_path)
+        self.per_class.valueChanged.connect(self._per_class_changed)
+        self.decoys.valueChanged.connect(lambda _: self._linked.__setitem__("decoys", False))
+        self.empty.valueChanged.connect(lambda _: self._linked.__setitem__("empty", False))
+        self.image_combo.currentTextChanged.connect(self._image_chosen)
+        self.runner.started.connect(lambda: self._set_busy(True))
+        self.runner.finished.connect(lambda: self._set_busy(False))
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._follow_selection)
+        self._refresh_layers()
+
+    # --- the model ----------------------------------------------------------------------------
+    @property
+    def bundle(self):
+        """The current :class:`~napari_cryo_openset.checkpoint.ModelBundle` (None before training/loading)."""
+        return self._bundle
+
+    @bundle.setter
+    def bundle(self, bundle) -> None:
+        self._bundle = bundle
+        self.save_button.setEnabled(bundle is not None and not self.runner.running)
+        self.summary.setText("No model yet: simulate & train, or load one." if bundle is None
+                             else f"Model: {bundle.describe()}.")
+
+    # --- plot -----------------------------------------------------------------------------
+    def _build_plot(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        bg, fg = "#23242b", "#f0f1f2"
+        try:
+            from napari.utils.theme import get_theme
+
+            theme = get_theme(self.viewer.theme)
+            bg, fg = theme.background.as_hex(), theme.text.as_hex()
+        except Exception:  # noqa: BLE001 - a plot colour is not worth failing for
+            pass
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(140)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        ax = self.figure.add_subplot(111)
+        ax2 = ax.twinx()
+        for a in (ax, ax2):
+            a.set_facecolor(bg)
+            a.tick_params(colors=fg, labelsize=7)
+            for spine in a.spines.values():
+                spine.set_color(fg)
+        ax.set_xlabel("training step (batch)", color=fg, fontsize=7)
+        ax.set_ylabel("loss", color="#56b4e9", fontsize=7)
+        ax2.set_ylabel("val accuracy", color="#e69f00", fontsize=7)
+        ax2.set_ylim(0, 1.02)
+        (self._loss_line,) = ax.plot([], [], color="#56b4e9", lw=1.0, label="train loss (batch)")
+        (self._acc_line,) = ax2.plot([], [], color="#e69f00", marker="o", ms=3, lw=1.2, label="val accuracy (epoch)")
+        self._ax, self._ax2 = ax, ax2
+
+    def _schedule_redraw(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def redraw_plot(self) -> None:
+        """Redraw the loss/accuracy plot from ``loss_history`` and ``val_acc_history``."""
+        if self.loss_history:
+            x, y = zip(*self.loss_history)
+            self._loss_line.set_data(x, y)
+        else:
+            self._loss_line.set_data([], [])
+        if self.val_acc_history:
+            x2, _, acc = zip(*self.val_acc_history)
+            self._acc_line.set_data(x2, acc)
+        else:
+            self._acc_line.set_data([], [])
+        self._ax.relim()
+        self._ax.autoscale_view()
+        self._ax2.set_ylim(0, 1.02)
+        self.canvas.draw_idle()
+        self.redraw_count += 1
+
+    # --- layers ---------------------------------------------------------------------------
+    def _images(self):
+        from napari.layers import Image
+
+        return [ly for ly in self.viewer.layers
+                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")]
+
+    def _points(self):
+        from napari.layers import Points
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Points) and ly.ndim == 3]
+
+    @staticmethod
+    def _fill_combo(combo: QComboBox, names: list[str], active_name: str | None) -> None:
+        current = combo.currentText()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItems(names)
+        if current in names:
+            combo.setCurrentText(current)
+        elif active_name in names:
+            combo.setCurrentText(active_name)
+        elif names:
+            combo.setCurrentIndex(len(names) - 1)
+        combo.blockSignals(False)
+
+    def _refresh_layers(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        active_name = active.name if active is not None else None
+        before = self.image_combo.currentText()
+        self._fill_combo(self.image_combo, [ly.name for ly in self._images()], active_name)
+        self._fill_combo(self.picks_combo, [ly.name for ly in self._points()], active_name)
+        if self.image_combo.currentText() != before:
+            self._image_chosen(self.image_combo.currentText())
+
+    def _follow_selection(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        if active is None:
+            return
+        if active.name in [ly.name for ly in self._images()]:
+            self.image_combo.setCurrentText(active.name)  # → _image_chosen → voxel size
+        elif active.name in [ly.name for ly in self._points()]:
+            self.picks_combo.setCurrentText(active.name)
+
+    def _image_chosen(self, name: str) -> None:
+        layer = self.image_layer()
+        if layer is None:
+            return
+        scale = np.asarray(layer.scale[-3:], dtype=float)
+        if np.all(scale > 0):
+            self.voxel_size.setValue(float(np.mean(scale)))
+
+    def image_layer(self):
+        name = self.image_combo.currentText()
+        return next((ly for ly in self._images() if ly.name == name), None)
+
+    def picks_layer(self):
+        name = self.picks_combo.currentText()
+        return next((ly for ly in self._points() if ly.name == name), None)
+
+    # --- templates ------------------------------------------------------------------------
+    def selected_builtin(self) -> list[str]:
+        return [name for name, check in self.template_checks.items() if check.isChecked()]
+
+    def template_paths(self) -> list[str]:
+        return [self.template_list.item(i).text() for i in range(self.template_list.count())]
+
+    def add_template_paths(self, paths) -> None:
+        """Add template files or folders (MRC maps, PDB/mmCIF models) to the user list."""
+        have = set(self.template_paths())
+        for p in paths:
+            p = str(p)
+            if p and p not in have:
+                self.template_list.addItem(p)
+                have.add(p)
+
+    def remove_selected_templates(self) -> None:
+        for item in self.template_list.selectedItems():
+            self.template_list.takeItem(self.template_list.row(item))
+
+    def _choose_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add template maps or models", "", _TEMPLATE_FILTER)
+        self.add_template_paths(paths)
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add a folder of templates")
+        if path:
+            self.add_template_paths([path])
+
+    def _per_class_changed(self, value: int) -> None:
+        for name, box, linked_value in (("decoys", self.decoys, value), ("empty", self.empty, value // 2)):
+            if self._linked[name]:
+                box.blockSignals(True)
+                box.setValue(linked_value)
+                box.blockSignals(False)
+
+    # --- parameters -----------------------------------------------------------------------
+    def imaging_condition(self):
+        from ..simulate import ImagingCondition
+
+        return ImagingCondition(
+            voxel_size=float(self.voxel_size.value()), defocus=float(self.defocus.value()), cs=float(self.cs.value()),
+            voltage=float(self.voltage.value()),
+            tilt_range=(float(self.tilt_min.value()), float(self.tilt_max.value())),
+            tilt_step=float(self.tilt_step.value()), snr=float(self.snr.value()),
+        )
+
+    def dataset_params(self):
+        from ..simulate import DatasetParams
+
+        return DatasetParams(box=int(self.box.value()), per_class=int(self.per_class.value()),
+                             decoys=int(self.decoys.value()), empty=int(self.empty.value()),
+                             condition=self.imaging_condition(), seed=int(self.seed.value()))
+
+    def train_params(self):
+        from ..train import TrainParams
+
+        return TrainParams(epochs=int(self.epochs.value()), batch_size=int(self.batch_size.value()),
+                           seed=int(self.seed.value()), device=self.device.currentText())
+
+    # --- training -------------------------------------------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        self.train_button.setEnabled(not busy)
+        self.predict_button.setEnabled(not busy)
+        self.load_button.setEnabled(not busy)
+        self.save_button.setEnabled(not busy and self.bundle is not None)
+
+    def start_training(self):
+        """Simulate the chosen templates and train on them in the background; returns the worker."""
+        from napari.utils.notifications import show_warning
+
+        from ..errors import CryoOpensetError
+
+        builtin, paths = self.selected_builtin(), self.template_paths()
+        if not builtin and not paths:
+            show_warning("Model: choose at least one template (a built-in one, or Add files…).")
+            return None
+        try:
+            dataset_params = self.dataset_params()
+            train_params = self.train_params()
+        except CryoOpensetError as exc:
+            show_warning(f"Model: {exc}")
+            return None
+        self.loss_history = []
+        self.val_acc_history = []
+        self.redraw_plot()
+        return self.runner.start(
+            _train_job, builtin, paths, float(dataset_params.condition.voxel_size), dataset_params, train_params,
+            on_result=self._on_trained, on_progress=self._on_train_progress, label="Simulate & train",
+        )
+
+    def _on_train_progress(self, event) -> None:
+        metrics = getattr(event, "metrics", None) or {}
+        if getattr(event, "stage", "") != "train" or "loss" not in metrics:
+            return
+        if "val_acc" in metrics:  # end of an epoch (its "loss" is the epoch mean: not plotted)
+            self.val_acc_history.append((int(event.step), int(metrics.get("epoch", 0)), float(metrics["val_acc"])))
+        else:
+            self.loss_history.append((int(metrics.get("step", event.step)), float(metrics["loss"])))
+        self._schedule_redraw()
+
+    def _on_trained(self, result) -> None:
+        from napari.utils.notifications import show_info
+
+        from ..checkpoint import bundle_from_training
+
+        self.train_result = result
+        self.bundle = bundle_from_training(result)
+        self._redraw_timer.stop()
+        self.redraw_plot()
+        text = (f"Validation accuracy {result.val_accuracy:.3f} (best epoch {result.best_epoch} of "
+                f"{len(result.history)}); classes: {', '.join(result.class_names)}; {result.stopped}; "
+                f"{result.seconds:.0f} s on {result.device}.")
+        self.summary.setText(text)
+        show_info(f"Model: {text}")
+
+    def cancel(self) -> None:
+        """Cancel the running job (training or prediction); its result is discarded."""
+        self.runner.cancel()
+
+    # --- save / load ----------------------------------------------------------------------
+    def save_model(self, path) -> Path | None:
+        """Write the current model bundle to ``path`` (``.pt`` added if there is no suffix)."""
+        from napari.utils.notifications import show_info, show_warning
+
+        from ..checkpoint import save_bundle
+
+        if self.bundle is None:
+            show_warning("Model: there is no model to save yet (simulate & train, or load one).")
+            return None
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(MODEL_SUFFIX)
+        try:
+            out = save_bundle(self.bundle, path)
+        except Exception as exc:  # noqa: BLE001 - shown as one message (user input) or with its traceback
+            report_error(exc)
+            return None
+        show_info(f"Model: saved to {out}")
+        return out
+
+    def load_model(self, path):
+        """Load a model bundle from ``path``; on failure, say why and keep the current model."""
+        from napari.utils.notifications import show_info
+
+        from ..checkpoint import load_bundle
+
+        try:
+            bundle = load_bundle(path)
+        except Exception as exc:  # noqa: BLE001 - BundleError: one clear message; others with traceback
+            report_error(exc)
+            return None
+        self.bundle = bundle
+        self.train_result = None
+        training = bundle.provenance.get("training") or {}
+        acc = training.get("val_accuracy")
+        acc_s = f" Validation accuracy {float(acc):.3f}." if isinstance(acc, (int, float)) else ""
+        self.summary.setText(f"Loaded {Path(path).name}: {bundle.describe()}.{acc_s}")
+        show_info(f"Model: loaded {Path(path).name}")
+        return bundle
+
+    def _choose_save_path(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save model bundle", "model.pt",
+                                              "Model bundle (*.pt);;All files (*)")
+        if path:
+            self.save_model(path)
+
+    def _choose_load_path(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model bundle", "", "Model bundle (*.pt);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    # --- prediction -----------------------------------------------------------------------
+    def start_prediction(self):
+        """Classify the picks of the chosen Points layer on the chosen tomogram; returns the worker."""
+        from napari.utils.notifications import show_warning
+
+        from ..errors import CryoOpensetError
+        from ..io.tomogram import Tomogram
+        from ..layers import above_threshold, picks_from_layer
+        from ..predict import PredictParams, predict_picks
+
+        if self.bundle is None:
+            show_warning("Model: train or load a model before predicting.")
+            return None
+        image, points = self.image_layer(), self.picks_layer()
+        if image is None:
+            show_warning("Model: open a 3-D tomogram first (File ▸ Open, or the sample data).")
+            return None
+        if points is None or len(points.data) == 0:
+            show_warning("Model: pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            return None
+        try:
+            picks = picks_from_layer(points.data, points.features, points.metadata)
+            # the rows picks_from_layer kept (those at or above the live score threshold)
+            rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
+            if len(rows) != len(picks):  # defensive: the two must agree
+                rows = np.arange(len(picks))
+            picks[["z", "y", "x"]] = self._to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
+            params = PredictParams(polarity=self.polarity.currentText(), device=self.device.currentText())
+        except CryoOpensetError as exc:
+            show_warning(f"Model: {exc}")
+            return None
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data
+        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]))
+        self._predict_target = (points, len(points.data), rows)
+        return self.runner.start(predict_picks, self.bundle, tomogram, picks, params,
+                                 on_result=self._on_predicted, label=f"Predicting {points.name}")
+
+    @staticmethod
+    def _to_image_voxels(points, image, zyx: np.ndarray) -> np.ndarray:
+        """Points-layer voxel coordinates → the image layer's voxels (through world coordinates)."""
+        ps, pt = np.asarray(points.scale[-3:], float), np.asarray(points.translate[-3:], float)
+        iscale, it = np.asarray(image.scale[-3:], float), np.asarray(image.translate[-3:], float)
+        if np.allclose(ps, iscale) and np.allclose(pt, it):
+            return zyx
+        return (zyx * ps + pt - it) / iscale
+
+    def _on_predicted(self, result) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        layer, n, rows = self._predict_target
+        if layer not in self.viewer.layers or len(layer.data) != n:
+            show_warning(f"Model: the picks of '{layer.name}' changed during prediction; run Predict again.")
+            return
+        self.prediction = result
+        write_predictions(layer, result.picks, rows)
+        layer.metadata["prediction"] = {
+            "model": self.bundle.describe() if self.bundle is not None else "",
+            "polarity": result.polarity, "resampled": bool(result.resampled), "counts": dict(result.counts),
+        }
+        text = result.summary() + (" (boxes resampled to the model's voxel size)" if result.resampled else "")
+        self.predict_summary.setText(text)
+        show_info(f"Model: {text}")
+
+
+def write_predictions(layer, predicted, rows) -> None:
+    """Write prediction columns into a Points layer's features for every point; colour by class.
+
+    ``predicted`` holds one row per entry of ``rows`` (indices into the layer's points); points
+    not in ``rows`` get no prediction (empty class). The border colour follows ``class_name``
+    through the one palette, as :func:`napari_cryo_openset.layers.picks_layer` sets it up.
+    """
+    import pandas as pd
+
+    from ..layers import pick_feature_defaults
+    from ..palette import class_colors
+
+    n = len(layer.data)
+    features = layer.features.copy().reset_index(drop=True)
+    for column, empty in PREDICTION_COLUMNS.items():
+        dtype = {"class_name": object, "is_unknown": bool}.get(column, float)
+        values = np.full(n, empty, dtype=dtype)
+        values[np.asarray(rows, dtype=int)] = predicted[column].to_numpy()
+        features[column] = pd.Series(values, dtype=str if column == "class_name" else dtype)
+    layer.features = features
+    layer.feature_defaults = pick_feature_defaults(features)  # hand-added points: no class
+    layer.border_color_cycle = class_colors(features["class_name"])
+    layer.border_color = "class_name"
+    layer.refresh()
