@@ -140,6 +140,7 @@ class TrainResult:
     seconds: float = 0.0
     device: str = "cpu"
     source: dict = field(default_factory=dict)
+    data: object = None  # the SimulatedSet trained on (kept in memory for adaptation; not saved)
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,6 +378,7 @@ def train_source(data, params: TrainParams | None = None) -> Generator[Progress,
         device=f"{describe(device)}" if device.type != "cpu" else f"cpu ({threads} threads)",
         source={"dataset": data.params.to_dict(), "seed": int(data.seed), "polarity": data.polarity,
                 "templates": list(data.templates), "counts": data.counts()},
+        data=data,
     )
 
 

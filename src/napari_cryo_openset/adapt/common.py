@@ -45,7 +45,8 @@ class AdaptParams:
     MLUDA (see :mod:`.mluda` for the geometry and why)
         ``m1`` (intra-class radius), ``m2`` (min. centre separation, > 2·m1), ``m3`` (min.
         distance of unknowns to any centre, > m1), ``lambda1`` (margin losses), ``lambda2``
-        (CORAL, < λ1), ``gamma`` (centre update rate).
+        (CORAL, < λ1), ``gamma`` (centre update rate), ``unknown_margin`` (False drops L_c: the
+        JDDA-like baseline).
     Open set
         ``threshold_rule``: ``auto`` (Youden's J between source-validation known and
         source-validation unknown (decoy) scores when the source has decoys, else the
@@ -75,6 +76,7 @@ class AdaptParams:
     lambda1: float = 1.0
     lambda2: float = 0.5
     gamma: float = 0.5
+    unknown_margin: bool = True
     # open set
     threshold_rule: str = "auto"
     threshold_quantile: float = 0.95

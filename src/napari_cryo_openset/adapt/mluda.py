@@ -1,7 +1,9 @@
 """MLUDA (Zeng et al. 2021): margin losses + CORAL for open-set adaptation of subtomograms.
 
 Loss per round, on one source batch (labelled, with decoy ``unknown`` samples) and one target
-batch (unlabelled picks), forwarded together (BatchNorm sees both domains, as at test time)::
+batch (unlabelled picks), each forwarded on its own, so BatchNorm normalises each domain with
+its own statistics (domain-specific BatchNorm; at the end the source statistics serve the
+centres and the threshold, the target statistics the predictions — AdaBN)::
 
     L = CE(source) + λ1 · (L_d + L_c) + λ2 · CORAL(source, target)
 
@@ -50,7 +52,7 @@ from ..device import autocast, choose_device, describe, set_cpu_threads
 from ..models import prepare_batch, to_device
 from ..progress import Progress
 from ..train import augment_batch
-from .common import AdaptParams, BatchSampler, SourceData, check_target, histogram_entropy
+from .common import AdaptParams, BatchSampler, SourceData, adapt_batchnorm, check_target, histogram_entropy
 from .losses import (
     batch_class_means,
     centre_pull_loss,
@@ -113,13 +115,11 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
         idx_s = sampler_s()
         xs, ys = batch_of(source.x, idx_s), source.y[torch.from_numpy(idx_s)].to(device)
         xt = batch_of(target, sampler_t())
-        x = prepare_batch(torch.cat([xs, xt]), device)
-        ns = len(xs)
         with autocast(device, use_amp):
-            h = model.embed(x).float()
-            logits = model.classify(h[:ns]).float()
-        phi_all = F.normalize(h, dim=1)
-        phi_s, phi_t = phi_all[:ns], phi_all[ns:]
+            h_s = model.embed(prepare_batch(xs, device)).float()
+            h_t = model.embed(prepare_batch(xt, device)).float()
+            logits = model.classify(h_s).float()
+        phi_s, phi_t = F.normalize(h_s, dim=1), F.normalize(h_t, dim=1)
         ce = F.cross_entropy(logits, ys)
         yk = remap[ys]
         is_known = yk >= 0
@@ -128,7 +128,8 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
         means, present = batch_class_means(phi_s[is_known], yk[is_known], len(known))
         sep = centre_separation_loss(means[present], params.m2) if int(present.sum()) > 1 else zero
         is_unk = ys == unknown_label if unknown_label is not None else torch.zeros_like(ys, dtype=torch.bool)
-        unk = unknown_margin_loss(phi_s[is_unk], centres, params.m3) if bool(is_unk.any()) else zero
+        unk = (unknown_margin_loss(phi_s[is_unk], centres, params.m3)
+               if params.unknown_margin and bool(is_unk.any()) else zero)
         coral = coral_loss(sqrt_d * phi_s, sqrt_d * phi_t) if params.lambda2 > 0 else zero
         loss = ce + params.lambda1 * (pull + sep + unk) + params.lambda2 * coral
         if not torch.isfinite(loss):
@@ -167,9 +168,16 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
         yield Progress("adapt", it, params.iterations,
                        f"round {it}/{params.iterations}: loss {metrics['loss']:.3f}", metrics)
 
+    # domain-specific BatchNorm statistics: source features (centres, threshold) with source
+    # statistics, target predictions with target statistics — as in training, where each
+    # domain's batch is normalised by its own statistics
+    source_encoder = copy.deepcopy(model.encoder)
+    keep = source.train_idx[np.random.default_rng(params.seed).permutation(len(source.train_idx))[:2048]]
+    adapt_batchnorm(source_encoder, source.x[torch.from_numpy(np.sort(keep))], device)
+    adapt_batchnorm(model.encoder, target, device)
     model.eval()
     result = yield from finish_open_set(
-        bundle, model, source, target, params, device, reference_encoder=model.encoder, history=history,
+        bundle, model, source, target, params, device, reference_encoder=source_encoder, history=history,
         stopped=stopped, t0=t0, classify="nearest", normalize=True,
     )
     return result
