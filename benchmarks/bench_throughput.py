@@ -88,14 +88,15 @@ class Context:
 
 @dataclass
 class Measurement:
-    """One row: ``fn(ctx)`` runs the work once and returns (samples processed, seconds)."""
+    """One row: ``fn(ctx)`` runs the work once and returns (samples, wall seconds, CPU seconds) of the timed part."""
 
     key: str
     label: str
     unit: str
-    fn: Callable[[Context], tuple[int, float]]
+    fn: Callable[[Context], tuple[int, float, float]]
     rates: list = field(default_factory=list)
     utilisation: list = field(default_factory=list)
+    cpu_rates: list = field(default_factory=list)
 
     @property
     def best(self) -> float:
@@ -132,10 +133,10 @@ def training_set_size(steps: int, batch: int, classes: int, fraction: float = 0.
     return n
 
 
-def train_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, float]]:
+def train_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, float, float]]:
     """Full optimisation steps of ``train_source`` (see the module docstring)."""
 
-    def fn(ctx: Context) -> tuple[int, float]:
+    def fn(ctx: Context) -> tuple[int, float, float]:
         import torch
 
         from napari_cryo_openset.train import TrainParams, train_source
@@ -145,16 +146,16 @@ def train_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, fl
                              architecture=architecture, device=str(ctx.device), threads=ctx.threads,
                              amp=ctx.amp, seed=0)
         gen = train_source(ctx.sets[key], params)
-        t_start = seconds = None
+        t_start = seconds = c_start = cpu = None
         try:
             for event in gen:
                 m = event.metrics or {}
                 if "step" not in m:
                     continue
                 if m["step"] == 1:  # first step done (lazy AdamW state): start the clock
-                    t_start = time.perf_counter()
+                    t_start, c_start = time.perf_counter(), time.process_time()
                 elif m["step"] == 1 + steps:
-                    seconds = time.perf_counter() - t_start
+                    seconds, cpu = time.perf_counter() - t_start, time.process_time() - c_start
                     break
         finally:
             gen.close()  # skip the end-of-epoch validation
@@ -162,24 +163,26 @@ def train_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, fl
             raise RuntimeError(f"{key}: the training set gave fewer than {1 + steps} steps")
         if ctx.device.type == "cuda":
             torch.cuda.synchronize()
-        return steps * ctx.batch, seconds
+        return steps * ctx.batch, seconds, cpu
 
     return fn
 
 
-def infer_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, float]]:
+def infer_rate(architecture: str, key: str) -> Callable[[Context], tuple[int, float, float]]:
     """Batched eval-mode forward passes of ``train.infer`` (the path of ``predict_picks``)."""
 
-    def fn(ctx: Context) -> tuple[int, float]:
+    def fn(ctx: Context) -> tuple[int, float, float]:
         from napari_cryo_openset.train import infer
 
         n = ctx.sizes[key]
-        boxes = ctx.boxes[:n]
-        t = time.perf_counter()
-        logits, _ = infer(ctx.models[architecture], boxes, ctx.device, batch_size=ctx.batch, amp=ctx.amp)
-        seconds = time.perf_counter() - t
-        assert logits.shape == (n, ctx.classes)
-        return n, seconds
+        pool = len(ctx.boxes)
+        chunks = [ctx.boxes[:min(pool, n - s)] for s in range(0, n, pool)]  # passes over the box pool
+        t, c = time.perf_counter(), time.process_time()
+        for boxes in chunks:
+            logits, _ = infer(ctx.models[architecture], boxes, ctx.device, batch_size=ctx.batch, amp=ctx.amp)
+        seconds, cpu = time.perf_counter() - t, time.process_time() - c
+        assert logits.shape == (len(chunks[-1]), ctx.classes)
+        return n, seconds, cpu
 
     return fn
 
@@ -197,11 +200,11 @@ def measurements() -> list[Measurement]:
 
 
 def sizes_for(quick: bool, device_type: str) -> dict:
-    """Timed steps (training) / boxes (inference) per repetition: a few seconds each on 2 CPU threads."""
+    """Timed steps (training) / boxes (inference) per repetition: a few seconds each on 2 free CPU threads."""
     if quick:
         sizes = {"train_fast": 2, "train_reference": 1, "infer_fast": 256, "infer_reference": 64}
     else:
-        sizes = {"train_fast": 10, "train_reference": 4, "infer_fast": 1536, "infer_reference": 384}
+        sizes = {"train_fast": 30, "train_reference": 4, "infer_fast": 6144, "infer_reference": 384}
     if device_type == "cuda":  # GPUs are ~100× faster: longer runs for stable timings
         sizes = {k: v * (4 if quick else 16) for k, v in sizes.items()}
     return sizes
@@ -249,7 +252,7 @@ def main(argv=None) -> int:
     ctx = Context(device=device, amp=amp, threads=args.threads, batch=BATCH, classes=classes, sizes=sizes)
 
     # data and models
-    n_infer = max(v for k, v in sizes.items() if k.startswith("infer"))
+    n_infer = min(1024, max(v for k, v in sizes.items() if k.startswith("infer")))  # a pool, passed over again
     ctx.boxes = source_boxes(random_set(n_infer, classes, BOX, seed=1).subtomograms, "dark")
     for key, arch in (("train_fast", FAST), ("train_reference", REFERENCE)):
         ctx.sets[key] = random_set(training_set_size(sizes[key] + 1, BATCH, classes), classes, BOX, seed=2)
@@ -275,17 +278,19 @@ def main(argv=None) -> int:
     load_before = _loadavg()
     for _ in range(repeats):  # interleaved
         for row in rows:
-            wall, cpu = time.perf_counter(), time.process_time()
-            n, seconds = row.fn(ctx)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            n, seconds, cpu = row.fn(ctx)
             row.rates.append(n / seconds if seconds > 0 else float("inf"))
-            # CPU time / (wall × threads) of the whole call (setup included): well below 1 on an
-            # idle machine only where the untimed setup is single-threaded; low everywhere = contention
-            row.utilisation.append(cpu / (wall * args.threads) if device.type == "cpu" and wall > 0 else None)
+            if device.type == "cpu":
+                # CPU time / (wall × threads) of the timed part: ~1 on free cores; lower = other
+                # processes shared the cores. n / (CPU time / threads): the rate on free cores,
+                # insensitive to that sharing (approximately: OpenMP waits and cache effects aside)
+                row.utilisation.append(cpu / (seconds * args.threads))
+                row.cpu_rates.append(n / (cpu / args.threads) if cpu > 0 else float("inf"))
     load_after = _loadavg()
     for row in rows:
+        use = f", CPU use {', '.join(f'{u:.0%}' for u in row.utilisation)}" if row.utilisation else ""
         print(f"  {row.label + ':':34s} {row.best:8.1f} {row.unit}  "
-              f"(runs: {', '.join(f'{r:.1f}' for r in row.rates)})", flush=True)
+              f"(runs: {', '.join(f'{r:.1f}' for r in row.rates)}{use})", flush=True)
 
     best = {row.key: row.best for row in rows}
     infer_ratio = best["infer_fast"] / best["infer_reference"]
@@ -312,7 +317,7 @@ def main(argv=None) -> int:
         "timed_per_repetition": {k: (f"{v} steps × {BATCH}" if k.startswith("train") else f"{v} boxes")
                                  for k, v in sizes.items()},
         "rows": [{"key": r.key, "label": r.label, "unit": r.unit, "best": r.best, "runs": r.rates,
-                  "cpu_utilisation": r.utilisation} for r in rows],
+                  "cpu_utilisation": r.utilisation, "cpu_time_rates": r.cpu_rates} for r in rows],
         "loadavg_1min_before_after": [load_before, load_after],
         **{f"{k}_per_s": v for k, v in best.items()},
         "inference_ratio_default_over_reference": infer_ratio,
@@ -352,22 +357,26 @@ def _markdown(r: dict) -> str:
         "`train_source` (augmentation, forward, backward, AdamW); inference = `train.infer` (the path of "
         "`predict_picks`, extraction excluded).",
         "",
-        "| measurement | rate | unit | timed per repetition | runs | CPU use |",
-        "|---|---:|---|---|---|---|",
+        "| measurement | rate (best) | unit | timed per repetition | runs | CPU use per run | rate from CPU time |",
+        "|---|---:|---|---|---|---|---:|",
     ]
     for row in r["rows"]:
-        use = [u for u in row.get("cpu_utilisation") or [] if u is not None]
+        use = row.get("cpu_utilisation") or []
+        cpu_rates = row.get("cpu_time_rates") or []
         lines.append(f"| {row['label']} | **{row['best']:.1f}** | {row['unit']} | "
                      f"{r['timed_per_repetition'].get(row['key'], '')} | "
                      f"{', '.join(f'{x:.1f}' for x in row['runs'])} | "
-                     f"{f'{max(use):.0%}' if use else '–'} |")
+                     f"{', '.join(f'{u:.0%}' for u in use) if use else '–'} | "
+                     f"{f'{max(cpu_rates):.1f}' if cpu_rates else '–'} |")
     met = r["targets_met"]
     t = r["targets"]
     load = r.get("loadavg_1min_before_after") or [None, None]
     lines += [
         "",
-        "CPU use = process CPU time / (wall time × threads) of the whole call (highest over the repetitions); well below "
-        f"100 % means other processes shared the cores. Load average (1 min) before/after: {load[0]} / {load[1]}.",
+        "CPU use = process CPU time / (wall time × threads) of the timed part: about 100 % on free cores, lower "
+        "when other processes shared them (the rates are then lower than this machine gives alone). Rate from CPU "
+        "time = samples / (CPU seconds / threads): an estimate of the free-core rate that such sharing does not "
+        f"lower (approximate). Load average (1 min) before/after: {load[0]} / {load[1]}.",
         "",
         f"Parameters: fast {r['parameters']['fast']:,}, ada-reference {r['parameters']['ada-reference']:,}.",
         "",

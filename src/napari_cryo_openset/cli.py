@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    from .adapt._cli import register as register_adapt
     from .model_cli import register as register_model
     from .picking._cli import register as register_pick
     from .simulate._cli import register as register_simulate
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_pick(sub)
     register_simulate(sub)
     register_model(sub)
+    register_adapt(sub)
 
     p = sub.add_parser("info", help="validate and describe tomograms (MRC) and picks (STAR/CSV)")
     p.add_argument("paths", nargs="+", metavar="FILE")

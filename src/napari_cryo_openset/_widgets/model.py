@@ -49,6 +49,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._task import TaskRunner, report_error
+from .session import session_for
 
 #: Prediction columns written back into a picks layer (with their "not predicted" values).
 PREDICTION_COLUMNS = {"class_name": "", "confidence": np.nan, "unknown_score": np.nan, "is_unknown": False}
@@ -532,6 +533,7 @@ class ModelWidget(QWidget):
 
         self.train_result = result
         self.bundle = bundle_from_training(result)
+        session_for(self.viewer).publish(self.bundle, source=result.data, origin="trained in the Model widget")
         self._redraw_timer.stop()
         self.redraw_plot()
         text = (f"Validation accuracy {result.val_accuracy:.3f} (best epoch {result.best_epoch} of "
@@ -578,6 +580,7 @@ class ModelWidget(QWidget):
             return None
         self.bundle = bundle
         self.train_result = None
+        session_for(self.viewer).publish(bundle, source=None, origin=f"loaded from {Path(path).name}")
         training = bundle.provenance.get("training") or {}
         acc = training.get("val_accuracy")
         acc_s = f" Validation accuracy {float(acc):.3f}." if isinstance(acc, (int, float)) else ""

@@ -126,8 +126,8 @@ def _diagnostic_line(metrics: dict, method: str, class_names) -> str:
                 f"coral {metrics.get('coral', float('nan')):.3g}), target unknown fraction "
                 f"{metrics.get('target_unknown_fraction', float('nan')):.2f}")
     else:
-        head = (f"D loss {metrics.get('loss_d', float('nan')):.3f}, target loss {metrics.get('loss_t', float('nan')):.3f}, "
-                f"D acc {metrics.get('d_acc', float('nan')):.2f}")
+        head = (f"D loss {metrics.get('loss_d', float('nan')):.3f}, "
+                f"target loss {metrics.get('loss_t', float('nan')):.3f}, D acc {metrics.get('d_acc', float('nan')):.2f}")
     return (f"adapt: round {metrics.get('iteration')}: {head}; predicted on the target: {counts or '-'} "
             f"(entropy {metrics.get('entropy', float('nan')):.2f})")
 
@@ -255,7 +255,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         isotropic = max(vs) - min(vs) <= 1e-6 * max(vs)
         write_picks(pred_out, adaptation.picks, voxel_size=vs[0] if isotropic else None)
 
-    names = np.asarray(adaptation.picks["class_name"], dtype=str)[(adaptation.picks["curation"] != "rejected").to_numpy()]
+    active = (adaptation.picks["curation"] != "rejected").to_numpy()
+    names = np.asarray(adaptation.picks["class_name"], dtype=str)[active]
     values, freq = np.unique(names, return_counts=True)
     order = sorted(zip(values, freq), key=lambda t: (t[0] == "unknown", -t[1], t[0]))
     class_counts = ", ".join(f"{n} {int(c)}" for n, c in order)

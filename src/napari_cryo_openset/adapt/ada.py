@@ -92,6 +92,7 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
     base_entropy = histogram_entropy(base_pred, n_classes)
     adabn = adapt_batchnorm(target_encoder, target, device)
     healthy = copy.deepcopy(target_encoder.state_dict())
+    healthy_d = copy.deepcopy(disc.state_dict())  # D too: a NaN step poisons it as well
     src_sampler = BatchSampler(source.train_idx, batch, rng)
     tgt_sampler = BatchSampler(np.arange(len(target)), batch, rng)
     history: list[dict] = []
@@ -134,6 +135,7 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
             opt_t.step()
         if not (torch.isfinite(loss_d) and torch.isfinite(loss_t)):
             target_encoder.load_state_dict(healthy)
+            disc.load_state_dict(healthy_d)
             stopped = f"stopped at round {it}: a loss became NaN/inf; restored the last good weights"
             break
         window["loss_d"] += float(loss_d.detach())
@@ -156,12 +158,14 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
             window = {"loss_d": 0.0, "loss_t": 0.0, "d_acc": 0.0, "n": 0}
             if base_entropy > 0 and ent < params.collapse_fraction * base_entropy:
                 target_encoder.load_state_dict(healthy)
+                disc.load_state_dict(healthy_d)
                 stopped = (f"stopped at round {it}: predictions collapsed (class-histogram entropy {ent:.2f} < "
                            f"{params.collapse_fraction:g} × {base_entropy:.2f} of the source-only model); "
                            "restored the last healthy weights")
                 yield Progress("adapt", it, params.iterations, stopped, metrics)
                 break
             healthy = copy.deepcopy(target_encoder.state_dict())
+            healthy_d = copy.deepcopy(disc.state_dict())
             aligned = aligned + 1 if record["d_acc"] <= params.aligned_d_acc else 0
             if params.aligned_patience and aligned >= params.aligned_patience:
                 stopped = (f"stopped at round {it}: domains aligned (discriminator accuracy ≤ {params.aligned_d_acc:g} "

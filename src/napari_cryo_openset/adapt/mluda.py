@@ -153,12 +153,13 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
             d = torch.cdist(ht, centres.cpu())
             nearest = d.min(1)
             far = nearest.values > 0.5 * (params.m1 + params.m3)
-            pred = np.where(far.numpy(), n_classes, np.asarray(known)[nearest.indices.numpy()])
+            far_label = unknown_label if unknown_label is not None else n_classes
+            pred = np.where(far.numpy(), far_label, np.asarray(known)[nearest.indices.numpy()])
             n = window.pop("n")
             record = {"iteration": it, **{k: v / n for k, v in window.items()},
                       "target_unknown_fraction": float(far.float().mean()),
                       "entropy": histogram_entropy(pred, n_classes + 1),
-                      "histogram": np.bincount(pred, minlength=n_classes + 1)[:n_classes].tolist(),
+                      "histogram": np.bincount(pred, minlength=n_classes + 1)[:n_classes].tolist(),  # far → unknown
                       "seconds": time.perf_counter() - t0}
             history.append(record)
             metrics.update(record)

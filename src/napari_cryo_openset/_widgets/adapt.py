@@ -1,0 +1,682 @@
+"""Adapt & predict widget: adapt the source model to this tomogram's picks, classify them, open set.
+
+Thin glue over :func:`napari_cryo_openset.adapt.adapt_to_tomogram` (no science here):
+
+- **Model and source set**: the model the Model widget trained, with the simulated set it
+  trained on (shared through :mod:`.session`); or a model file (**Load model…**) and its
+  simulated set (**Source set…**, the ``.npz`` from ``simulate``; filled in automatically when
+  the model records where it was trained and that file exists). Both methods need the source
+  set: 3D-ADA for the source side of its domain discriminator, MLUDA for its supervised loss.
+- **Adapt** runs 3D-ADA or MLUDA on the active picks (accepted + unreviewed, and above the Pick
+  widget's live threshold) of the chosen Points layer in a :class:`~._task.TaskRunner`
+  (progress, Cancel), drawing the losses live (3D-ADA: discriminator and target-encoder losses,
+  discriminator accuracy; MLUDA: the total loss and the fraction of target picks beyond the
+  unknown margin). Predictions are written into the layer only when a run completes, so a
+  cancelled run leaves the previous ones untouched.
+- **Results**: the run's summary, a per-class count table in the palette's colours (``unknown``
+  in its reserved magenta), the calibrated unknown threshold — which can be overridden to
+  re-decide ``unknown`` without re-running — and **Save adapted model…**.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._task import TaskRunner, report_error
+from .model import ModelWidget, _VerticalScrollArea, write_predictions
+from .session import session_for
+
+METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
+MODEL_SUFFIX = ".pt"
+_REDRAW_MS = 200  # ≤ 5 plot redraws per second
+_NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
+_NO_SOURCE = "No source set: adaptation needs the simulated set the model was trained on (Source set…)"
+
+
+def source_mismatch(bundle, source) -> str | None:
+    """Why ``source`` (a SimulatedSet) is not the set ``bundle`` was trained on (None if it fits)."""
+    if bundle is None or source is None:
+        return None
+    if list(source.class_names) != list(bundle.class_names):
+        return (f"the source set's classes ({', '.join(source.class_names)}) are not the model's "
+                f"({', '.join(bundle.class_names)})")
+    if int(source.box) != int(bundle.box_size):
+        return f"the source set has {source.box}³ boxes but the model expects {bundle.box_size}³"
+    return None
+
+
+def is_adapted(bundle) -> bool:
+    return bundle is not None and bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance
+
+
+def redecide_unknowns(bundle, predictions, threshold: float):
+    """Class names and unknown flags of ``predictions`` under another unknown ``threshold``.
+
+    Re-applies the bundle's one open-set rule (:func:`napari_cryo_openset.predict.score_outputs`)
+    to the stored outputs: the calibrated probabilities p = softmax(z / T) give back logits
+    T·log p up to a constant, which leaves the softmax — and so class and confidence — as it
+    was; only the threshold changes.
+    """
+    import torch
+
+    from ..predict import score_outputs
+
+    temperature = float(bundle.openset.get("temperature") or 1.0)
+    probs = torch.as_tensor(np.asarray(predictions.probabilities, dtype=np.float64))
+    logits = torch.log(probs.clamp_min(1e-300)) * temperature
+    out = score_outputs(bundle, logits, torch.as_tensor(np.asarray(predictions.features)), float(threshold))
+    return out.class_name, out.is_unknown
+
+
+class AdaptWidget(QWidget):
+    """Adapt the model to a tomogram's picks and classify them (dock widget "Adapt & predict")."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from ..device import available_devices
+
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.bundle = None  # the source model
+        self.source = None  # the SimulatedSet it was trained on
+        self.adapted = None  # the adapted ModelBundle of the last completed run
+        self.adaptation = None  # its TomogramAdaptation (result, picks with predictions, polarity)
+        self.calibrated_threshold: float | None = None
+        self.threshold_override: float | None = None  # None: the calibrated threshold is in use
+        self.class_counts: dict[str, int] = {}  # active picks per predicted class (as in the table)
+        self.loss_history: dict[str, list[tuple[int, float]]] = {}
+        self.rate_history: list[tuple[int, float]] = []  # D accuracy (3D-ADA) / target unknown fraction (MLUDA)
+        self.redraw_count = 0
+        self._target = None  # (layer, number of points, rows) of the running / last run
+        self._plot_method = "ada"
+
+        # --- model and source set ---------------------------------------------------------
+        self.model_label = QLabel(_NO_MODEL)
+        self.source_label = QLabel(_NO_SOURCE)
+        for label in (self.model_label, self.source_label):
+            label.setWordWrap(True)
+        self.load_model_button = QPushButton("Load model…")
+        self.load_model_button.setToolTip("The source model: a bundle (.pt) written by the Model widget or "
+                                          "'napari-cryo-openset train'")
+        self.source_button = QPushButton("Source set…")
+        self.source_button.setToolTip("The simulated set (.npz from 'napari-cryo-openset simulate') the model was "
+                                      "trained on")
+        model_box = QGroupBox("Source model")
+        ml = QVBoxLayout(model_box)
+        ml.addWidget(self.model_label)
+        ml.addWidget(self.source_label)
+        row = QHBoxLayout()
+        row.addWidget(self.load_model_button)
+        row.addWidget(self.source_button)
+        ml.addLayout(row)
+
+        # --- target and settings ----------------------------------------------------------
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The tomogram to adapt to")
+        self.picks_combo = QComboBox()
+        self.picks_combo.setToolTip("Its picks: the unlabelled target data; predictions go into this layer")
+        self.polarity = QComboBox()
+        self.polarity.addItems(["dark", "bright", "auto"])
+        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?")
+        self.method = QComboBox()
+        for name, key in METHODS.items():
+            self.method.addItem(name, key)
+        self.method.setToolTip("3D-ADA: adversarial feature alignment (ADDA-style); "
+                               "MLUDA: margin losses + CORAL, open-set fine-tuning")
+        self.iterations = QSpinBox()
+        self.iterations.setRange(1, 1_000_000)
+        self.iterations.setValue(300)
+        self.iterations.setToolTip("Optimisation rounds (3D-ADA may stop earlier: domains aligned, or a collapse)")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Seed of everything random in the adaptation")
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        self.device.setToolTip("Where the network runs (auto: cuda → mps → cpu)")
+        self.adapt_button = QPushButton("Adapt")
+        self.adapt_button.setToolTip("Adapt the model to the picks, then classify them (known class or unknown)")
+        settings_box = QGroupBox("Adapt to this tomogram")
+        form = QFormLayout(settings_box)
+        form.addRow("Tomogram", self.image_combo)
+        form.addRow("Picks layer", self.picks_combo)
+        form.addRow("Polarity", self.polarity)
+        form.addRow("Method", self.method)
+        form.addRow("Iterations", self.iterations)
+        form.addRow("Seed", self.seed)
+        form.addRow("Device", self.device)
+        form.addRow(self.adapt_button)
+
+        self.runner = TaskRunner()
+        self._build_plot()
+
+        # --- results ----------------------------------------------------------------------
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.counts_table = QTableWidget(0, 2)
+        self.counts_table.setHorizontalHeaderLabels(["class", "picks"])
+        self.counts_table.verticalHeader().setVisible(False)
+        self.counts_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.counts_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.counts_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.counts_table.verticalHeader().setDefaultSectionSize(20)
+        self.counts_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self._fit_table_height(0)
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1e9)
+        self.threshold.setDecimals(4)
+        self.threshold.setKeyboardTracking(False)  # re-decide when typing is done, not per key
+        self.threshold.setToolTip("Unknown threshold: a pick whose unknown score (distance to the nearest class "
+                                  "centre) is above it is 'unknown'. Calibrated on held-out source data; change it "
+                                  "to re-decide without re-running.")
+        self.reset_threshold_button = QPushButton("Calibrated")
+        self.reset_threshold_button.setToolTip("Back to the calibrated threshold")
+        self.threshold_label = QLabel("")
+        self.threshold_label.setWordWrap(True)
+        self.save_button = QPushButton("Save adapted model…")
+        results_box = QGroupBox("Results")
+        rl = QVBoxLayout(results_box)
+        rl.addWidget(self.summary)
+        rl.addWidget(self.counts_table)
+        trow = QHBoxLayout()
+        trow.addWidget(QLabel("Unknown threshold"))
+        trow.addWidget(self.threshold, 1)
+        trow.addWidget(self.reset_threshold_button)
+        rl.addLayout(trow)
+        rl.addWidget(self.threshold_label)
+        rl.addWidget(self.save_button)
+        self._set_results_enabled(False)
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.addWidget(model_box)
+        layout.addWidget(settings_box)
+        layout.addWidget(self.runner)
+        layout.addWidget(self.canvas)
+        layout.addWidget(results_box)
+        layout.addStretch(1)
+        self.scroll = _VerticalScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setSingleShot(True)
+        self._redraw_timer.setInterval(_REDRAW_MS)
+        self._redraw_timer.timeout.connect(self.redraw_plot)
+
+        self.load_model_button.clicked.connect(self._choose_model)
+        self.source_button.clicked.connect(self._choose_source)
+        self.adapt_button.clicked.connect(self.start_adaptation)
+        self.save_button.clicked.connect(self._choose_save_path)
+        self.threshold.valueChanged.connect(self.set_threshold)
+        self.reset_threshold_button.clicked.connect(self.reset_threshold)
+        self.runner.started.connect(lambda: self._set_busy(True))
+        self.runner.finished.connect(lambda: self._set_busy(False))
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.viewer.layers.selection.events.active.connect(self._follow_selection)
+        self.session.connect(self._session_changed)
+        self._refresh_layers()
+        self._update_adapt_button()
+        if self.session.bundle is not None:
+            self._session_changed(self.session)
+
+    # --- model and source set -------------------------------------------------------------
+    def _session_changed(self, session) -> None:
+        """The Model widget trained or loaded a model: use it (with its training set, if known)."""
+        try:
+            self._use_model(session.bundle, session.origin or "from the Model widget")
+            if session.source is not None:
+                self._use_source(session.source, "the set it was trained on, in memory")
+        except RuntimeError:  # the Qt side of this widget is gone (dock closed)
+            self.session.disconnect(self._session_changed)
+
+    def _use_model(self, bundle, origin: str) -> None:
+        self.bundle = bundle
+        if bundle is None:
+            self.model_label.setText(_NO_MODEL)
+        else:
+            self.model_label.setText(f"Model ({origin}): {bundle.describe()}.")
+        why = source_mismatch(bundle, self.source)
+        if why is not None:  # the previous source set belongs to another model
+            self._use_source(None, "")
+        self._update_adapt_button()
+
+    def _use_source(self, source, origin: str) -> None:
+        self.source = source
+        if source is None:
+            self.source_label.setText(_NO_SOURCE)
+        else:
+            counts = ", ".join(f"{k} {v}" for k, v in source.counts().items())
+            self.source_label.setText(f"Source set ({origin}): {len(source)} subtomograms of {source.box}³ at "
+                                      f"{source.voxel_size:g} Å ({counts}).")
+        self._update_adapt_button()
+
+    def load_model(self, path):
+        """Load a source model bundle; on failure, say why and keep the current model."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..checkpoint import load_bundle
+
+        try:
+            bundle = load_bundle(path)
+        except Exception as exc:  # noqa: BLE001 - BundleError: one clear message; others with traceback
+            report_error(exc)
+            return None
+        if is_adapted(bundle):
+            show_error(f"Adapt: '{Path(path).name}' is an adapted model; load the source model it was adapted from.")
+            return None
+        self._use_model(bundle, f"loaded from {Path(path).name}")
+        recorded = bundle.provenance.get("source_path") if isinstance(bundle.provenance, dict) else None
+        if self.source is None and isinstance(recorded, str) and recorded and Path(recorded).is_file():
+            self.set_source(recorded, quiet=True)  # the set the model records it was trained on
+        show_info(f"Adapt: loaded model {Path(path).name}")
+        return bundle
+
+    def set_source(self, path, quiet: bool = False):
+        """Use the simulated set at ``path`` (``.npz`` from ``simulate``) as the source data."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..errors import CryoOpensetError
+        from ..simulate.datasets import load_dataset
+
+        try:
+            data = load_dataset(path)
+        except CryoOpensetError as exc:
+            if not quiet:
+                report_error(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - e.g. a file that is no .npz at all
+            if not quiet:
+                show_error(f"Adapt: '{path}' is not a simulated set ({type(exc).__name__}: {exc})")
+            return None
+        why = source_mismatch(self.bundle, data)
+        if why is not None:
+            if not quiet:
+                show_error(f"Adapt: '{Path(path).name}' is not the set the model was trained on: {why}.")
+            return None
+        self._use_source(data, Path(path).name)
+        if not quiet:
+            show_info(f"Adapt: source set {Path(path).name}")
+        return data
+
+    def _choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load source model", "", "Model bundle (*.pt);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def _choose_source(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Simulated source set", "", "Simulated set (*.npz);;All files (*)")
+        if path:
+            self.set_source(path)
+
+    # --- layers ---------------------------------------------------------------------------
+    def _images(self):
+        from napari.layers import Image
+
+        return [ly for ly in self.viewer.layers
+                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")]
+
+    def _points(self):
+        from napari.layers import Points
+
+        return [ly for ly in self.viewer.layers if isinstance(ly, Points) and ly.ndim == 3]
+
+    def _refresh_layers(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        active_name = active.name if active is not None else None
+        ModelWidget._fill_combo(self.image_combo, [ly.name for ly in self._images()], active_name)
+        ModelWidget._fill_combo(self.picks_combo, [ly.name for ly in self._points()], active_name)
+
+    def _follow_selection(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        if active is None:
+            return
+        if active.name in [ly.name for ly in self._images()]:
+            self.image_combo.setCurrentText(active.name)
+        elif active.name in [ly.name for ly in self._points()]:
+            self.picks_combo.setCurrentText(active.name)
+
+    def image_layer(self):
+        return next((ly for ly in self._images() if ly.name == self.image_combo.currentText()), None)
+
+    def picks_layer(self):
+        return next((ly for ly in self._points() if ly.name == self.picks_combo.currentText()), None)
+
+    # --- plot -----------------------------------------------------------------------------
+    def _build_plot(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        bg, fg = "#23242b", "#f0f1f2"
+        try:
+            from napari.utils.theme import get_theme
+
+            theme = get_theme(self.viewer.theme)
+            bg, fg = theme.background.as_hex(), theme.text.as_hex()
+        except Exception:  # noqa: BLE001 - a plot colour is not worth failing for
+            pass
+        self._fg = fg
+        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(140)
+        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        ax = self.figure.add_subplot(111)
+        ax2 = ax.twinx()
+        for a in (ax, ax2):
+            a.set_facecolor(bg)
+            a.tick_params(colors=fg, labelsize=7)
+            for spine in a.spines.values():
+                spine.set_color(fg)
+        ax.set_xlabel("adaptation round", color=fg, fontsize=7)
+        ax2.set_ylim(0, 1.02)
+        self._lines = {
+            "loss_d": ax.plot([], [], color="#56b4e9", lw=1.0, label="D loss")[0],
+            "loss_t": ax.plot([], [], color="#009e73", lw=1.0, label="target loss")[0],
+            "loss": ax.plot([], [], color="#56b4e9", lw=1.0, label="loss")[0],
+        }
+        self._rate_line = ax2.plot([], [], color="#e69f00", lw=1.2, label="")[0]
+        self._ax, self._ax2 = ax, ax2
+        self._style_plot("ada")
+
+    def _style_plot(self, method: str) -> None:
+        self._plot_method = method
+        fg = self._fg
+        if method == "ada":
+            self._ax.set_ylabel("loss (D, target)", color="#56b4e9", fontsize=7)
+            self._ax2.set_ylabel("D accuracy", color="#e69f00", fontsize=7)
+            self._rate_line.set_marker("")
+        else:
+            self._ax.set_ylabel("loss", color="#56b4e9", fontsize=7)
+            self._ax2.set_ylabel("target unknown fraction", color="#e69f00", fontsize=7)
+            self._rate_line.set_marker("o")
+            self._rate_line.set_markersize(3)
+        legend = self._ax.get_legend()
+        if legend is not None:
+            legend.remove()
+        names = ("loss_d", "loss_t") if method == "ada" else ("loss",)
+        handles = [self._lines[n] for n in names] + [self._rate_line]
+        labels = [self._lines[n].get_label() for n in names] + [self._ax2.get_ylabel()]
+        self._ax.legend(handles, labels, fontsize=6, loc="upper right", frameon=False, labelcolor=fg)
+
+    def _schedule_redraw(self) -> None:
+        if not self._redraw_timer.isActive():
+            self._redraw_timer.start()
+
+    def redraw_plot(self) -> None:
+        """Redraw the loss / accuracy plot from ``loss_history`` and ``rate_history``."""
+        for name, line in self._lines.items():
+            points = self.loss_history.get(name) or []
+            line.set_data(*(zip(*points) if points else ([], [])))
+        self._rate_line.set_data(*(zip(*self.rate_history) if self.rate_history else ([], [])))
+        self._ax.relim()
+        self._ax.autoscale_view()
+        self._ax2.set_ylim(0, 1.02)
+        self.canvas.draw_idle()
+        self.redraw_count += 1
+
+    def _on_progress(self, event) -> None:
+        metrics = getattr(event, "metrics", None) or {}
+        if getattr(event, "stage", "") != "adapt" or "iteration" not in metrics:
+            return
+        it = int(metrics["iteration"])
+        if self._plot_method == "ada":
+            for name in ("loss_d", "loss_t"):
+                if name in metrics:
+                    self.loss_history.setdefault(name, []).append((it, float(metrics[name])))
+            if "d_acc" in metrics and "histogram" not in metrics:  # per round (eval records are window means)
+                self.rate_history.append((it, float(metrics["d_acc"])))
+        else:
+            if "loss" in metrics:
+                self.loss_history.setdefault("loss", []).append((it, float(metrics["loss"])))
+            if "target_unknown_fraction" in metrics:
+                self.rate_history.append((it, float(metrics["target_unknown_fraction"])))
+        self._schedule_redraw()
+
+    # --- adaptation -----------------------------------------------------------------------
+    def _set_busy(self, busy: bool) -> None:
+        self.load_model_button.setEnabled(not busy)
+        self.source_button.setEnabled(not busy)
+        self._update_adapt_button(busy)
+        self._set_results_enabled(not busy and self.adapted is not None)
+
+    def _update_adapt_button(self, busy: bool | None = None) -> None:
+        busy = self.runner.running if busy is None else busy
+        self.adapt_button.setEnabled(not busy and self.bundle is not None and self.source is not None)
+
+    def _set_results_enabled(self, enabled: bool) -> None:
+        for w in (self.save_button, self.threshold, self.reset_threshold_button):
+            w.setEnabled(enabled)
+
+    def adapt_params(self):
+        from ..adapt.common import AdaptParams
+
+        return AdaptParams(method=self.method.currentData(), iterations=int(self.iterations.value()),
+                           seed=int(self.seed.value()), device=self.device.currentText())
+
+    def start_adaptation(self):
+        """Adapt the model to the chosen picks in the background; returns the worker (None if refused)."""
+        from napari.utils.notifications import show_warning
+
+        from ..adapt.common import MIN_TARGET_PICKS
+        from ..adapt.run import adapt_to_tomogram
+        from ..errors import CryoOpensetError
+        from ..io.tomogram import Tomogram
+        from ..layers import above_threshold, picks_from_layer
+
+        if self.bundle is None:
+            show_warning("Adapt: simulate & train a model in the Model widget, or Load model… first.")
+            return None
+        if self.source is None:
+            show_warning("Adapt: choose the simulated set the model was trained on (Source set…): "
+                         "adaptation needs the source data.")
+            return None
+        image, points = self.image_layer(), self.picks_layer()
+        if image is None:
+            show_warning("Adapt: open a 3-D tomogram first (File ▸ Open, or the sample data).")
+            return None
+        if points is None or len(points.data) == 0:
+            show_warning("Adapt: pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            return None
+        try:
+            picks = picks_from_layer(points.data, points.features, points.metadata)
+            rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
+            if len(rows) != len(picks):  # defensive: the two must agree
+                rows = np.arange(len(picks))
+            n_active = int((picks["curation"] != "rejected").sum())
+            if n_active < MIN_TARGET_PICKS:
+                raise CryoOpensetError(f"'{points.name}' has {n_active} active picks (not rejected, above the "
+                                       f"picking threshold); adaptation needs at least {MIN_TARGET_PICKS}")
+            picks[["z", "y", "x"]] = ModelWidget._to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
+            params = self.adapt_params()
+        except CryoOpensetError as exc:
+            show_warning(f"Adapt: {exc}")
+            return None
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data
+        path = (image.metadata or {}).get("path")
+        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]),
+                            path=Path(path) if path else None)
+        self._target = (points, len(points.data), rows)
+        self.loss_history, self.rate_history = {}, []
+        self._style_plot(params.method)
+        self.redraw_plot()
+        label = f"{self.method.currentText()} on {points.name}"
+        return self.runner.start(adapt_to_tomogram, self.bundle, self.source, tomogram, picks, params,
+                                 polarity=self.polarity.currentText(), on_result=self._on_adapted,
+                                 on_progress=self._on_progress, label=label)
+
+    def cancel(self) -> None:
+        """Cancel the running adaptation; the layer keeps its previous predictions."""
+        self.runner.cancel()
+
+    def _on_adapted(self, adaptation) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        self._redraw_timer.stop()
+        self.redraw_plot()
+        self.adaptation = adaptation
+        self.adapted = adaptation.result.bundle
+        self.calibrated_threshold = float(self.adapted.openset.get("threshold"))
+        self.threshold_override = None
+        self.threshold.blockSignals(True)
+        self.threshold.setSingleStep(max(self.calibrated_threshold / 20.0, 1e-4))
+        self.threshold.setValue(self.calibrated_threshold)
+        self.threshold.blockSignals(False)
+        self._show_threshold()
+        self._set_results_enabled(True)
+        written = self._write_to_layer()
+        result = adaptation.result
+        text = (f"{result.summary()}; polarity {adaptation.polarity}; {result.seconds:.0f} s"
+                + (" (boxes resampled to the model's voxel size)" if adaptation.resampled else ""))
+        self.summary.setText(f"{text}. The table counts the picks at the threshold in use.")
+        if written:
+            show_info(f"Adapt: {text}")
+        else:
+            layer = self._target[0]
+            show_warning(f"Adapt: the picks of '{layer.name}' changed during adaptation; the adapted model is kept "
+                         "(Save adapted model…) but its predictions were not written: run Adapt again.")
+
+    @property
+    def threshold_in_use(self) -> float | None:
+        return self.calibrated_threshold if self.threshold_override is None else self.threshold_override
+
+    def _current_picks(self):
+        """The adaptation's picks table with class names decided at the threshold in use."""
+        picks = self.adaptation.picks.copy()
+        if self.threshold_override is None:
+            return picks
+        active = (picks["curation"] != "rejected").to_numpy()
+        names, unknown = redecide_unknowns(self.adapted, self.adaptation.result.predictions, self.threshold_override)
+        picks.loc[active, "class_name"] = names
+        picks.loc[active, "is_unknown"] = unknown
+        return picks
+
+    def _write_to_layer(self) -> bool:
+        """Write the predictions (at the current threshold) into the target layer; False if it changed."""
+        layer, n, rows = self._target
+        picks = self._current_picks()
+        active = (picks["curation"] != "rejected").to_numpy()
+        self._fill_counts(picks.loc[active, "class_name"].astype(str).to_numpy())
+        if layer not in self.viewer.layers or len(layer.data) != n:
+            return False
+        write_predictions(layer, picks, rows)
+        counts = picks.loc[active, "class_name"].astype(str).value_counts().to_dict()
+        layer.metadata["prediction"] = {
+            "model": self.adapted.describe(), "method": self.adapted.provenance.get("adaptation", {}).get("method"),
+            "polarity": self.adaptation.polarity, "resampled": bool(self.adaptation.resampled),
+            "counts": {str(k): int(v) for k, v in counts.items()}, "threshold": self.threshold_in_use,
+            "calibrated_threshold": self.calibrated_threshold,
+        }
+        return True
+
+    def _fill_counts(self, names: np.ndarray) -> None:
+        from ..palette import class_colors
+
+        values, freq = np.unique(names, return_counts=True) if len(names) else ([], [])
+        order = sorted(zip(values, freq), key=lambda t: (t[0] == "unknown", -t[1], t[0]))
+        colors = class_colors(list(values) + list(self.bundle.class_names if self.bundle is not None else []))
+        self.counts_table.setRowCount(len(order))
+        for i, (name, count) in enumerate(order):
+            item = QTableWidgetItem(str(name))
+            color = QColor(colors.get(str(name), "#ffffff"))
+            item.setBackground(color)
+            item.setForeground(QColor("#000000") if color.lightness() > 110 else QColor("#ffffff"))
+            self.counts_table.setItem(i, 0, item)
+            count_item = QTableWidgetItem(str(int(count)))
+            count_item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+            self.counts_table.setItem(i, 1, count_item)
+        self.class_counts = {str(n): int(c) for n, c in order}
+        self._fit_table_height(len(order))
+
+    def _fit_table_height(self, rows: int) -> None:
+        """Show every class row (up to 8, then scroll), however little room the dock has."""
+        header = self.counts_table.horizontalHeader().sizeHint().height()
+        rows_px = self.counts_table.verticalHeader().defaultSectionSize() * max(1, min(rows, 8))
+        self.counts_table.setFixedHeight(header + rows_px + 2 * self.counts_table.frameWidth() + 2)
+
+    # --- threshold override ---------------------------------------------------------------
+    def set_threshold(self, value: float) -> None:
+        """Re-decide ``unknown`` at threshold ``value`` without re-running; the adapted model keeps it.
+
+        A value within the spin box's rounding of the calibrated threshold means the calibrated one.
+        """
+        if self.adaptation is None or self.adapted is None or self.calibrated_threshold is None:
+            return
+        value = float(value)
+        tolerance = 0.5 * 10.0 ** -self.threshold.decimals()
+        self.threshold_override = None if abs(value - self.calibrated_threshold) <= tolerance else value
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(self.threshold_in_use)
+        self.threshold.blockSignals(False)
+        self.adapted.openset["threshold"] = float(self.threshold_in_use)
+        if self.threshold_override is None:
+            self.adapted.openset.pop("calibrated_threshold", None)
+        else:
+            self.adapted.openset["calibrated_threshold"] = float(self.calibrated_threshold)
+        self._show_threshold()
+        self._write_to_layer()
+
+    def _show_threshold(self) -> None:
+        rule = self.adapted.openset.get("rule", "") if self.adapted is not None else ""
+        text = f"calibrated on held-out source data: {self.calibrated_threshold:.4g}" + (f" ({rule})" if rule else "")
+        if self.threshold_override is not None:
+            text += f"; in use: {self.threshold_override:.4g} (overridden)"
+        self.threshold_label.setText(text)
+
+    def reset_threshold(self) -> None:
+        if self.calibrated_threshold is not None:
+            self.set_threshold(self.calibrated_threshold)
+
+    # --- save -----------------------------------------------------------------------------
+    def save_adapted(self, path) -> Path | None:
+        """Write the adapted model (with the threshold in use) to ``path`` (``.pt`` added if no suffix)."""
+        from napari.utils.notifications import show_info, show_warning
+
+        from ..checkpoint import save_bundle
+
+        if self.adapted is None:
+            show_warning("Adapt: there is no adapted model to save yet (run Adapt).")
+            return None
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(MODEL_SUFFIX)
+        try:
+            out = save_bundle(self.adapted, path)
+        except Exception as exc:  # noqa: BLE001 - shown as one message (user input) or with its traceback
+            report_error(exc)
+            return None
+        show_info(f"Adapt: adapted model saved to {out}")
+        return out
+
+    def _choose_save_path(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save adapted model", "adapted.pt",
+                                              "Model bundle (*.pt);;All files (*)")
+        if path:
+            self.save_adapted(path)
