@@ -4,10 +4,10 @@ Subcommands share the core with the napari widgets. Progress goes to stderr; res
 Bad input ends with one line ``napari-cryo-openset: error: <what, which file/parameter>`` and
 exit status 2 — never a traceback (``--debug`` shows one) and never a half-written file.
 
-Available now: ``pick`` (DoG picking), ``simulate`` (labelled subtomogram sets), ``info``
-(validate and describe tomograms/picks files) and ``demo``. The ``train``, ``adapt``,
-``predict`` and ``run`` subcommands of the contract in ARCHITECTURE.md § 4.1 arrive with the
-capabilities they drive.
+Available now: ``pick`` (DoG picking), ``simulate`` (labelled subtomogram sets), ``train``
+and ``predict`` (:mod:`.model_cli`), ``adapt`` (:mod:`.adapt._cli`), ``info`` (validate and
+describe tomograms/picks files) and ``demo``. The one-shot ``run`` of ARCHITECTURE.md § 4.1
+is next.
 """
 
 from __future__ import annotations
