@@ -17,10 +17,12 @@ vs. source unknowns, Youden's J). Rows:
 - **centre loss** — source-only fine-tuning with the margin/centre terms (no target data),
   unknown = distance to the nearest centre above the threshold;
 - **JDDA-like** — CORAL + centre terms (MLUDA code without L_c);
+- **OSBP-style** — open-set back-propagation (Saito et al. 2018; :mod:`_osbp`): K+1 classifier,
+  adversarial ``p_unk = 0.5`` game on the target through gradient reversal; arg-max decision;
 - **3D-ADA + open-set rule** — 3D-ADA, unknown score = distance to the nearest source centre;
 - **MLUDA** — the full loss.
 
-(An OSBP-style adversarial open-set baseline is not implemented yet.) Columns: ALL, OS, OS*,
+Columns: ALL, OS, OS*,
 UNK, HOS, AUROC of the unknown score; mean ± sd over seeds.
 
     .venv/bin/python benchmarks/bench_openset.py [--quick]
@@ -37,6 +39,7 @@ import time
 import numpy as np
 import torch
 
+from _osbp import adapt_osbp
 from _protocol import (BATCH_A, BATCH_B, adapt, boxes_of, fmt, load_source, machine, predict, save,
                        shared_templates, simulate, train)
 
@@ -46,7 +49,7 @@ from napari_cryo_openset.picks import UNKNOWN_CLASS
 KNOWN = 6
 OTHER = 2
 NOVEL = 4
-ROWS = ["softmax threshold", "centre loss", "JDDA-like (CORAL + centre)", "3D-ADA + open-set rule", "MLUDA"]
+ROWS = ["softmax threshold", "centre loss", "JDDA-like (CORAL + centre)", "OSBP-style", "3D-ADA + open-set rule", "MLUDA"]
 COLUMNS = ["all", "os", "os_star", "unk", "hos", "auroc"]
 
 
@@ -114,6 +117,7 @@ def main(argv=None) -> int:
         r, _ = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations,
                      unknown_margin=False, seed=seed)
         score("JDDA-like (CORAL + centre)", r.predictions)
+        score("OSBP-style", adapt_osbp(bundle, source, xt[:, None], iterations=args.iterations, seed=seed))
         r, _ = adapt(bundle, source, xt, args.threads, method="ada", seed=seed)
         score("3D-ADA + open-set rule", r.predictions)
         r, _ = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations, seed=seed)

@@ -14,8 +14,12 @@ Stage 2 (:func:`adapt_ada`) — unlike the public reference code:
 - F_t starts with **target BatchNorm statistics** (AdaBN, Li et al. 2016: running means and
   variances recomputed on all target picks) — an addition to the paper, whose encoder has no
   BatchNorm; on the defocus-shift benchmark it is most of the gain (see the README tables,
-  where "AdaBN only" is its own row). F_t then trains in train mode (its statistics keep
-  following the target); predictions are ``C(F_t(x_t))`` in eval mode.
+  where "AdaBN only" is its own row). F_t then trains in train mode (batch statistics), and
+  its running statistics are **recomputed exactly on all target picks** at every check and at
+  the end: the exponential moving average that train mode leaves behind follows the last few
+  augmented batches and, measured on the benchmark (0.1 → 0.1, seed 0), swings target accuracy
+  between 0.48 and 0.59 from one check to the next, against 0.58–0.64 with exact statistics.
+  Predictions are ``C(F_t(x_t))`` in eval mode.
 - Diagnostics every ``eval_every`` rounds (yielded as progress metrics): discriminator accuracy
   (healthy ≈ 0.5–0.7), losses, and the predicted-class histogram of all target picks.
 - **Collapse guard without target labels**: if the entropy of that histogram falls below
@@ -144,6 +148,7 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
         window["n"] += 1
         metrics = {"iteration": it, "loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
         if it % params.eval_every == 0 or it == params.iterations:
+            adapt_batchnorm(target_encoder, target, device)  # exact target statistics, not the EMA
             h = encode(target_encoder, target, device)
             with torch.no_grad():
                 pred = head(h.to(device)).argmax(1).cpu().numpy()
@@ -175,6 +180,8 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
         yield Progress("adapt", it, params.iterations,
                        f"round {it}/{params.iterations}: D acc {metrics['d_acc']:.2f}", metrics)
 
+    if stopped == "completed" or "aligned" in stopped:
+        adapt_batchnorm(target_encoder, target, device)  # the restored weights already carry exact ones
     target_encoder.eval()
     model.encoder = target_encoder
     model.head = head
