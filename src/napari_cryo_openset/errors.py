@@ -22,3 +22,13 @@ class PicksError(CryoOpensetError):
 
 class ParameterError(CryoOpensetError):
     """A parameter value is out of range or inconsistent with the data."""
+
+
+def known_fields(cls, data: dict) -> dict:
+    """The items of ``data`` that name fields of the dataclass ``cls``.
+
+    Parameter dataclasses read back from bundles and dataset files with this: a file written
+    by a newer version may carry settings this version does not know; they are ignored.
+    """
+    names = set(cls.__dataclass_fields__)
+    return {k: v for k, v in data.items() if k in names}

@@ -36,7 +36,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import ParameterError
+from .device import autocast
+from .errors import ParameterError, known_fields
 
 DEFAULT_ARCHITECTURE = "fast"
 REFERENCE_ARCHITECTURE = "ada-reference"
@@ -101,8 +102,7 @@ class NetworkParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> NetworkParams:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -245,6 +245,31 @@ def prepare_batch(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if x.ndim == 4:
         x = x[:, None]
     return x.contiguous(memory_format=torch.channels_last_3d)
+
+
+@torch.no_grad()
+def forward_batches(module: nn.Module, boxes: torch.Tensor, device: torch.device, forward=None,
+                    batch_size: int = 256, amp: bool = False) -> list[torch.Tensor]:
+    """Run ``forward(module, batch)`` (default ``module(batch)``) over ``boxes`` in eval mode.
+
+    Boxes are ``(N, 1, B, B, B)`` or ``(N, B, B, B)``; the module's train/eval mode is restored
+    afterwards; AMP (CUDA only, :func:`~napari_cryo_openset.device.autocast`) when ``amp``.
+    ``forward`` returns one tensor or a tuple of tensors per batch; the result is one float32
+    CPU tensor per output, concatenated over batches (an empty list when there are no boxes).
+    """
+    was = module.training
+    module.eval()
+    chunks: list[tuple[torch.Tensor, ...]] = []
+    try:
+        for s in range(0, len(boxes), batch_size):
+            xb = prepare_batch(boxes[s:s + batch_size], device)
+            with autocast(device, amp):
+                out = forward(module, xb) if forward is not None else module(xb)
+            out = out if isinstance(out, tuple) else (out,)
+            chunks.append(tuple(o.float().cpu() for o in out))
+    finally:
+        module.train(was)
+    return [torch.cat(parts) for parts in zip(*chunks)]
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from .device import autocast, choose_device, describe, set_cpu_threads
-from .errors import ParameterError
+from .errors import ParameterError, known_fields
 from .extract import normalise_subtomograms
-from .models import Classifier3D, NetworkParams, build_model, prepare_batch, to_device
+from .models import Classifier3D, NetworkParams, build_model, forward_batches, prepare_batch, to_device
 from .progress import Progress
 
 
@@ -119,8 +119,7 @@ class TrainParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainParams:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass
@@ -223,23 +222,15 @@ def infer(model: Classifier3D, boxes: torch.Tensor | np.ndarray, device: torch.d
         boxes = torch.from_numpy(boxes)
     if boxes.ndim == 4:
         boxes = boxes[:, None]
-    was_training = model.training
-    model.eval()
-    logits, feats = [], []
-    try:
-        for s in range(0, len(boxes), batch_size):
-            xb = prepare_batch(boxes[s:s + batch_size], device)
-            with autocast(device, amp):
-                h = model.embed(xb)
-                z = model.classify(h)
-            logits.append(z.float().cpu())
-            feats.append(h.float().cpu())
-    finally:
-        model.train(was_training)
-    if not logits:
-        c = model.head.out_features
-        return torch.zeros(0, c), torch.zeros(0, model.encoder.out_dim)
-    return torch.cat(logits), torch.cat(feats)
+    out = forward_batches(model, boxes, device, _logits_and_embedding, batch_size, amp)
+    if not out:
+        return torch.zeros(0, model.head.out_features), torch.zeros(0, model.encoder.out_dim)
+    return out[0], out[1]
+
+
+def _logits_and_embedding(model: Classifier3D, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    h = model.embed(xb)
+    return model.classify(h), h
 
 
 def _evaluate(model, x, y, device, batch_size, amp) -> tuple[float, float]:

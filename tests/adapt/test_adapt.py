@@ -479,3 +479,30 @@ def test_adapt_params_learning_rate_by_method():
     p = AdaptParams(method="mluda", iterations=7.0, seed=2)
     assert p.iterations == 7 and isinstance(p.iterations, int)
     assert AdaptParams.from_dict({**p.to_dict(), "not_a_field": 1}) == p
+
+
+# --------------------------------------------------------------------------------------------
+# the OSBP-style baseline of benchmarks/bench_openset.py
+# --------------------------------------------------------------------------------------------
+
+
+def test_osbp_baseline_runs_and_decides_by_the_unknown_output(bundle, source, target):
+    import sys
+    from pathlib import Path
+
+    from napari_cryo_openset.adapt import load_source
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from _osbp import _GradReverse, adapt_osbp
+
+    x = torch.ones(3, requires_grad=True)
+    _GradReverse.apply(x).sum().backward()
+    assert torch.equal(x.grad, -torch.ones(3))  # the encoder ascends the adversarial loss
+
+    before = copy.deepcopy(bundle.model.state_dict())
+    pred = adapt_osbp(bundle, load_source(source, bundle), target, iterations=4, batch_size=8)
+    assert all(torch.equal(v, bundle.model.state_dict()[k]) for k, v in before.items())  # a copy is trained
+    assert pred.probabilities.shape == (len(target), len(CLASSES))
+    assert np.allclose(pred.probabilities.sum(1), 1, atol=1e-5)
+    assert np.array_equal(pred.unknown_score, pred.probabilities[:, CLASSES.index("unknown")])
+    assert list(pred.class_name) == [CLASSES[i] for i in pred.probabilities.argmax(1)]

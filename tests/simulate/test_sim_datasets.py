@@ -118,6 +118,23 @@ def test_file_round_trip_without_pickle_and_atomic(tmp_path, templates):
     assert x.shape == (1, 16, 16, 16) and x.dtype == torch.float32 and y == int(back.labels[0])
 
 
+def test_other_format_version_is_named_not_called_unreadable(tmp_path, templates):
+    params = DatasetParams(box=16, per_class=1, decoys=0, empty=1, condition=COND, seed=1)
+    out = tmp_path / "source.npz"
+    run_to_completion(generate_dataset(templates, params, out))
+    with np.load(out, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["format_version"] = np.asarray(arrays["format_version"]) + 1
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, **arrays)
+    with pytest.raises(CryoOpensetError, match=r"newer.npz.*format version \d+; this version reads") as info:
+        load_dataset(newer)
+    assert "not readable" not in str(info.value)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(CryoOpensetError, match="junk.npz.*not readable"):
+        load_dataset(tmp_path / "junk.npz")
+
+
 def test_cancel_leaves_no_file_and_bad_output_is_refused(tmp_path, templates):
     params = DatasetParams(box=16, per_class=3, condition=COND, seed=5, batch_size=2)
     out = tmp_path / "cancelled.npz"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -31,13 +31,11 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
-    QSizePolicy,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
@@ -46,12 +44,12 @@ from qtpy.QtWidgets import (
 )
 
 from ._task import TaskRunner, report_error
-from .model import ModelWidget, _VerticalScrollArea, write_predictions
+from ._layout import live_plot, redraw_timer, scroll_into
+from .model import ModelWidget, write_predictions
 from .session import session_for
 
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
 MODEL_SUFFIX = ".pt"
-_REDRAW_MS = 200  # ≤ 5 plot redraws per second
 _NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
 _NO_SOURCE = "No source set: adaptation needs the simulated set the model was trained on (Source set…)"
 
@@ -216,20 +214,10 @@ class AdaptWidget(QWidget):
         layout.addWidget(self.runner)
         layout.addWidget(self.canvas)
         layout.addWidget(results_box)
+        self.canvas.setVisible(False)  # no empty axes: shown when a run starts
         layout.addStretch(1)
-        self.scroll = _VerticalScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
-
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(_REDRAW_MS)
-        self._redraw_timer.timeout.connect(self.redraw_plot)
+        self.scroll = scroll_into(self, content)
+        self._redraw_timer = redraw_timer(self, self.redraw_plot)
 
         self.load_model_button.clicked.connect(self._choose_model)
         self.source_button.clicked.connect(self._choose_source)
@@ -372,31 +360,7 @@ class AdaptWidget(QWidget):
 
     # --- plot -----------------------------------------------------------------------------
     def _build_plot(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        bg, fg = "#23242b", "#f0f1f2"
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(self.viewer.theme)
-            bg, fg = theme.background.as_hex(), theme.text.as_hex()
-        except Exception:  # noqa: BLE001 - a plot colour is not worth failing for
-            pass
-        self._fg = fg
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(140)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        ax = self.figure.add_subplot(111)
-        ax2 = ax.twinx()
-        for a in (ax, ax2):
-            a.set_facecolor(bg)
-            a.tick_params(colors=fg, labelsize=7)
-            for spine in a.spines.values():
-                spine.set_color(fg)
-        ax.set_xlabel("adaptation round", color=fg, fontsize=7)
-        ax2.set_ylim(0, 1.02)
+        self.figure, self.canvas, ax, ax2, self._fg = live_plot(self.viewer, "adaptation round")
         self._lines = {
             "loss_d": ax.plot([], [], color="#56b4e9", lw=1.0, label="D loss")[0],
             "loss_t": ax.plot([], [], color="#009e73", lw=1.0, label="target loss")[0],
@@ -526,6 +490,7 @@ class AdaptWidget(QWidget):
         self._target = (points, len(points.data), rows)
         self.loss_history, self.rate_history = {}, []
         self._style_plot(params.method)
+        self.canvas.setVisible(True)
         self.redraw_plot()
         label = f"{self.method.currentText()} on {points.name}"
         return self.runner.start(adapt_to_tomogram, self.bundle, self.source, tomogram, picks, params,

@@ -26,7 +26,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -34,27 +33,24 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QPushButton,
-    QScrollArea,
-    QSizePolicy,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from ._layout import live_plot, redraw_timer, scroll_into
 from ._task import TaskRunner, report_error
 from .session import session_for
 
 #: Prediction columns written back into a picks layer (with their "not predicted" values).
 PREDICTION_COLUMNS = {"class_name": "", "confidence": np.nan, "unknown_score": np.nan, "is_unknown": False}
 MODEL_SUFFIX = ".pt"
-_REDRAW_MS = 200  # ≤ 5 plot redraws per second
 _TEMPLATE_FILTER = (
     "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
 )
@@ -100,24 +96,6 @@ def _int(lo, hi, value, tip="", special=""):
     if special:
         box.setSpecialValueText(special)
     return box
-
-
-class _VerticalScrollArea(QScrollArea):
-    """Scrolls vertically only, and is always as wide as its content (under the live style)."""
-
-    def _with_content_width(self, hint, content_hint):
-        hint.setWidth(content_hint.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth())
-        return hint
-
-    def minimumSizeHint(self):
-        content = self.widget()
-        hint = super().minimumSizeHint()
-        return hint if content is None else self._with_content_width(hint, content.minimumSizeHint())
-
-    def sizeHint(self):
-        content = self.widget()
-        hint = super().sizeHint()
-        return hint if content is None else self._with_content_width(hint, content.sizeHint())
 
 
 class ModelWidget(QWidget):
@@ -263,22 +241,12 @@ class ModelWidget(QWidget):
         layout.addWidget(self.runner)
         layout.addWidget(self.canvas)
         layout.addLayout(model_row)
+        self.canvas.setVisible(False)  # no empty axes: shown when a run starts
         layout.addWidget(self.summary)
         layout.addWidget(predict_box)
         layout.addStretch(1)
-        self.scroll = _VerticalScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.scroll.setWidget(content)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(self.scroll)
-
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(_REDRAW_MS)
-        self._redraw_timer.timeout.connect(self.redraw_plot)
+        self.scroll = scroll_into(self, content)
+        self._redraw_timer = redraw_timer(self, self.redraw_plot)
 
         self.add_files_button.clicked.connect(self._choose_files)
         self.add_folder_button.clicked.connect(self._choose_folder)
@@ -313,32 +281,9 @@ class ModelWidget(QWidget):
 
     # --- plot -----------------------------------------------------------------------------
     def _build_plot(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        bg, fg = "#23242b", "#f0f1f2"
-        try:
-            from napari.utils.theme import get_theme
-
-            theme = get_theme(self.viewer.theme)
-            bg, fg = theme.background.as_hex(), theme.text.as_hex()
-        except Exception:  # noqa: BLE001 - a plot colour is not worth failing for
-            pass
-        self.figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(140)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        ax = self.figure.add_subplot(111)
-        ax2 = ax.twinx()
-        for a in (ax, ax2):
-            a.set_facecolor(bg)
-            a.tick_params(colors=fg, labelsize=7)
-            for spine in a.spines.values():
-                spine.set_color(fg)
-        ax.set_xlabel("training step (batch)", color=fg, fontsize=7)
+        self.figure, self.canvas, ax, ax2, _ = live_plot(self.viewer, "training step (batch)")
         ax.set_ylabel("loss", color="#56b4e9", fontsize=7)
         ax2.set_ylabel("val accuracy", color="#e69f00", fontsize=7)
-        ax2.set_ylim(0, 1.02)
         (self._loss_line,) = ax.plot([], [], color="#56b4e9", lw=1.0, label="train loss (batch)")
         (self._acc_line,) = ax2.plot([], [], color="#e69f00", marker="o", ms=3, lw=1.2, label="val accuracy (epoch)")
         self._ax, self._ax2 = ax, ax2
@@ -509,6 +454,7 @@ class ModelWidget(QWidget):
             show_warning(f"Model: {exc}")
             return None
         self.loss_history = []
+        self.canvas.setVisible(True)
         self.val_acc_history = []
         self.redraw_plot()
         return self.runner.start(

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import ModelBundle
-from ..errors import ParameterError
+from ..errors import ParameterError, known_fields
 from ..picks import UNKNOWN_CLASS
 
 METHODS = ("ada", "mluda")
@@ -116,8 +116,7 @@ class AdaptParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> AdaptParams:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 @dataclass

@@ -43,20 +43,12 @@ class AdaptResult:
         return f"{self.bundle.provenance.get('adaptation', {}).get('method', '?')}: {parts}; {self.stopped}"
 
 
-@torch.no_grad()
 def encode(encoder: torch.nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """Features of boxes (eval mode, restored afterwards), float32 on the CPU."""
-    from ..models import prepare_batch
+    from ..models import forward_batches
 
-    was = encoder.training
-    encoder.eval()
-    out = []
-    try:
-        for s in range(0, len(x), batch_size):
-            out.append(encoder(prepare_batch(x[s:s + batch_size], device)).float().cpu())
-    finally:
-        encoder.train(was)
-    return torch.cat(out) if out else torch.zeros(0, getattr(encoder, "out_dim", 1))
+    out = forward_batches(encoder, x, device, batch_size=batch_size)
+    return out[0] if out else torch.zeros(0, getattr(encoder, "out_dim", 1))
 
 
 def metric(h: torch.Tensor, normalize: bool) -> torch.Tensor:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CryoOpensetError, ParameterError
+from ..errors import CryoOpensetError, ParameterError, known_fields
 from ..picks import UNKNOWN_CLASS
 from ..progress import Progress
 from .condition import ImagingCondition
@@ -150,8 +150,7 @@ class DatasetParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> DatasetParams:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**known_fields(cls, data))
 
 
 def class_names_for(template_names: Sequence[str], decoys: int, empty: int, empty_label: str = EMPTY_CLASS) -> list[str]:
@@ -487,7 +486,7 @@ def load_dataset(path: str | os.PathLike) -> SimulatedSet:
         with np.load(path, allow_pickle=False) as z:
             version = int(z["format_version"])
             if version != FORMAT_VERSION:
-                raise CryoOpensetError(f"simulated set '{path}' has format version {version}; this version reads {FORMAT_VERSION}")
+                raise _VersionMismatch(version)
             params_dict = json.loads(str(z["params"]))
             templates = params_dict.pop("templates", [])
             return SimulatedSet(
@@ -505,8 +504,15 @@ def load_dataset(path: str | os.PathLike) -> SimulatedSet:
                 templates=templates,
                 polarity=str(z["polarity"]),
             )
+    except _VersionMismatch as exc:
+        raise CryoOpensetError(f"simulated set '{path}' has format version {exc.args[0]}; this version reads "
+                               f"{FORMAT_VERSION}: simulate it again with this version") from None
     except (OSError, ValueError, KeyError) as exc:
         raise CryoOpensetError(f"simulated set '{path}' is not readable ({type(exc).__name__}: {exc})") from None
+
+
+class _VersionMismatch(Exception):
+    """Internal: a set written by another format version (kept apart from read errors)."""
 
 
 class SubtomogramSet(torch.utils.data.Dataset):
