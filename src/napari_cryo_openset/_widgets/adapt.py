@@ -43,13 +43,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ._choice import TomogramPicksChoice, save_bundle_as
 from ._task import TaskRunner, report_error
 from ._layout import live_plot, redraw_timer, scroll_into
 from .model import ModelWidget, write_predictions
 from .session import session_for
 
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
-MODEL_SUFFIX = ".pt"
 _NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
 _NO_SOURCE = "No source set: adaptation needs the simulated set the model was trained on (Source set…)"
 
@@ -89,7 +89,7 @@ def redecide_unknowns(bundle, predictions, threshold: float):
     return out.class_name, out.is_unknown
 
 
-class AdaptWidget(QWidget):
+class AdaptWidget(TomogramPicksChoice, QWidget):
     """Adapt the model to a tomogram's picks and classify them (dock widget "Adapt & predict")."""
 
     def __init__(self, napari_viewer) -> None:
@@ -227,11 +227,8 @@ class AdaptWidget(QWidget):
         self.reset_threshold_button.clicked.connect(self.reset_threshold)
         self.runner.started.connect(lambda: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.connect(self._follow_selection)
         self.session.connect(self._session_changed)
-        self._refresh_layers()
+        self._connect_layer_events()
         self._update_adapt_button()
         if self.session.bundle is not None:
             self._session_changed(self.session)
@@ -326,38 +323,6 @@ class AdaptWidget(QWidget):
             self.set_source(path)
 
     # --- layers ---------------------------------------------------------------------------
-    def _images(self):
-        from napari.layers import Image
-
-        return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")]
-
-    def _points(self):
-        from napari.layers import Points
-
-        return [ly for ly in self.viewer.layers if isinstance(ly, Points) and ly.ndim == 3]
-
-    def _refresh_layers(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        active_name = active.name if active is not None else None
-        ModelWidget._fill_combo(self.image_combo, [ly.name for ly in self._images()], active_name)
-        ModelWidget._fill_combo(self.picks_combo, [ly.name for ly in self._points()], active_name)
-
-    def _follow_selection(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        if active is None:
-            return
-        if active.name in [ly.name for ly in self._images()]:
-            self.image_combo.setCurrentText(active.name)
-        elif active.name in [ly.name for ly in self._points()]:
-            self.picks_combo.setCurrentText(active.name)
-
-    def image_layer(self):
-        return next((ly for ly in self._images() if ly.name == self.image_combo.currentText()), None)
-
-    def picks_layer(self):
-        return next((ly for ly in self._points() if ly.name == self.picks_combo.currentText()), None)
-
     # --- plot -----------------------------------------------------------------------------
     def _build_plot(self) -> None:
         self.figure, self.canvas, ax, ax2, self._fg = live_plot(self.viewer, "adaptation round")
@@ -389,10 +354,6 @@ class AdaptWidget(QWidget):
         handles = [self._lines[n] for n in names] + [self._rate_line]
         labels = [self._lines[n].get_label() for n in names] + [self._ax2.get_ylabel()]
         self._ax.legend(handles, labels, fontsize=6, loc="upper right", frameon=False, labelcolor=fg)
-
-    def _schedule_redraw(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
 
     def redraw_plot(self) -> None:
         """Redraw the loss / accuracy plot from ``loss_history`` and ``rate_history``."""
@@ -622,23 +583,7 @@ class AdaptWidget(QWidget):
     # --- save -----------------------------------------------------------------------------
     def save_adapted(self, path) -> Path | None:
         """Write the adapted model (with the threshold in use) to ``path`` (``.pt`` added if no suffix)."""
-        from napari.utils.notifications import show_info, show_warning
-
-        from ..checkpoint import save_bundle
-
-        if self.adapted is None:
-            show_warning("Adapt: there is no adapted model to save yet (run Adapt).")
-            return None
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(MODEL_SUFFIX)
-        try:
-            out = save_bundle(self.adapted, path)
-        except Exception as exc:  # noqa: BLE001 - shown as one message (user input) or with its traceback
-            report_error(exc)
-            return None
-        show_info(f"Adapt: adapted model saved to {out}")
-        return out
+        return save_bundle_as(self.adapted, path, "Adapt", "there is no adapted model to save yet (run Adapt).")
 
     def _choose_save_path(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save adapted model", "adapted.pt",

@@ -45,12 +45,12 @@ from qtpy.QtWidgets import (
 )
 
 from ._layout import live_plot, redraw_timer, scroll_into
+from ._choice import TomogramPicksChoice, save_bundle_as
 from ._task import TaskRunner, report_error
 from .session import session_for
 
 #: Prediction columns written back into a picks layer (with their "not predicted" values).
 PREDICTION_COLUMNS = {"class_name": "", "confidence": np.nan, "unknown_score": np.nan, "is_unknown": False}
-MODEL_SUFFIX = ".pt"
 _TEMPLATE_FILTER = (
     "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
 )
@@ -98,7 +98,7 @@ def _int(lo, hi, value, tip="", special=""):
     return box
 
 
-class ModelWidget(QWidget):
+class ModelWidget(TomogramPicksChoice, QWidget):
     """Simulate + train a classifier, save/load it, classify picks (dock widget "Model")."""
 
     def __init__(self, napari_viewer) -> None:
@@ -261,10 +261,7 @@ class ModelWidget(QWidget):
         self.image_combo.currentTextChanged.connect(self._image_chosen)
         self.runner.started.connect(lambda: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.connect(self._follow_selection)
-        self._refresh_layers()
+        self._connect_layer_events()
 
     # --- the model ----------------------------------------------------------------------------
     @property
@@ -288,10 +285,6 @@ class ModelWidget(QWidget):
         (self._acc_line,) = ax2.plot([], [], color="#e69f00", marker="o", ms=3, lw=1.2, label="val accuracy (epoch)")
         self._ax, self._ax2 = ax, ax2
 
-    def _schedule_redraw(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
-
     def redraw_plot(self) -> None:
         """Redraw the loss/accuracy plot from ``loss_history`` and ``val_acc_history``."""
         if self.loss_history:
@@ -311,49 +304,6 @@ class ModelWidget(QWidget):
         self.redraw_count += 1
 
     # --- layers ---------------------------------------------------------------------------
-    def _images(self):
-        from napari.layers import Image
-
-        return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")]
-
-    def _points(self):
-        from napari.layers import Points
-
-        return [ly for ly in self.viewer.layers if isinstance(ly, Points) and ly.ndim == 3]
-
-    @staticmethod
-    def _fill_combo(combo: QComboBox, names: list[str], active_name: str | None) -> None:
-        current = combo.currentText()
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItems(names)
-        if current in names:
-            combo.setCurrentText(current)
-        elif active_name in names:
-            combo.setCurrentText(active_name)
-        elif names:
-            combo.setCurrentIndex(len(names) - 1)
-        combo.blockSignals(False)
-
-    def _refresh_layers(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        active_name = active.name if active is not None else None
-        before = self.image_combo.currentText()
-        self._fill_combo(self.image_combo, [ly.name for ly in self._images()], active_name)
-        self._fill_combo(self.picks_combo, [ly.name for ly in self._points()], active_name)
-        if self.image_combo.currentText() != before:
-            self._image_chosen(self.image_combo.currentText())
-
-    def _follow_selection(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        if active is None:
-            return
-        if active.name in [ly.name for ly in self._images()]:
-            self.image_combo.setCurrentText(active.name)  # → _image_chosen → voxel size
-        elif active.name in [ly.name for ly in self._points()]:
-            self.picks_combo.setCurrentText(active.name)
-
     def _image_chosen(self, name: str) -> None:
         layer = self.image_layer()
         if layer is None:
@@ -362,15 +312,6 @@ class ModelWidget(QWidget):
         if np.all(scale > 0):
             self.voxel_size.setValue(float(np.mean(scale)))
 
-    def image_layer(self):
-        name = self.image_combo.currentText()
-        return next((ly for ly in self._images() if ly.name == name), None)
-
-    def picks_layer(self):
-        name = self.picks_combo.currentText()
-        return next((ly for ly in self._points() if ly.name == name), None)
-
-    # --- templates ------------------------------------------------------------------------
     def selected_builtin(self) -> list[str]:
         return [name for name, check in self.template_checks.items() if check.isChecked()]
 
@@ -495,23 +436,8 @@ class ModelWidget(QWidget):
     # --- save / load ----------------------------------------------------------------------
     def save_model(self, path) -> Path | None:
         """Write the current model bundle to ``path`` (``.pt`` added if there is no suffix)."""
-        from napari.utils.notifications import show_info, show_warning
-
-        from ..checkpoint import save_bundle
-
-        if self.bundle is None:
-            show_warning("Model: there is no model to save yet (simulate & train, or load one).")
-            return None
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(MODEL_SUFFIX)
-        try:
-            out = save_bundle(self.bundle, path)
-        except Exception as exc:  # noqa: BLE001 - shown as one message (user input) or with its traceback
-            report_error(exc)
-            return None
-        show_info(f"Model: saved to {out}")
-        return out
+        return save_bundle_as(self.bundle, path, "Model",
+                              "there is no model to save yet (simulate & train, or load one).")
 
     def load_model(self, path):
         """Load a model bundle from ``path``; on failure, say why and keep the current model."""

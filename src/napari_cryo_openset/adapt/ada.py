@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
-from ..device import autocast, choose_device, describe, set_cpu_threads
+from ..device import autocast, describe
 from ..models import DomainDiscriminator, prepare_batch, to_device
 from ..progress import Progress
 from ..train import augment_batch
@@ -59,22 +59,17 @@ from .common import (
     BatchSampler,
     SourceData,
     adapt_batchnorm,
-    check_target,
     histogram_entropy,
+    start_run,
 )
-from .result import AdaptResult, finish_open_set, encode
+from .result import AdaptResult, encode, finish_open_set
 
 
 def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
               ) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``bundle``'s encoder to ``target`` boxes (N, 1, B, B, B) with 3D-ADA."""
     t0 = time.perf_counter()
-    device = choose_device(params.device)
-    set_cpu_threads(params.threads)
-    batch = check_target(len(target), params.batch_size)
-    torch.manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
-    gen = torch.Generator().manual_seed(params.seed)
+    device, batch, rng, gen = start_run(params, len(target))
 
     model = copy.deepcopy(bundle.model)
     source_encoder = to_device(copy.deepcopy(bundle.model.encoder), device).eval()

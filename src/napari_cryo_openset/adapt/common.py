@@ -187,6 +187,22 @@ def check_target(n_target: int, batch_size: int) -> int:
     return min(batch_size, n_target)
 
 
+def start_run(params: AdaptParams, n_target: int):
+    """Device, batch size and seeded random sources of an adaptation run, in one fixed order.
+
+    Chooses the device and CPU threads, checks the number of target picks, seeds torch's
+    global generator and returns ``(device, batch, rng, gen)``: a numpy generator (batch
+    sampling) and a torch generator (augmentation), both from ``params.seed``.
+    """
+    from ..device import choose_device, set_cpu_threads
+
+    device = choose_device(params.device)
+    set_cpu_threads(params.threads)
+    batch = check_target(n_target, params.batch_size)
+    torch.manual_seed(params.seed)
+    return device, batch, np.random.default_rng(params.seed), torch.Generator().manual_seed(params.seed)
+
+
 class BatchSampler:
     """Endless seeded random batches of indices (reshuffled each pass)."""
 

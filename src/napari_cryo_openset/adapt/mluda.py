@@ -48,11 +48,18 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
-from ..device import autocast, choose_device, describe, set_cpu_threads
+from ..device import autocast, describe
 from ..models import prepare_batch, to_device
 from ..progress import Progress
 from ..train import augment_batch
-from .common import AdaptParams, BatchSampler, SourceData, adapt_batchnorm, check_target, histogram_entropy
+from .common import (
+    AdaptParams,
+    BatchSampler,
+    SourceData,
+    adapt_batchnorm,
+    histogram_entropy,
+    start_run,
+)
 from .losses import (
     batch_class_means,
     centre_pull_loss,
@@ -68,12 +75,7 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
                 ) -> Generator[Progress, None, AdaptResult]:
     """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss."""
     t0 = time.perf_counter()
-    device = choose_device(params.device)
-    set_cpu_threads(params.threads)
-    batch = check_target(len(target), params.batch_size)
-    torch.manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
-    gen = torch.Generator().manual_seed(params.seed)
+    device, batch, rng, gen = start_run(params, len(target))
     use_amp = params.amp and device.type == "cuda"
 
     model = to_device(copy.deepcopy(bundle.model), device)
