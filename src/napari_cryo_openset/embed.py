@@ -1,0 +1,288 @@
+"""The picks seen by the network: a t-SNE map, clusters of unknowns, and group averages (core, no Qt).
+
+- **Map**: t-SNE (openTSNE: exact or Annoy neighbours, FFT-accelerated gradients, PCA
+  initialisation, so a seed gives the same map) of the feature vectors of the classified picks
+  (the encoder's embedding, one row per active pick). Perplexity is capped at (N − 1) / 3 for
+  small sets; below :data:`MIN_TSNE_PICKS` picks the map is the first two principal components.
+  The optimisation runs in chunks and yields a :class:`~napari_cryo_openset.progress.Progress`
+  between them, so a widget can cancel it.
+- **Clusters of unknowns**: HDBSCAN (scikit-learn) on the L2-normalised features of the picks
+  called ``unknown`` — in feature space, not on the 2-D map, whose distances t-SNE distorts.
+  Clusters are numbered 0, 1, … by decreasing size; ``-1`` = not unknown, or unknown but in no
+  cluster (noise). Each cluster is a *candidate* novel structure for the user to inspect.
+- **Averages**: the mean of the canonical boxes (protein bright, per-box normalised; see
+  :func:`napari_cryo_openset.extract.normalise_subtomograms`) of each group — a known class or an
+  unknown cluster. They are **unaligned** (boxes are summed in the tomogram's frame, so the
+  missing wedge stays where it is and orientations blur into a rotational average): a first look
+  at size and shape, and a reference to start a RELION/Warp refinement from, not a structure.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import ParameterError, known_fields
+from .progress import Progress
+
+#: Fewer picks than this get a PCA map instead of t-SNE.
+MIN_TSNE_PICKS = 8
+#: Early-exaggeration rounds of the t-SNE optimisation (the rest run without exaggeration).
+EARLY_EXAGGERATION_ITERATIONS = 250
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Settings of the map and the clusters (CLI ``run``, the Results widget, tests).
+
+    ``perplexity`` — t-SNE neighbourhood size (capped at (N − 1) / 3); ``iterations`` — t-SNE
+    rounds after the 250 early-exaggeration ones; ``seed``; ``threads`` (None = all CPUs);
+    ``min_cluster_size`` — the smallest group of unknown picks reported as a cluster (HDBSCAN);
+    ``chunk`` — t-SNE rounds between progress events (Cancel takes effect between chunks).
+    """
+
+    perplexity: float = 30.0
+    iterations: int = 500
+    seed: int = 0
+    threads: int | None = None
+    min_cluster_size: int = 5
+    chunk: int = 50
+
+    def __post_init__(self) -> None:
+        if not (self.perplexity > 0):
+            raise ParameterError(f"perplexity must be > 0, got {self.perplexity}")
+        if self.iterations < 0:
+            raise ParameterError(f"iterations must be ≥ 0, got {self.iterations}")
+        if self.min_cluster_size < 2:
+            raise ParameterError(f"min_cluster_size must be ≥ 2, got {self.min_cluster_size}")
+        if self.chunk < 1:
+            raise ParameterError(f"chunk must be ≥ 1, got {self.chunk}")
+        if self.threads is not None and self.threads < 1:
+            raise ParameterError(f"threads must be ≥ 1, got {self.threads}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EmbedParams:
+        return cls(**known_fields(cls, data))
+
+
+@dataclass
+class Embedding:
+    """A 2-D map of N picks and the clusters of the unknown ones (rows in the order given)."""
+
+    xy: np.ndarray  # (N, 2)
+    cluster: np.ndarray  # (N,) int64, -1 = none
+    method: str  # "t-SNE", "PCA" or "none"
+    perplexity: float | None
+    seconds: float
+
+    @property
+    def cluster_sizes(self) -> dict[int, int]:
+        ids, counts = np.unique(self.cluster[self.cluster >= 0], return_counts=True)
+        return {int(i): int(c) for i, c in zip(ids, counts)}
+
+    def summary(self) -> str:
+        sizes = self.cluster_sizes
+        clusters = ", ".join(f"U{i} {n}" for i, n in sizes.items()) or "none"
+        return f"{self.method} map of {len(self.xy)} picks; clusters of unknowns: {clusters}"
+
+
+def _check_features(features) -> np.ndarray:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ParameterError(f"features must be a 2-D array (picks × dimensions), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ParameterError("features contain NaN or infinite values (was the model trained to completion?)")
+    return x
+
+
+def _pca(x: np.ndarray) -> np.ndarray:
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    # a fixed sign per axis (largest |loading| positive) so the map does not flip between runs
+    signs = np.sign(xy[np.abs(xy).argmax(axis=0), [0, 1]])
+    return xy * np.where(signs == 0, 1.0, signs)
+
+
+def tsne_map(features, params: EmbedParams | None = None) -> Generator[Progress, None, tuple[np.ndarray, str, float | None]]:
+    """2-D map of ``features`` (N, d); returns ``(xy, method, perplexity)``."""
+    params = params or EmbedParams()
+    x = _check_features(features)
+    n = len(x)
+    total = EARLY_EXAGGERATION_ITERATIONS + params.iterations
+    if n < MIN_TSNE_PICKS:
+        yield Progress("embed", total, total, f"{n} picks: PCA map (t-SNE needs ≥ {MIN_TSNE_PICKS})")
+        return _pca(x), ("PCA" if n else "none"), None
+
+    from openTSNE import TSNEEmbedding
+    from openTSNE.affinity import PerplexityBasedNN
+    from openTSNE.initialization import rescale
+
+    from .device import cpu_count
+
+    threads = params.threads or cpu_count()
+    perplexity = float(min(params.perplexity, (n - 1) / 3.0))
+    yield Progress("embed", 0, total, f"t-SNE of {n} picks (perplexity {perplexity:.3g})")
+    affinities = PerplexityBasedNN(x, perplexity=perplexity, n_jobs=threads, random_state=params.seed)
+    init = rescale(_pca(x))
+    emb = TSNEEmbedding(init, affinities, n_jobs=threads, random_state=params.seed,
+                        negative_gradient_method="auto")
+    done = 0
+    for phase_iters, exaggeration, momentum in ((EARLY_EXAGGERATION_ITERATIONS, 12.0, 0.5),
+                                                (params.iterations, 1.0, 0.8)):
+        left = phase_iters
+        while left > 0:
+            step = min(params.chunk, left)
+            emb.optimize(step, inplace=True, exaggeration=exaggeration, momentum=momentum)
+            left -= step
+            done += step
+            yield Progress("embed", done, total, "t-SNE")
+    return np.asarray(emb, dtype=np.float64).copy(), "t-SNE", perplexity
+
+
+def cluster_unknowns(features, is_unknown, min_cluster_size: int = 5) -> np.ndarray:
+    """Cluster ids (N,) of the unknown picks (HDBSCAN on L2-normalised features); -1 elsewhere."""
+    x = _check_features(features)
+    unknown = np.asarray(is_unknown, dtype=bool)
+    if unknown.shape != (len(x),):
+        raise ParameterError(f"is_unknown must have one value per pick ({len(x)}), got {unknown.shape}")
+    out = np.full(len(x), -1, dtype=np.int64)
+    idx = np.flatnonzero(unknown)
+    if len(idx) < min_cluster_size:
+        return out
+    from sklearn.cluster import HDBSCAN
+
+    u = x[idx] / np.maximum(np.linalg.norm(x[idx], axis=1, keepdims=True), 1e-12)
+    labels = HDBSCAN(min_cluster_size=int(min_cluster_size), copy=True).fit_predict(u)
+    ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+    order = ids[np.lexsort((ids, -counts))]  # by decreasing size, ties by first label
+    renumber = {int(old): new for new, old in enumerate(order)}
+    out[idx] = [renumber.get(int(label), -1) for label in labels]
+    return out
+
+
+def embed_predictions(features, is_unknown, params: EmbedParams | None = None) -> Generator[Progress, None, Embedding]:
+    """The map and the clusters of unknowns for classified picks (rows of ``features``)."""
+    params = params or EmbedParams()
+    t0 = time.perf_counter()
+    xy, method, perplexity = yield from tsne_map(features, params)
+    cluster = cluster_unknowns(features, is_unknown, params.min_cluster_size)
+    return Embedding(xy=xy, cluster=cluster, method=method, perplexity=perplexity,
+                     seconds=time.perf_counter() - t0)
+
+
+def fill_embedding(picks: pd.DataFrame, active_mask, embedding: Embedding) -> pd.DataFrame:
+    """A copy of ``picks`` with ``tsne_x``, ``tsne_y`` and ``cluster`` set for the active rows."""
+    from .picks import validate_picks
+
+    active_mask = np.asarray(active_mask, dtype=bool)
+    if int(active_mask.sum()) != len(embedding.xy):
+        raise ParameterError(f"the embedding has {len(embedding.xy)} rows but {int(active_mask.sum())} picks are active")
+    out = picks.copy()
+    out["tsne_x"] = np.nan
+    out["tsne_y"] = np.nan
+    out["cluster"] = -1
+    out.loc[active_mask, "tsne_x"] = embedding.xy[:, 0]
+    out.loc[active_mask, "tsne_y"] = embedding.xy[:, 1]
+    out.loc[active_mask, "cluster"] = embedding.cluster
+    return validate_picks(out)
+
+
+def group_names(class_name, cluster) -> np.ndarray:
+    """The group of each pick: its class, or ``unknown U<k>`` for an unknown in cluster k."""
+    from .picks import UNKNOWN_CLASS
+
+    names = np.asarray(class_name, dtype=object).astype(str)
+    cluster = np.asarray(cluster, dtype=np.int64)
+    return np.array([f"{UNKNOWN_CLASS} U{c}" if n == UNKNOWN_CLASS and c >= 0 else n
+                     for n, c in zip(names, cluster)], dtype=object)
+
+
+def group_averages(boxes, groups, max_per_group: int | None = None, seed: int = 0) -> dict[str, tuple[np.ndarray, int]]:
+    """Unaligned average box of each group: ``{group: (average (B, B, B), number averaged)}``.
+
+    ``boxes`` (N, B, B, B) canonical subtomograms; ``groups`` (N,) names (e.g. from
+    :func:`group_names`; empty names are skipped). ``max_per_group`` caps the boxes averaged
+    (a seeded random subset) to bound memory and time for large classes.
+    """
+    boxes = np.asarray(boxes)
+    groups = np.asarray(groups, dtype=object).astype(str)
+    if boxes.ndim != 4 or len(boxes) != len(groups):
+        raise ParameterError(f"boxes must be (N, B, B, B) with one group name each; got {boxes.shape} and "
+                             f"{len(groups)} names")
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[np.ndarray, int]] = {}
+    for name in sorted(set(groups) - {""}):
+        idx = np.flatnonzero(groups == name)
+        if max_per_group is not None and len(idx) > max_per_group:
+            idx = np.sort(rng.choice(idx, max_per_group, replace=False))
+        out[name] = (boxes[idx].astype(np.float64).mean(axis=0).astype(np.float32), len(idx))
+    return out
+
+
+@dataclass
+class PicksEmbedding:
+    """The picks table with ``tsne_x``, ``tsne_y`` and ``cluster`` set, the map, and the averages."""
+
+    picks: pd.DataFrame
+    embedding: Embedding
+    averages: dict  # group name → (unaligned average box (B, B, B) float32, number of boxes)
+    voxel_size: float  # Å, of the averages (the model's)
+    polarity: str
+    active_index: np.ndarray  # rows of ``picks`` that were embedded (active and classified)
+
+    def summary(self) -> str:
+        return self.embedding.summary()
+
+
+def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", params: EmbedParams | None = None,
+                device: str = "auto", max_per_average: int | None = 2000,
+                ) -> Generator[Progress, None, PicksEmbedding]:
+    """Map, cluster and average the classified picks of ``tomogram`` with ``bundle``'s encoder.
+
+    The picks must carry predictions (``class_name``; e.g. from ``predict`` or ``adapt``): the
+    active ones (not rejected) with a class are embedded. Their classes and ``is_unknown``
+    flags are taken from the table as they are (so a threshold the user moved is respected);
+    the network only supplies the feature vectors. Boxes are extracted as for prediction
+    (same box, voxel size and normalisation); averages are unaligned (see the module doc).
+    """
+    from .errors import PicksError
+    from .picks import UNKNOWN_CLASS, validate_picks
+    from .predict import classify_boxes, extract_pick_boxes
+
+    params = params or EmbedParams()
+    picks = validate_picks(picks.copy())
+    if "class_name" not in picks.columns:
+        raise PicksError("the picks have no predictions yet (run Predict or Adapt first)")
+    names = picks["class_name"].fillna("").astype(str)
+    mask = ((picks["curation"] != "rejected") & (names != "")).to_numpy()
+    if not mask.any():
+        raise PicksError("there are no classified picks to embed (run Predict or Adapt first; rejected picks "
+                         "are left out)")
+    n = int(mask.sum())
+    yield Progress("extract", 0, n, f"{n} classified picks")
+    boxes, polarity, _ = extract_pick_boxes(bundle, tomogram, picks.loc[mask], polarity)
+    yield Progress("extract", n, n, f"polarity {polarity}")
+    features = classify_boxes(bundle, boxes, device).features
+    chosen = names[mask].to_numpy()
+    if "is_unknown" in picks.columns:
+        is_unknown = picks.loc[mask, "is_unknown"].fillna(False).astype(bool).to_numpy() | (chosen == UNKNOWN_CLASS)
+    else:
+        is_unknown = chosen == UNKNOWN_CLASS
+    embedding = yield from embed_predictions(features, is_unknown, params)
+    out = fill_embedding(picks, mask, embedding)
+    groups = group_names(np.where(is_unknown, UNKNOWN_CLASS, chosen), embedding.cluster)
+    averages = group_averages(boxes.numpy(), groups, max_per_average, params.seed)
+    return PicksEmbedding(picks=out, embedding=embedding, averages=averages, voxel_size=float(bundle.voxel_size),
+                          polarity=polarity, active_index=np.flatnonzero(mask))
