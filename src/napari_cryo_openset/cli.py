@@ -4,10 +4,10 @@ Subcommands share the core with the napari widgets. Progress goes to stderr; res
 Bad input ends with one line ``napari-cryo-openset: error: <what, which file/parameter>`` and
 exit status 2 — never a traceback (``--debug`` shows one) and never a half-written file.
 
-Available now: ``pick`` (DoG picking), ``simulate`` (labelled subtomogram sets), ``train``
-and ``predict`` (:mod:`.model_cli`), ``adapt`` (:mod:`.adapt._cli`), ``info`` (validate and
-describe tomograms/picks files) and ``demo``. The one-shot ``run`` of ARCHITECTURE.md § 4.1
-is next.
+Commands: ``pick`` (DoG picking), ``simulate`` (labelled subtomogram sets), ``train`` and
+``predict`` (:mod:`.model_cli`), ``adapt`` (:mod:`.adapt._cli`), ``run`` (the whole pipeline in
+one go, :mod:`.pipeline_cli`), ``info`` (validate and describe tomograms/picks files) and
+``demo``.
 """
 
 from __future__ import annotations
@@ -150,12 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .adapt._cli import register as register_adapt
     from .model_cli import register as register_model
     from .picking._cli import register as register_pick
+    from .pipeline_cli import register as register_run
     from .simulate._cli import register as register_simulate
 
     register_pick(sub)
     register_simulate(sub)
     register_model(sub)
     register_adapt(sub)
+    register_run(sub)
 
     p = sub.add_parser("info", help="validate and describe tomograms (MRC) and picks (STAR/CSV)")
     p.add_argument("paths", nargs="+", metavar="FILE")

@@ -1,0 +1,381 @@
+"""The end-to-end run: pick → simulate → train → adapt (+ predict) → embed, and its outputs (core, no Qt).
+
+:func:`run_pipeline` is one generator (progress events per stage; stop iterating to cancel)
+used by the ``run`` command; :func:`write_run` writes what ARCHITECTURE.md § 4.1 promises in
+``OUTDIR``: ``picks.star`` (the DoG picks, or the picks given), ``predictions.star`` (§ 4.2,
+plus the map coordinates and cluster of every pick), ``model.pt`` (the source model),
+``adapted.pt``, ``report.json`` (parameters, per-stage timings, class counts, adaptation
+diagnostics) and ``embedding.png``; plus ``averages/`` (one MRC per class and unknown cluster:
+unaligned averages, see :mod:`.embed`). Every file is written atomically.
+
+Choices made for the user (all recorded in the report):
+
+- **Working voxel size and box.** The box holds the largest structure (the particle diameter
+  or the largest template) with a 20 % margin. The fast encoder is built for 24³–40³ boxes,
+  so a structure that needs more than 40 voxels is handled at an integer binning of the
+  tomogram (model voxel size = bin × tomogram voxel size); extraction resamples the picks'
+  boxes to it. The imaging condition of the simulation takes the working voxel size; defocus,
+  Cs, voltage, tilt range/step and SNR are the user's (defaults as ``simulate``).
+- **Source set.** ``per_class`` boxes per template (300; ``fast``: 60) plus as many procedural
+  decoys (the source ``unknown`` class that feeds MLUDA's L_c and calibrates the unknown
+  threshold) and half as many empty boxes; seeded.
+- **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
+  used to extract the boxes for adaptation and prediction.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .embed import EmbedParams
+from .errors import ParameterError, PicksError
+from .progress import Progress
+
+#: Box edges (voxels) the fast encoder is designed for.
+BOX_RANGE = (24, 40)
+#: Margin around the largest structure in the box.
+BOX_MARGIN = 1.2
+METHODS = ("ada", "mluda")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Settings of a whole run (the ``run`` command; tests).
+
+    ``diameter`` (Å) — particle diameter for picking; ``method`` — ``ada`` or ``mluda``;
+    ``polarity`` — ``dark``, ``bright`` or ``auto``; ``fast`` — a small source set and short
+    training/adaptation (a first look in minutes on a laptop CPU; 60 per class, 6 epochs, 100
+    rounds); ``max_picks`` — keep at most this many picks (best DoG score first);
+    imaging condition of the simulation: ``defocus`` (µm), ``cs`` (mm), ``voltage`` (kV),
+    ``tilt_range`` (degrees), ``tilt_step`` (degrees), ``snr``; ``box`` (voxels; None =
+    from the structures); ``per_class``, ``epochs``, ``iterations`` (None = by ``fast``);
+    ``embed`` — :class:`~napari_cryo_openset.embed.EmbedParams`.
+    """
+
+    diameter: float
+    method: str = "mluda"
+    polarity: str = "dark"
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    fast: bool = False
+    max_picks: int | None = None
+    defocus: float = 5.0
+    cs: float = 2.7
+    voltage: float = 300.0
+    tilt_range: tuple[float, float] = (-60.0, 60.0)
+    tilt_step: float = 3.0
+    snr: float = 0.1
+    box: int | None = None
+    per_class: int | None = None
+    epochs: int | None = None
+    iterations: int | None = None
+    embed: EmbedParams = field(default_factory=EmbedParams)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.diameter, (int, float)) and math.isfinite(self.diameter) and self.diameter > 0):
+            raise ParameterError(f"diameter must be a positive number of Å, got {self.diameter!r}")
+        if self.method not in METHODS:
+            raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.polarity not in ("dark", "bright", "auto"):
+            raise ParameterError(f"polarity must be dark, bright or auto, got {self.polarity!r}")
+        for name in ("max_picks", "per_class", "epochs", "iterations"):
+            v = getattr(self, name)
+            if v is not None and (not float(v).is_integer() or v < 1):
+                raise ParameterError(f"{name} must be a whole number ≥ 1, got {v!r}")
+        if self.box is not None and self.box < 16:
+            raise ParameterError(f"box must be at least 16 voxels, got {self.box}")
+        if self.seed < 0:
+            raise ParameterError(f"seed must be ≥ 0, got {self.seed}")
+
+    @property
+    def n_per_class(self) -> int:
+        return self.per_class or (60 if self.fast else 300)
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs or (6 if self.fast else 15)
+
+    @property
+    def n_iterations(self) -> int:
+        return self.iterations or (100 if self.fast else 300)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["tilt_range"] = list(self.tilt_range)
+        d.update(per_class=self.n_per_class, epochs=self.n_epochs, iterations=self.n_iterations)
+        return d
+
+
+def working_geometry(tomogram_voxel_size: float, structure_diameter: float, box: int | None = None
+                     ) -> tuple[float, int, int]:
+    """``(model voxel size Å, box voxels, bin)`` for a structure of ``structure_diameter`` Å.
+
+    The smallest integer binning at which the structure plus margin fits a box ≤ 40 voxels;
+    the box is even and at least 24. With ``box`` given, no binning unless it is needed to fit.
+    """
+    need = BOX_MARGIN * structure_diameter / tomogram_voxel_size
+    limit = box if box is not None else BOX_RANGE[1]
+    binning = max(1, math.ceil(need / limit))
+    if box is None:
+        box = int(2 * math.ceil(need / binning / 2))
+        box = min(max(box, BOX_RANGE[0]), BOX_RANGE[1])
+    return tomogram_voxel_size * binning, int(box), binning
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced (tables, models, diagnostics); :func:`write_run` saves it."""
+
+    tomogram_path: str
+    params: RunParams
+    picking: object | None  # PickResult (None when picks were given)
+    picks: pd.DataFrame  # the picks the run started from (DoG picks or the given ones)
+    predictions: pd.DataFrame  # picks with class, confidence, unknown score, map, cluster
+    trained: object  # TrainResult
+    model: object  # ModelBundle (source)
+    adapted: object  # ModelBundle
+    adaptation: object  # TomogramAdaptation
+    embedded: object  # PicksEmbedding
+    geometry: dict
+    timings: dict
+
+    def class_counts(self) -> dict[str, int]:
+        active = self.predictions["curation"] != "rejected"
+        counts = self.predictions.loc[active, "class_name"].astype(str).value_counts()
+        return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (kv[0] == "unknown", -kv[1], kv[0]))}
+
+    def report(self) -> dict:
+        from . import __version__
+
+        res = self.adaptation.result
+        hist = res.history[-1] if res.history else {}
+        tomo_vs = self.geometry["tomogram_voxel_size"]
+        picking = self.picking.to_dict() if self.picking is not None else {"given": True}
+        return {
+            "command": "run",
+            "version": __version__,
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "tomogram": self.tomogram_path,
+            "parameters": self.params.to_dict(),
+            "geometry": self.geometry,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+            "picking": _jsonable(picking),
+            "picks": {"n": int(len(self.picks)), "active": int((self.picks["curation"] != "rejected").sum())},
+            "training": {"classes": list(self.trained.class_names), "val_accuracy": float(self.trained.val_accuracy),
+                         "best_epoch": int(self.trained.best_epoch), "epochs_run": len(self.trained.history),
+                         "stopped": self.trained.stopped, "device": str(self.trained.device),
+                         "source_counts": self.trained.data.counts()},
+            "adaptation": {"method": self.params.method, "stopped": res.stopped, "seconds": round(res.seconds, 3),
+                           "rounds": int(hist.get("iteration", 0) or 0), "last_diagnostics": _jsonable(hist),
+                           "threshold": float(self.adapted.openset.get("threshold", float("nan"))),
+                           "threshold_rule": self.adapted.openset.get("rule"),
+                           "calibration": _jsonable(res.calibration), "polarity": self.adaptation.polarity,
+                           "resampled": bool(self.adaptation.resampled)},
+            "class_counts": self.class_counts(),
+            "embedding": {"method": self.embedded.embedding.method, "perplexity": self.embedded.embedding.perplexity,
+                          "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
+                          "averages": {k: int(n) for k, (_, n) in self.embedded.averages.items()},
+                          "averages_voxel_size": self.embedded.voxel_size},
+            "voxel_size": tomo_vs,
+        }
+
+
+def _jsonable(obj):
+    """Plain JSON types (numpy scalars/arrays → numbers/lists; unknown objects → str)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict())
+    return str(obj)
+
+
+def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
+                 ) -> Generator[Progress, None, RunResult]:
+    """Pick (unless ``picks`` are given), simulate, train, adapt and embed; return a :class:`RunResult`.
+
+    ``tomogram``: a :class:`~napari_cryo_openset.io.Tomogram`; ``templates``: loaded at the
+    tomogram's voxel size (:func:`~napari_cryo_openset.simulate.load_templates`), re-sampled
+    here if the run works binned. Given ``picks`` keep their curation: rejected ones are
+    left out of adaptation and prediction but stay in the tables.
+    """
+    from .adapt import AdaptParams, adapt_to_tomogram
+    from .adapt.common import MIN_TARGET_PICKS
+    from .checkpoint import bundle_from_training
+    from .embed import embed_picks
+    from .picking import PickingParams, pick_particles
+    from .picks import validate_picks
+    from .simulate import DatasetParams, ImagingCondition
+    from .train import TrainParams, simulate_and_train
+
+    if not templates:
+        raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    vs = tuple(float(v) for v in tomogram.voxel_size)
+    if max(vs) - min(vs) > 1e-3 * max(vs):
+        raise ParameterError(f"the tomogram's voxels are not cubic ({'/'.join(f'{v:g}' for v in vs)} Å)")
+    tomo_vs = vs[0]
+
+    # 1. picks
+    t0 = time.perf_counter()
+    polarity = params.polarity
+    picking = None
+    if picks is None:
+        picking = yield from pick_particles(tomogram, None, PickingParams(diameter=params.diameter,
+                                                                         polarity=params.polarity))
+        picks = picking.select(max_picks=params.max_picks)
+        polarity = picking.polarity
+    else:
+        picks = validate_picks(picks.copy())
+        if params.max_picks is not None and len(picks) > params.max_picks:
+            order = picks["score"].fillna(-np.inf).to_numpy().argsort(kind="stable")[::-1]
+            picks = picks.iloc[np.sort(order[:params.max_picks])].reset_index(drop=True)
+    timings["pick"] = time.perf_counter() - t0
+    n_active = int((picks["curation"] != "rejected").sum())
+    if n_active < MIN_TARGET_PICKS:
+        how = "picking found" if picking is not None else "the picks file holds"
+        hint = (picking.message if picking is not None and picking.message else
+                "pick more particles, lower the threshold, or check --diameter and --polarity")
+        raise PicksError(f"{how} {n_active} active picks; the run needs at least {MIN_TARGET_PICKS} ({hint})")
+
+    # 2. simulate + train at the working voxel size
+    largest = max([params.diameter] + [float(t.diameter) for t in templates])
+    model_vs, box, binning = working_geometry(tomo_vs, largest, params.box)
+    if binning > 1:
+        templates = [t.at_voxel_size(model_vs) for t in templates]
+    geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
+                "largest_structure_A": largest, "tomogram_shape": list(map(int, tomogram.shape))}
+    condition = ImagingCondition(voxel_size=model_vs, defocus=params.defocus, cs=params.cs, voltage=params.voltage,
+                                 tilt_range=tuple(params.tilt_range), tilt_step=params.tilt_step, snr=params.snr)
+    n = params.n_per_class
+    data_params = DatasetParams(box=box, per_class=n, decoys=n, empty=max(1, n // 2), condition=condition,
+                                seed=params.seed)
+    train_params = TrainParams(epochs=params.n_epochs, seed=params.seed, device=params.device, threads=params.threads)
+    t0 = time.perf_counter()
+    trained = yield from simulate_and_train(templates, data_params, train_params)
+    timings["simulate+train"] = time.perf_counter() - t0
+    model = bundle_from_training(trained)
+
+    # 3. adapt to the picks, predicting every active pick
+    t0 = time.perf_counter()
+    adapt_params = AdaptParams(method=params.method, iterations=params.n_iterations, seed=params.seed,
+                               device=params.device, threads=params.threads)
+    adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, adapt_params, polarity=polarity)
+    timings["adapt"] = time.perf_counter() - t0
+    adapted = adaptation.result.bundle
+
+    # 4. map, clusters of unknowns, averages
+    t0 = time.perf_counter()
+    embed_params = replace(params.embed, seed=params.seed, threads=params.embed.threads or params.threads)
+    embedded = yield from embed_picks(adapted, tomogram, adaptation.picks, adaptation.polarity, embed_params,
+                                      device=params.device)
+    timings["embed"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_all
+    return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
+                     picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
+                     adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings)
+
+
+OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.json", "embedding.png")
+
+
+def write_run(outdir, result: RunResult) -> dict[str, Path]:
+    """Write the run's files into ``outdir`` (created if needed); return their paths by name."""
+    from .checkpoint import save_bundle
+    from .io import write_picks, write_tomogram
+    from .io._atomic import atomic_path
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    vs = result.geometry["tomogram_voxel_size"]
+    paths = {name: out / name for name in OUTPUTS}
+    write_picks(paths["picks.star"], result.picks, voxel_size=vs)
+    write_picks(paths["predictions.star"], result.predictions, voxel_size=vs)
+    save_bundle(result.model, paths["model.pt"])
+    save_bundle(result.adapted, paths["adapted.pt"])
+    plot_embedding(result.predictions, paths["embedding.png"],
+                   title=f"{result.params.method.upper()} on {Path(result.tomogram_path).name or 'tomogram'}")
+    averages = out / "averages"
+    averages.mkdir(exist_ok=True)
+    for stale in averages.glob("average_*.mrc"):  # groups of an earlier run into the same folder
+        stale.unlink()
+    for name, (avg, _) in result.embedded.averages.items():
+        path = averages / f"average_{_safe(name)}.mrc"
+        write_tomogram(path, avg, voxel_size=result.embedded.voxel_size)
+        paths[f"averages/{path.name}"] = path
+    report = result.report()
+    report["outputs"] = sorted(str(p.relative_to(out)) for p in paths.values())
+    with atomic_path(paths["report.json"]) as tmp:
+        Path(tmp).write_text(json.dumps(_jsonable(report), indent=2) + "\n")
+    return paths
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "unnamed"
+
+
+def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
+    """Save the t-SNE map of ``picks`` (``tsne_x/y``, ``class_name``, ``cluster``) as a PNG, atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from .io._atomic import atomic_path
+    from .palette import class_colors
+    from .picks import UNKNOWN_CLASS
+
+    if "tsne_x" not in picks.columns:
+        raise PicksError("the picks have no map coordinates (tsne_x, tsne_y) to plot")
+    rows = picks[picks["tsne_x"].notna()]
+    names = rows["class_name"].fillna("").astype(str).to_numpy()
+    colors = class_colors(names)
+    fig = Figure(figsize=(6.4, 5.2), dpi=120)
+    ax = fig.add_subplot(111)
+    order = sorted(set(names), key=lambda n: (n == UNKNOWN_CLASS, n))
+    for name in order:
+        sel = names == name
+        ax.scatter(rows["tsne_x"].to_numpy()[sel], rows["tsne_y"].to_numpy()[sel], s=10, c=colors.get(name, "#888888"),
+                   label=f"{name or 'unclassified'} ({int(sel.sum())})", edgecolors="none", alpha=0.85)
+    if "cluster" in rows.columns:
+        clusters = rows["cluster"].to_numpy()
+        for k in sorted(set(clusters.tolist()) - {-1}):
+            sel = clusters == k
+            cx, cy = rows["tsne_x"].to_numpy()[sel].mean(), rows["tsne_y"].to_numpy()[sel].mean()
+            ax.scatter(rows["tsne_x"].to_numpy()[sel], rows["tsne_y"].to_numpy()[sel], s=16, facecolors="none",
+                       edgecolors="#222222", linewidths=0.6)
+            ax.annotate(f"U{k}", (cx, cy), fontsize=9, weight="bold", ha="center", va="center",
+                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colors[UNKNOWN_CLASS], "alpha": 0.8})
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=1.5)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

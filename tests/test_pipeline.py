@@ -1,0 +1,179 @@
+"""pipeline + the ``run`` command: one go from a tomogram to classified, mapped picks and OUTDIR files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_cryo_openset.cli import main
+from napari_cryo_openset.embed import EmbedParams
+from napari_cryo_openset.errors import CryoOpensetError, ParameterError
+from napari_cryo_openset.pipeline import OUTPUTS, RunParams, run_pipeline, working_geometry, write_run
+from napari_cryo_openset.progress import run_to_completion
+
+VOXEL = 10.0
+NAMES = ("1bxn", "1qvr", "2cg9")
+TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def templates():
+    from napari_cryo_openset.simulate import builtin_templates
+
+    return [t for t in builtin_templates(VOXEL) if t.name in NAMES]
+
+
+@pytest.fixture(scope="module")
+def scene_files(templates, tmp_path_factory):
+    """A 64×128×128 simulated scene (3 templates + decoys) on disk, with its true positions as picks."""
+    from napari_cryo_openset.io import write_picks, write_tomogram
+    from napari_cryo_openset.simulate import ImagingCondition, SceneParams, make_scene
+
+    d = tmp_path_factory.mktemp("run")
+    volume, truth = make_scene(SceneParams(shape=(64, 128, 128), condition=ImagingCondition(voxel_size=VOXEL, snr=1.0),
+                                           templates=tuple(templates), n_particles=30, unknown_fraction=0.25, seed=1))
+    picks = truth.drop(columns=["class_name"]).reset_index(drop=True)
+    picks.loc[0, "curation"] = "rejected"
+    tomo = write_tomogram(d / "scene.mrc", volume, VOXEL)
+    star = write_picks(d / "scene_picks.star", picks, voxel_size=VOXEL)
+    return {"tomo": tomo, "picks": star, "truth": truth, "dir": d}
+
+
+@pytest.mark.parametrize(("voxel", "size", "box", "expected"), [
+    (10.0, 250.0, None, (10.0, 30, 1)),   # 1.2 × 25 voxels → 30
+    (10.0, 100.0, None, (10.0, 24, 1)),   # small particle: the smallest box the encoder is made for
+    (5.0, 250.0, None, (10.0, 30, 2)),    # 60 voxels needed → bin 2
+    (2.0, 300.0, None, (10.0, 36, 5)),    # 180 voxels → bin 5
+    (10.0, 250.0, 48, (10.0, 48, 1)),     # an explicit box is kept
+    (5.0, 300.0, 32, (15.0, 32, 3)),      # an explicit box too small → binned to fit
+])
+def test_working_geometry_fits_the_largest_structure(voxel, size, box, expected):
+    model_vs, b, binning = working_geometry(voxel, size, box)
+    assert (model_vs, b, binning) == pytest.approx(expected)
+    assert b * model_vs >= 1.2 * size - 1e-9
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"diameter": 0}, "diameter"), ({"diameter": 150, "method": "dann"}, "method"),
+    ({"diameter": 150, "polarity": "grey"}, "polarity"), ({"diameter": 150, "epochs": 0}, "epochs"),
+    ({"diameter": 150, "box": 8}, "box"), ({"diameter": 150, "max_picks": 2.5}, "max_picks"),
+])
+def test_run_params_name_the_bad_value(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        RunParams(**kwargs)
+
+
+def test_fast_and_full_defaults():
+    assert (RunParams(150).n_per_class, RunParams(150).n_epochs, RunParams(150).n_iterations) == (300, 15, 300)
+    fast = RunParams(150, fast=True)
+    assert (fast.n_per_class, fast.n_epochs, fast.n_iterations) == (60, 6, 100)
+    assert RunParams(150, fast=True, epochs=2).n_epochs == 2
+
+
+def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, tmp_path):
+    from napari_cryo_openset.io import read_picks, read_tomogram
+    from napari_cryo_openset.io.picks_io import read_picks as read_star
+
+    tomo = read_tomogram(scene_files["tomo"])
+    picks = read_picks(scene_files["picks"])
+    stages = []
+    params = RunParams(diameter=120, method="mluda", embed=EmbedParams(iterations=50), **TINY)
+    result = run_to_completion(run_pipeline(tomo, templates, params, picks=picks), lambda e: stages.append(e.stage))
+    assert {"simulate", "train", "extract", "adapt", "embed"} <= set(stages)
+    assert "filter" not in stages  # no DoG picking when picks are given
+    paths = write_run(tmp_path / "out", result)
+    for name in OUTPUTS:
+        assert paths[name].is_file() and paths[name].stat().st_size > 0, name
+    assert not list((tmp_path / "out").glob(".*part*"))  # no temporary files left
+    pred = read_star(paths["predictions.star"])
+    assert len(pred) == len(picks)  # one row per pick, rejected kept
+    assert pred.loc[0, "curation"] == "rejected" and pred.loc[0, "class_name"] == ""
+    assert (pred.loc[1:, "class_name"] != "").all()
+    assert pred.loc[1:, "tsne_x"].notna().all() and np.isnan(pred.loc[0, "tsne_x"])
+    text = paths["predictions.star"].read_text()
+    for column in ("rlnCoordinateX", "rlnAutopickFigureOfMerit", "cosClassName", "cosConfidence", "cosUnknownScore",
+                   "cosCuration", "cosTsneX", "cosCluster"):
+        assert column in text
+    report = json.loads(paths["report.json"].read_text())
+    assert set(report["timings_s"]) >= {"pick", "simulate+train", "adapt", "embed", "total"}
+    assert sum(report["class_counts"].values()) == len(picks) - 1
+    assert report["parameters"]["method"] == "mluda" and report["geometry"]["box"] >= 24
+    assert report["adaptation"]["threshold"] is not None
+    # one average per group, at the model's voxel size
+    averages = sorted((tmp_path / "out" / "averages").glob("average_*.mrc"))
+    assert len(averages) == len(result.embedded.averages) >= 1
+    avg = read_tomogram(averages[0])
+    assert avg.voxel_size == pytest.approx((VOXEL,) * 3)
+    # the map: a PNG with the unknown colour when some pick is unknown
+    from skimage.io import imread
+
+    img = imread(paths["embedding.png"])[..., :3].astype(int)
+    magenta = (np.abs(img - [255, 0, 255]).sum(-1) < 60).sum()
+    assert (magenta > 20) == bool((pred["class_name"] == "unknown").any())
+
+
+def test_run_command_end_to_end(scene_files, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
+               "--method", "ada", "-o", str(out), "--per-class", "6", "--epochs", "1", "--iterations", "10",
+               "--threads", "2", "--device", "cpu", "--quiet", "--max-picks", "40"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "run: pick:" in err and "run: classes:" in err
+    for name in OUTPUTS:
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert report["picking"]["n_picks"] >= 16 and report["parameters"]["max_picks"] == 40
+    # the DoG picks land on the scene's particles
+    from napari_cryo_openset.io.picks_io import read_picks
+
+    picks = read_picks(out / "picks.star")
+    truth = scene_files["truth"][["z", "y", "x"]].to_numpy(float)
+    d = np.linalg.norm(picks[["z", "y", "x"]].to_numpy(float)[:, None] - truth[None], axis=-1).min(1)
+    assert np.mean(d < 4) > 0.8
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["--tomo", "missing.mrc"], "--tomo 'missing.mrc' does not exist"),
+    (["--tilt-range", "-60", "100"], "--tilt-range"),
+    (["--snr", "0"], "--snr"),
+    (["--epochs", "0"], "--epochs"),
+    (["--diameter", "-5"], "--diameter"),
+    (["--picks", "nope.star"], "--picks 'nope.star' does not exist"),
+])
+def test_run_bad_input_is_one_line(scene_files, tmp_path, capsys, argv, match):
+    base = {"--tomo": str(scene_files["tomo"]), "--templates": "builtin", "--diameter": "120", "--method": "mluda",
+            "-o": str(tmp_path / "o")}
+    for key in argv:
+        base.pop(key, None)  # the case's own value replaces the base one
+    args = ["run"] + [x for kv in base.items() for x in kv] + argv
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0], err
+
+
+def test_run_refuses_a_file_as_outdir_and_too_few_picks(scene_files, tmp_path, capsys):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    assert main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
+                 "--method", "mluda", "-o", str(f)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    from napari_cryo_openset.io.picks_io import read_picks, write_picks
+
+    few = read_picks(scene_files["picks"]).iloc[:5]
+    write_picks(tmp_path / "few.star", few, voxel_size=VOXEL)
+    assert main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
+                 "--method", "mluda", "-o", str(tmp_path / "o"), "--picks", str(tmp_path / "few.star"),
+                 "--per-class", "4", "--epochs", "1", "--threads", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "active picks" in err and "at least 16" in err
+    assert not (tmp_path / "o" / "predictions.star").exists()
+
+
+def test_pipeline_without_templates_is_refused(scene_files):
+    from napari_cryo_openset.io import read_tomogram
+
+    with pytest.raises(CryoOpensetError, match="template"):
+        run_to_completion(run_pipeline(read_tomogram(scene_files["tomo"]), [], RunParams(120)))
