@@ -14,7 +14,9 @@ Source = the paper's batch-B condition (defocus 10 µm, Cs 2.2 mm), target = bat
 - **3D-ADA** — :mod:`napari_cryo_openset.adapt.ada`;
 - **MLUDA** — :mod:`napari_cryo_openset.adapt.mluda`;
 - **target-supervised** — upper bound: a model trained on a labelled set simulated at the target
-  condition (other seed), same size as the source set.
+  condition (other seed), same size as the source set;
+- **pytorch-adapt ADDA / CORAL (peer)** — optional: the library's algorithms on the same backbone
+  (:mod:`_peer`, ``bash benchmarks/install_peer.sh``); left out when pytorch-adapt is not installed.
 
 Accuracy is the closed-set arg-max accuracy on all target subtomograms (the transductive number
 the papers report: adaptation sees the same unlabelled boxes it is scored on; no labels are used
@@ -22,23 +24,35 @@ for any choice). Mean ± sd over seeds.
 
     .venv/bin/python benchmarks/bench_adaptation.py            # full (seeds 0–2)
     .venv/bin/python benchmarks/bench_adaptation.py --quick    # smoke run
+    .venv/bin/python benchmarks/bench_adaptation.py --rows peer-adda peer-coral --merge   # add rows
+
+``--rows`` runs only some rows (keys below or full names); ``--merge`` replaces, in the existing
+results file, the rows of the cells this run computed and keeps everything else.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import re
 import sys
 import time
 
 import numpy as np
 import torch
 
-from _protocol import (BATCH_A, BATCH_B, adapt, boxes_of, fmt, load_source, machine, mean_sd, predict, save,
-                       shared_templates, simulate, train)
+from _protocol import (BATCH_A, BATCH_B, RESULTS, adapt, boxes_of, fmt, load_source, machine, mean_sd, predict,
+                       save, shared_templates, simulate, train)
+import _peer
+from napari_cryo_openset.adapt import AdaptParams
 
-ROWS = ["source-only", "AdaBN only", "source-only + centre loss", "Deep CORAL", "3D-ADA", "MLUDA",
-        "target-supervised (upper bound)"]
+PEER_ADDA, PEER_CORAL = "pytorch-adapt ADDA (peer)", "pytorch-adapt CORAL (peer)"
+PEER = (PEER_ADDA, PEER_CORAL)
+ROWS = ["source-only", "AdaBN only", "source-only + centre loss", "Deep CORAL", "3D-ADA", "MLUDA", PEER_ADDA,
+        PEER_CORAL, "target-supervised (upper bound)"]
+KEYS = dict(zip(["source-only", "adabn", "centre", "coral", "ada", "mluda", "peer-adda", "peer-coral", "upper"], ROWS))
+ADA_ROUNDS = AdaptParams().iterations  # the peer ADDA runs as many rounds as 3D-ADA's bound
 
 
 def accuracy(pred, true_names) -> float:
@@ -65,7 +79,17 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--iterations", type=int, default=150, help="rounds for the fine-tuning methods")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", nargs="+", default=list(KEYS), metavar="ROW",
+                    help=f"rows to compute: {' '.join(KEYS)} (or full names); default all")
+    ap.add_argument("--merge", action="store_true",
+                    help="merge into the existing results: replace only the (cell, row) lists computed now")
     args = ap.parse_args(argv)
+    unknown = [r for r in args.rows if r not in KEYS and r not in ROWS]
+    if unknown:
+        ap.error(f"unknown rows {unknown}: use {' '.join(KEYS)} or full names")
+    want = {KEYS.get(r, r) for r in args.rows}
+    peer_missing = bool(want & set(PEER)) and not _peer.available()
+    run_rows = [r for r in ROWS if r in want and not (peer_missing and r in PEER)]
     if args.quick:
         args.seeds, args.source_snr, args.target_snr = [0], [0.5], [0.1]
         args.per_class, args.target_per_class, args.epochs, args.iterations = 12, 8, 2, 10
@@ -85,35 +109,64 @@ def main(argv=None) -> int:
                 tgt = simulate(templates, BATCH_A, t_snr, args.target_per_class, seed=2000 + seed, empty=args.target_per_class)
                 xt = boxes_of(tgt)
                 truth = np.asarray(tgt.class_names)[tgt.labels]
-                cell = cells.setdefault((s_snr, t_snr), {r: [] for r in ROWS})
-                cell["source-only"].append(accuracy(closed(predict(bundle, xt), bundle.class_names), truth))
-                b_bn = copy.deepcopy(bundle)
-                from napari_cryo_openset.adapt.common import adapt_batchnorm
-                adapt_batchnorm(b_bn.model.encoder, xt[:, None], torch.device("cpu"))
-                cell["AdaBN only"].append(accuracy(closed(predict(b_bn, xt), bundle.class_names), truth))
-                # source-only + centre loss: the "target" given is source training boxes (no target data)
-                xs_only = source.x[torch.from_numpy(source.train_idx[: len(xt)])][:, 0]
-                r, _ = adapt(bundle, source, xs_only, args.threads, method="mluda", iterations=args.iterations,
-                             lambda2=0.0, unknown_margin=False, seed=seed)
-                r.bundle.model.encoder.load_state_dict(r.bundle.model.encoder.state_dict())
-                cell["source-only + centre loss"].append(
-                    accuracy(closed(predict(_with_source_stats(r.bundle), xt), bundle.class_names), truth))
-                r, _ = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations,
-                             lambda1=0.0, lambda2=1.0, seed=seed)
-                cell["Deep CORAL"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
-                r, sec = adapt(bundle, source, xt, args.threads, method="ada", seed=seed)
-                timings["3D-ADA"].append(sec)
-                cell["3D-ADA"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
-                r, sec = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations, seed=seed)
-                timings["MLUDA"].append(sec)
-                cell["MLUDA"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
-                up_set = simulate(templates, BATCH_A, t_snr, args.per_class, seed=3000 + seed)
-                up, _ = train(up_set, seed, args.epochs, args.threads)
-                cell["target-supervised (upper bound)"].append(accuracy(closed(predict(up, xt), up.class_names), truth))
+                cell = cells.setdefault((s_snr, t_snr), {r: [] for r in run_rows})
+                if "source-only" in cell:
+                    cell["source-only"].append(accuracy(closed(predict(bundle, xt), bundle.class_names), truth))
+                if "AdaBN only" in cell:
+                    b_bn = copy.deepcopy(bundle)
+                    from napari_cryo_openset.adapt.common import adapt_batchnorm
+                    adapt_batchnorm(b_bn.model.encoder, xt[:, None], torch.device("cpu"))
+                    cell["AdaBN only"].append(accuracy(closed(predict(b_bn, xt), bundle.class_names), truth))
+                if "source-only + centre loss" in cell:
+                    # source-only + centre loss: the "target" given is source training boxes (no target data)
+                    xs_only = source.x[torch.from_numpy(source.train_idx[: len(xt)])][:, 0]
+                    r, _ = adapt(bundle, source, xs_only, args.threads, method="mluda", iterations=args.iterations,
+                                 lambda2=0.0, unknown_margin=False, seed=seed)
+                    r.bundle.model.encoder.load_state_dict(r.bundle.model.encoder.state_dict())
+                    cell["source-only + centre loss"].append(
+                        accuracy(closed(predict(_with_source_stats(r.bundle), xt), bundle.class_names), truth))
+                if "Deep CORAL" in cell:
+                    r, _ = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations,
+                                 lambda1=0.0, lambda2=1.0, seed=seed)
+                    cell["Deep CORAL"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
+                if "3D-ADA" in cell:
+                    r, sec = adapt(bundle, source, xt, args.threads, method="ada", seed=seed)
+                    timings["3D-ADA"].append(sec)
+                    cell["3D-ADA"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
+                if "MLUDA" in cell:
+                    r, sec = adapt(bundle, source, xt, args.threads, method="mluda", iterations=args.iterations,
+                                   seed=seed)
+                    timings["MLUDA"].append(sec)
+                    cell["MLUDA"].append(accuracy(closed(r.predictions, bundle.class_names), truth))
+                if "target-supervised (upper bound)" in cell:
+                    up_set = simulate(templates, BATCH_A, t_snr, args.per_class, seed=3000 + seed)
+                    up, _ = train(up_set, seed, args.epochs, args.threads)
+                    cell["target-supervised (upper bound)"].append(
+                        accuracy(closed(predict(up, xt), up.class_names), truth))
+                # the peers last: every row above seeds itself, so they cannot shift the earlier rows
+                if PEER_ADDA in cell:
+                    r = _peer.peer_adda(bundle, source, xt, ADA_ROUNDS, seed)
+                    cell[PEER_ADDA].append(accuracy(closed(r, bundle.class_names), truth))
+                if PEER_CORAL in cell:
+                    r = _peer.peer_coral(bundle, source, xt, args.iterations, seed)
+                    cell[PEER_CORAL].append(accuracy(closed(r, bundle.class_names), truth))
                 print(f"  target SNR {t_snr}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in cell.items()), flush=True)
 
+    name = "adaptation_quick" if args.quick else "adaptation"
+    commands = [" ".join([".venv/bin/python", "benchmarks/bench_adaptation.py", *sys.argv[1:]])]
+    picks = args.target_per_class * 17
+    if args.merge:
+        cells, timings, commands, picks = _merge(name, cells, timings, commands, picks)
     keys = sorted(cells, key=lambda k: (-k[0], -k[1]))
+    shown = [r for r in ROWS if r not in PEER or any(cells[k].get(r) for k in keys)]
     header = "| method | " + " | ".join(f"{s:g} → {t:g}" for s, t in keys) + " | mean |"
+    peer_note = (f" pytorch-adapt peers (benchmarks/_peer.py, the library's algorithms on the same backbone, "
+                 f"its own BatchNorm handling, no AdaBN): ADDA {ADA_ROUNDS} rounds, CORAL {args.iterations} rounds."
+                 if set(PEER) & set(shown) else "")
+    if len(commands) == 1:
+        command_lines = [f"Command: `{commands[0]}`  "]
+    else:
+        command_lines = ["Commands (merged runs, oldest first):", "", *[f"- `{c}`" for c in commands], ""]
     lines = [
         "# Closed-set adaptation, 3D-ADA protocol (reduced)",
         "",
@@ -122,30 +175,58 @@ def main(argv=None) -> int:
         f"target SNR. Target accuracy (arg-max, all target boxes), mean ± sd over seeds {args.seeds}. "
         f"{args.per_class} source and {args.target_per_class} target subtomograms per class; source training "
         f"≤ {args.epochs} epochs; fine-tuning methods {args.iterations} rounds; 3D-ADA default (≤ 300 rounds, "
-        "label-free stop).",
+        "label-free stop)." + peer_note,
         "",
-        f"Command: `{' '.join(['.venv/bin/python', 'benchmarks/bench_adaptation.py', *sys.argv[1:]])}`  ",
+        *command_lines,
         f"Machine: {machine()}",
         "",
         header,
         "|" + "---|" * (len(keys) + 2),
     ]
-    for row in ROWS:
-        vals = [fmt(cells[k][row]) for k in keys]
-        allv = [v for k in keys for v in cells[k][row]]
-        lines.append(f"| {row} | " + " | ".join(vals) + f" | {mean_sd(allv)[0]:.3f} |")
-    gains = [np.mean(cells[k]["3D-ADA"]) - np.mean(cells[k]["source-only"]) for k in keys]
+    for row in shown:
+        vals = [fmt(cells[k].get(row, [])) for k in keys]
+        allv = [v for k in keys for v in cells[k].get(row, [])]
+        mean = mean_sd(allv)[0]
+        lines.append(f"| {row} | " + " | ".join(vals) + (f" | {mean:.3f} |" if np.isfinite(mean) else " | – |"))
+    both = [k for k in keys if cells[k].get("3D-ADA") and cells[k].get("source-only")]
+    gains = [np.mean(cells[k]["3D-ADA"]) - np.mean(cells[k]["source-only"]) for k in both]
     better = sum(g > 0 for g in gains)
-    lines += ["", f"3D-ADA − source-only: mean gain **{np.mean(gains):+.3f}**, better in **{better}/{len(keys)}** cells "
-              f"(targets: ≥ 80 % of cells, ≥ 0.05 on average).",
-              f"Adaptation time per target set ({args.target_per_class * 17} picks, {args.threads} threads): "
+    gain = float(np.mean(gains)) if gains else None
+    lines += ["", (f"3D-ADA − source-only: mean gain **{gain:+.3f}**, better in **{better}/{len(both)}** cells "
+                   "(targets: ≥ 80 % of cells, ≥ 0.05 on average)." if gains else
+                   "3D-ADA − source-only: no cell has both rows."),
+              f"Adaptation time per target set ({picks} picks, {args.threads} threads): "
               f"3D-ADA {fmt(timings['3D-ADA'])} s, MLUDA {fmt(timings['MLUDA'])} s.", ""]
+    if peer_missing:
+        lines += [f"peer rows: pytorch-adapt not installed ({_peer.INSTALL})", ""]
     md = "\n".join(lines)
     payload = {"args": vars(args), "machine": machine(),
                "cells": {f"{s}->{t}": cells[(s, t)] for s, t in keys}, "timings": timings,
-               "ada_gain_mean": float(np.mean(gains)), "ada_better_cells": int(better), "cells_total": len(keys)}
-    save("adaptation_quick" if args.quick else "adaptation", payload, md)
+               "ada_gain_mean": gain, "ada_better_cells": int(better), "cells_total": len(keys), "commands": commands,
+               "timing_picks": picks}
+    save(name, payload, md)
     return 0
+
+
+def _merge(name: str, cells: dict, timings: dict, commands: list, picks: int):
+    """Fold this run into ``results/<name>.json``: its (cell, row) lists replace the old ones."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return cells, timings, commands, picks
+    old = json.loads(path.read_text())
+    earlier = old.get("commands")
+    if earlier is None:  # written before commands were recorded: take it from the Markdown
+        found = re.search(r"Command: `([^`]*)`", (RESULTS / f"{name}.md").read_text()) \
+            if (RESULTS / f"{name}.md").exists() else None
+        earlier = [found.group(1) if found else "(earlier run, command not recorded)"]
+    merged = {tuple(float(v) for v in key.split("->")): rows for key, rows in old["cells"].items()}
+    for key, rows in cells.items():
+        merged.setdefault(key, {}).update(rows)
+    # timings are flat lists over cells: the latest run that timed a method replaces them
+    if not any(timings.values()):
+        picks = old.get("timing_picks", old["args"]["target_per_class"] * 17)
+    timings = {**old.get("timings", {}), **{m: v for m, v in timings.items() if v}}
+    return merged, timings, earlier + commands, picks
 
 
 def _with_source_stats(bundle):
