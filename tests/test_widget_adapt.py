@@ -246,6 +246,7 @@ def test_completed_run_colours_picks_and_threshold_override_makes_both_known_and
     assert f"{calibrated:.4g}" in adapt.threshold_label.text()
     assert adapt.threshold.value() == pytest.approx(calibrated, abs=1e-4) and adapt.threshold.isEnabled()
     assert "mluda:" in adapt.summary.text() and adapt.save_button.isEnabled()
+    assert session_for(viewer).adapted is adapt.adapted  # for the Results widget
     assert sum(adapt.class_counts.values()) == int((~rejected).sum())
     assert adapt.counts_table.rowCount() == len(adapt.class_counts)
 

@@ -32,6 +32,11 @@ def fill_combo(combo: QComboBox, names: list[str], active_name: str | None) -> N
     combo.blockSignals(False)
 
 
+def is_average_layer(layer) -> bool:
+    """A class / cluster average added by the Results widget (not a tomogram to work on)."""
+    return isinstance(getattr(layer, "metadata", None), dict) and "average_of" in layer.metadata
+
+
 class TomogramPicksChoice:
     """Mixin: the tomogram (3-D image) and picks (3-D points) layers a widget works on."""
 
@@ -46,7 +51,8 @@ class TomogramPicksChoice:
         from napari.layers import Image
 
         return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")]
+                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")
+                and not is_average_layer(ly)]
 
     def _points(self):
         from napari.layers import Points

@@ -1,4 +1,5 @@
-"""Layout pieces the dock widgets share: a vertical scroll area and a live two-axis plot."""
+"""Layout pieces the dock widgets share: a vertical scroll area, the theme's plot colours and a live
+two-axis plot."""
 
 from __future__ import annotations
 
@@ -48,14 +49,8 @@ def redraw_timer(parent: QWidget, slot) -> QTimer:
     return timer
 
 
-def live_plot(viewer, xlabel: str):
-    """A small matplotlib canvas in the viewer's theme: a left axis (losses) and a right 0–1 axis.
-
-    Returns ``(figure, canvas, ax, ax2, fg)``; ``fg`` is the theme's text colour.
-    """
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
-
+def theme_colors(viewer) -> tuple[str, str]:
+    """The viewer theme's background and text colours (hex), for plots drawn in a dock."""
     bg, fg = "#23242b", "#f0f1f2"
     try:
         from napari.utils.theme import get_theme
@@ -64,6 +59,18 @@ def live_plot(viewer, xlabel: str):
         bg, fg = theme.background.as_hex(), theme.text.as_hex()
     except Exception:  # noqa: BLE001 - a plot colour is not worth failing for
         pass
+    return bg, fg
+
+
+def live_plot(viewer, xlabel: str):
+    """A small matplotlib canvas in the viewer's theme: a left axis (losses) and a right 0–1 axis.
+
+    Returns ``(figure, canvas, ax, ax2, fg)``; ``fg`` is the theme's text colour.
+    """
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    bg, fg = theme_colors(viewer)
     figure = Figure(figsize=(3.2, 1.9), dpi=90, facecolor=bg, layout="constrained")
     canvas = FigureCanvasQTAgg(figure)
     canvas.setMinimumHeight(140)

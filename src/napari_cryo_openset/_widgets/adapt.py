@@ -469,6 +469,7 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         self.redraw_plot()
         self.adaptation = adaptation
         self.adapted = adaptation.result.bundle
+        self.session.publish_adapted(self.adapted, origin=f"adapted to '{self._target[0].name}' in Adapt & predict")
         self.calibrated_threshold = float(self.adapted.openset.get("threshold"))
         self.threshold_override = None
         self.threshold.blockSignals(True)

@@ -266,9 +266,12 @@ class CurateWidget(QWidget):
     def _image_for(self, layer):
         from napari.layers import Image
 
+        from ._choice import is_average_layer
+
         images = [
             ly for ly in self.viewer.layers
             if isinstance(ly, Image) and ly.ndim == 3 and np.allclose(ly.scale, layer.scale)
+            and not is_average_layer(ly)
         ]
         return images[-1] if images else None
 
