@@ -68,7 +68,7 @@ def test_run_params_name_the_bad_value(kwargs, match):
 def test_fast_and_full_defaults():
     assert (RunParams(150).n_per_class, RunParams(150).n_epochs, RunParams(150).n_iterations) == (300, 15, 300)
     fast = RunParams(150, fast=True)
-    assert (fast.n_per_class, fast.n_epochs, fast.n_iterations) == (60, 6, 100)
+    assert (fast.n_per_class, fast.n_epochs, fast.n_iterations) == (150, 10, 100)
     assert RunParams(150, fast=True, epochs=2).n_epochs == 2
 
 

@@ -16,7 +16,7 @@ Choices made for the user (all recorded in the report):
   tomogram (model voxel size = bin × tomogram voxel size); extraction resamples the picks'
   boxes to it. The imaging condition of the simulation takes the working voxel size; defocus,
   Cs, voltage, tilt range/step and SNR are the user's (defaults as ``simulate``).
-- **Source set.** ``per_class`` boxes per template (300; ``fast``: 60) plus as many procedural
+- **Source set.** ``per_class`` boxes per template (300; ``fast``: 150) plus as many procedural
   decoys (the source ``unknown`` class that feeds MLUDA's L_c and calibrates the unknown
   threshold) and half as many empty boxes; seeded.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
@@ -53,7 +53,7 @@ class RunParams:
 
     ``diameter`` (Å) — particle diameter for picking; ``method`` — ``ada`` or ``mluda``;
     ``polarity`` — ``dark``, ``bright`` or ``auto``; ``fast`` — a small source set and short
-    training/adaptation (a first look in minutes on a laptop CPU; 60 per class, 6 epochs, 100
+    training/adaptation (a first look in minutes on a laptop CPU; 150 per class, 10 epochs, 100
     rounds); ``max_picks`` — keep at most this many picks (best DoG score first);
     imaging condition of the simulation: ``defocus`` (µm), ``cs`` (mm), ``voltage`` (kV),
     ``tilt_range`` (degrees), ``tilt_step`` (degrees), ``snr``; ``box`` (voxels; None =
@@ -99,11 +99,11 @@ class RunParams:
 
     @property
     def n_per_class(self) -> int:
-        return self.per_class or (60 if self.fast else 300)
+        return self.per_class or (150 if self.fast else 300)
 
     @property
     def n_epochs(self) -> int:
-        return self.epochs or (6 if self.fast else 15)
+        return self.epochs or (10 if self.fast else 15)
 
     @property
     def n_iterations(self) -> int:

@@ -67,7 +67,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="protein contrast in this tomogram (default dark; auto guesses and reports)")
     p.add_argument("--seed", type=_int, default=0, metavar="N", help="seed of everything random (default 0)")
     p.add_argument("--fast", action="store_true",
-                   help="a quick first look: 60 simulated boxes per class, 6 epochs, 100 adaptation rounds "
+                   help="a quick first look: 150 simulated boxes per class, 10 epochs, 100 adaptation rounds "
                         "(default 300, 15, 300)")
     p.add_argument("--picks", default=None, metavar="PICKS.star",
                    help="use these (curated) picks instead of DoG picking; rejected picks are kept but not classified")

@@ -748,6 +748,21 @@ class ResultsWidget(TomogramPicksChoice, QWidget):
         unknown = tuple(features["is_unknown"].astype(bool)) if "is_unknown" in features.columns else ()
         return names, unknown
 
+    def show_embedding(self, layer, result) -> None:
+        """Show a :class:`~napari_cryo_openset.embed.PicksEmbedding` computed elsewhere (``run``, the demo).
+
+        ``layer``'s points must be ``result.picks``'s rows, in order (e.g. a layer made from the
+        run's predictions table).
+        """
+        from ..errors import ParameterError
+
+        if len(layer.data) != len(result.picks):
+            raise ParameterError(f"'{layer.name}' has {len(layer.data)} points but the embedding {len(result.picks)} picks")
+        if layer.name in [ly.name for ly in self._points()]:
+            self.picks_combo.setCurrentText(layer.name)
+        self._target = (layer, len(layer.data), np.arange(len(layer.data)), self._prediction_snapshot(layer))
+        self._on_embedded(result)
+
     def cancel(self) -> None:
         """Cancel the running embedding; the picks layer is left as it was."""
         self.runner.cancel()
