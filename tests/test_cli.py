@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from napari_cryo_openset.io import read_picks, read_tomogram, write_tomogram
 
@@ -54,7 +55,7 @@ def test_info_bad_file_is_one_line(tmp_path):
 
 
 def test_demo_headless(tmp_path):
-    result = run("demo", "--no-gui", "-o", str(tmp_path / "out"))
+    result = run("demo", "--no-gui", "--no-classify", "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     tomo = read_tomogram(tmp_path / "out" / "sample_tomogram.mrc")
     picks = read_picks(tmp_path / "out" / "sample_tomogram_truth.star")
@@ -71,3 +72,16 @@ def test_demo_headless(tmp_path):
     random_idx = rng.integers(0, vol.shape, size=(2000, 3))
     assert vol[tuple(idx.T)].mean() < vol[tuple(random_idx.T)].mean() - 0.5
     assert set(picks["class_name"]) >= {"unknown", "4v4r"}
+
+
+@pytest.mark.slow
+def test_demo_classifies_the_sample(tmp_path):
+    """The full demo: the run's files, every pick classified, the held-out structure among the unknowns."""
+    result = run("demo", "--no-gui", "-o", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out" / "run"
+    for name in ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.json", "embedding.png"):
+        assert (out / name).is_file(), name
+    pred = read_picks(out / "predictions.star")
+    assert (pred["class_name"] != "").all() and (pred["class_name"] == "unknown").any()
+    assert "4cr2" not in set(pred["class_name"])  # held out of the model
