@@ -81,6 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", nargs="+", default=list(KEYS), metavar="ROW",
                     help=f"rows to compute: {' '.join(KEYS)} (or full names); default all")
+    ap.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                    help="no computation: join results files of runs with other seeds (same settings), "
+                         "e.g. one process per seed, into one table")
     ap.add_argument("--merge", action="store_true",
                     help="merge into the existing results: replace only the (cell, row) lists computed now")
     args = ap.parse_args(argv)
@@ -94,12 +97,15 @@ def main(argv=None) -> int:
         args.seeds, args.source_snr, args.target_snr = [0], [0.5], [0.1]
         args.per_class, args.target_per_class, args.epochs, args.iterations = 12, 8, 2, 10
     torch.set_num_threads(args.threads)
-    templates = shared_templates()
     cells: dict[tuple, dict[str, list]] = {}
     timings: dict[str, list] = {"3D-ADA": [], "MLUDA": []}
     upper: dict[tuple, object] = {}  # (seed, target SNR) → target-supervised model
     t_start = time.perf_counter()
-    for seed in args.seeds:
+    combined_commands = None
+    if args.combine:
+        cells, timings, combined_commands = _combine(args)
+    templates = shared_templates() if not args.combine else None
+    for seed in ([] if args.combine else args.seeds):
         for s_snr in args.source_snr:
             src = simulate(templates, BATCH_B, s_snr, args.per_class, seed=1000 + seed)
             bundle, res = train(src, seed, args.epochs, args.threads)
@@ -157,7 +163,7 @@ def main(argv=None) -> int:
                 print(f"  target SNR {t_snr}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in cell.items()), flush=True)
 
     name = "adaptation_quick" if args.quick else "adaptation"
-    commands = [" ".join([".venv/bin/python", "benchmarks/bench_adaptation.py", *sys.argv[1:]])]
+    commands = combined_commands or [" ".join([".venv/bin/python", "benchmarks/bench_adaptation.py", *sys.argv[1:]])]
     picks = args.target_per_class * 17
     if args.merge:
         cells, timings, commands, picks = _merge(name, cells, timings, commands, picks)
@@ -231,6 +237,36 @@ def _merge(name: str, cells: dict, timings: dict, commands: list, picks: int):
         picks = old.get("timing_picks", old["args"]["target_per_class"] * 17)
     timings = {**old.get("timings", {}), **{m: v for m, v in timings.items() if v}}
     return merged, timings, earlier + commands, picks
+
+
+def _combine(args):
+    """Join results files of runs with disjoint seeds: lists per (cell, row) and timings concatenated.
+
+    ``args`` takes the first file's settings and the union of the seeds (the files must agree on
+    everything else).
+    """
+    runs = [json.loads(open(p).read()) for p in args.combine]
+    same = ("source_snr", "target_snr", "per_class", "target_per_class", "epochs", "iterations", "threads")
+    for key in same:
+        if any(r["args"][key] != runs[0]["args"][key] for r in runs):
+            raise SystemExit(f"--combine: the files differ in {key}")
+    seeds = [s for r in runs for s in r["args"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--combine: seeds repeat across the files ({seeds})")
+    for key in same + ("rows",):
+        setattr(args, key, runs[0]["args"].get(key, getattr(args, key)))
+    args.seeds = seeds
+    cells: dict[tuple, dict[str, list]] = {}
+    timings: dict[str, list] = {}
+    for r in runs:
+        for key, rows in r["cells"].items():
+            cell = cells.setdefault(tuple(float(v) for v in key.split("->")), {})
+            for row, values in rows.items():
+                cell.setdefault(row, []).extend(values)
+        for method, values in r.get("timings", {}).items():
+            timings.setdefault(method, []).extend(values)
+    commands = [c for r in runs for c in r.get("commands", [])]
+    return cells, timings, commands
 
 
 def _with_source_stats(bundle):
