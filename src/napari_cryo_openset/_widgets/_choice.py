@@ -8,8 +8,10 @@ layers. A widget that wants to react to a new tomogram overrides :meth:`_image_c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from qtpy.QtWidgets import QComboBox
 
 from ._task import report_error
@@ -35,6 +37,26 @@ def fill_combo(combo: QComboBox, names: list[str], active_name: str | None) -> N
 def is_average_layer(layer) -> bool:
     """A class / cluster average added by the Results widget (not a tomogram to work on)."""
     return isinstance(getattr(layer, "metadata", None), dict) and "average_of" in layer.metadata
+
+
+def to_image_voxels(points, image, zyx: np.ndarray) -> np.ndarray:
+    """Points-layer voxel coordinates → the image layer's voxels (through world coordinates)."""
+    ps, pt = np.asarray(points.scale[-3:], float), np.asarray(points.translate[-3:], float)
+    iscale, it = np.asarray(image.scale[-3:], float), np.asarray(image.translate[-3:], float)
+    if np.allclose(ps, iscale) and np.allclose(pt, it):
+        return zyx
+    return (zyx * ps + pt - it) / iscale
+
+
+@dataclass
+class ChosenPicks:
+    """What a job on the chosen layers needs: the layers, the picks (image voxels), their rows, the volume."""
+
+    image: object  # napari Image layer
+    points: object  # napari Points layer
+    picks: object  # pandas DataFrame (picks table), coordinates in the image's voxels
+    rows: np.ndarray  # the points-layer rows of ``picks``
+    tomogram: object  # napari_cryo_openset.io.Tomogram over the image's data
 
 
 class TomogramPicksChoice:
@@ -85,6 +107,36 @@ class TomogramPicksChoice:
 
     def picks_layer(self):
         return next((ly for ly in self._points() if ly.name == self.picks_combo.currentText()), None)
+
+    def chosen_picks(self, who: str, no_picks: str) -> ChosenPicks | None:
+        """The chosen tomogram and picks, ready for a core job; None after one warning if one is missing.
+
+        ``who`` prefixes the warning (the widget's name); ``no_picks`` says what to do when the
+        picks layer is missing or empty. Picks below a live score threshold are left out (their
+        rows too); coordinates are converted to the image's voxels.
+        """
+        from napari.utils.notifications import show_warning
+
+        from ..io.tomogram import Tomogram
+        from ..layers import above_threshold, picks_from_layer
+
+        image, points = self.image_layer(), self.picks_layer()
+        if image is None:
+            show_warning(f"{who}: open a 3-D tomogram first (File ▸ Open, or the sample data).")
+            return None
+        if points is None or len(points.data) == 0:
+            show_warning(f"{who}: {no_picks}")
+            return None
+        picks = picks_from_layer(points.data, points.features, points.metadata)
+        rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
+        if len(rows) != len(picks):  # defensive: the two must agree
+            rows = np.arange(len(picks))
+        picks[["z", "y", "x"]] = to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data
+        path = (image.metadata or {}).get("path")
+        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]),
+                            path=Path(path) if path else None)
+        return ChosenPicks(image, points, picks, rows, tomogram)
 
     def _schedule_redraw(self) -> None:
         if not self._redraw_timer.isActive():

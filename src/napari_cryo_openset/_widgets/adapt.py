@@ -46,7 +46,7 @@ from qtpy.QtWidgets import (
 from ._choice import TomogramPicksChoice, save_bundle_as
 from ._task import TaskRunner, report_error
 from ._layout import live_plot, redraw_timer, scroll_into
-from .model import ModelWidget, write_predictions
+from .model import write_predictions
 from .session import session_for
 
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
@@ -413,8 +413,6 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         from ..adapt.common import MIN_TARGET_PICKS
         from ..adapt.run import adapt_to_tomogram
         from ..errors import CryoOpensetError
-        from ..io.tomogram import Tomogram
-        from ..layers import above_threshold, picks_from_layer
 
         if self.bundle is None:
             show_warning("Adapt: simulate & train a model in the Model widget, or Load model… first.")
@@ -423,32 +421,21 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
             show_warning("Adapt: choose the simulated set the model was trained on (Source set…): "
                          "adaptation needs the source data.")
             return None
-        image, points = self.image_layer(), self.picks_layer()
-        if image is None:
-            show_warning("Adapt: open a 3-D tomogram first (File ▸ Open, or the sample data).")
-            return None
-        if points is None or len(points.data) == 0:
-            show_warning("Adapt: pick particles first (Pick widget, or open a STAR/CSV file of picks).")
-            return None
         try:
-            picks = picks_from_layer(points.data, points.features, points.metadata)
-            rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
-            if len(rows) != len(picks):  # defensive: the two must agree
-                rows = np.arange(len(picks))
+            chosen = self.chosen_picks("Adapt", "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            if chosen is None:
+                return None
+            points, picks = chosen.points, chosen.picks
             n_active = int((picks["curation"] != "rejected").sum())
             if n_active < MIN_TARGET_PICKS:
                 raise CryoOpensetError(f"'{points.name}' has {n_active} active picks (not rejected, above the "
                                        f"picking threshold); adaptation needs at least {MIN_TARGET_PICKS}")
-            picks[["z", "y", "x"]] = ModelWidget._to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
             params = self.adapt_params()
         except CryoOpensetError as exc:
             show_warning(f"Adapt: {exc}")
             return None
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data
-        path = (image.metadata or {}).get("path")
-        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]),
-                            path=Path(path) if path else None)
-        self._target = (points, len(points.data), rows)
+        tomogram = chosen.tomogram
+        self._target = (points, len(points.data), chosen.rows)
         self.loss_history, self.rate_history = {}, []
         self._style_plot(params.method)
         self.canvas.setVisible(True)

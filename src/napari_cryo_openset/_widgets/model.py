@@ -477,45 +477,23 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         from napari.utils.notifications import show_warning
 
         from ..errors import CryoOpensetError
-        from ..io.tomogram import Tomogram
-        from ..layers import above_threshold, picks_from_layer
         from ..predict import PredictParams, predict_picks
 
         if self.bundle is None:
             show_warning("Model: train or load a model before predicting.")
             return None
-        image, points = self.image_layer(), self.picks_layer()
-        if image is None:
-            show_warning("Model: open a 3-D tomogram first (File ▸ Open, or the sample data).")
-            return None
-        if points is None or len(points.data) == 0:
-            show_warning("Model: pick particles first (Pick widget, or open a STAR/CSV file of picks).")
-            return None
         try:
-            picks = picks_from_layer(points.data, points.features, points.metadata)
-            # the rows picks_from_layer kept (those at or above the live score threshold)
-            rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
-            if len(rows) != len(picks):  # defensive: the two must agree
-                rows = np.arange(len(picks))
-            picks[["z", "y", "x"]] = self._to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
+            chosen = self.chosen_picks("Model", "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            if chosen is None:
+                return None
             params = PredictParams(polarity=self.polarity.currentText(), device=self.device.currentText())
         except CryoOpensetError as exc:
             show_warning(f"Model: {exc}")
             return None
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data
-        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]))
-        self._predict_target = (points, len(points.data), rows)
-        return self.runner.start(predict_picks, self.bundle, tomogram, picks, params,
+        points = chosen.points
+        self._predict_target = (points, len(points.data), chosen.rows)
+        return self.runner.start(predict_picks, self.bundle, chosen.tomogram, chosen.picks, params,
                                  on_result=self._on_predicted, label=f"Predicting {points.name}")
-
-    @staticmethod
-    def _to_image_voxels(points, image, zyx: np.ndarray) -> np.ndarray:
-        """Points-layer voxel coordinates → the image layer's voxels (through world coordinates)."""
-        ps, pt = np.asarray(points.scale[-3:], float), np.asarray(points.translate[-3:], float)
-        iscale, it = np.asarray(image.scale[-3:], float), np.asarray(image.translate[-3:], float)
-        if np.allclose(ps, iscale) and np.allclose(pt, it):
-            return zyx
-        return (zyx * ps + pt - it) / iscale
 
     def _on_predicted(self, result) -> None:
         from napari.utils.notifications import show_info, show_warning

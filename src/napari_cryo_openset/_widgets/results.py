@@ -708,35 +708,24 @@ class ResultsWidget(TomogramPicksChoice, QWidget):
 
         from ..embed import embed_picks
         from ..errors import CryoOpensetError
-        from ..io.tomogram import Tomogram
-        from ..layers import above_threshold, picks_from_layer
-        from .model import ModelWidget
 
         if self.bundle is None:
             show_warning("Results: no model: train one (Model), adapt one (Adapt & predict), or Load model….")
             return None
-        image, points = self.image_layer(), self.picks_layer()
-        if image is None:
-            show_warning("Results: open a 3-D tomogram first (File ▸ Open, or the sample data).")
-            return None
-        if points is None or len(points.data) == 0:
-            show_warning("Results: choose a picks layer with predictions (Model ▸ Predict, or Adapt & predict).")
-            return None
         try:
-            picks = picks_from_layer(points.data, points.features, points.metadata)
-            rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
-            if len(rows) != len(picks):  # defensive: the two must agree
-                rows = np.arange(len(picks))
+            chosen = self.chosen_picks("Results", "choose a picks layer with predictions (Model ▸ Predict, or "
+                                                  "Adapt & predict).")
+            if chosen is None:
+                return None
+            points, picks, rows = chosen.points, chosen.picks, chosen.rows
             if "class_name" not in picks.columns or not (picks["class_name"].astype(str) != "").any():
                 raise CryoOpensetError(f"'{points.name}' has no predictions yet: classify its picks first "
                                        "(Model ▸ Predict, or Adapt & predict)")
-            picks[["z", "y", "x"]] = ModelWidget._to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
             params = self.embed_params()
         except CryoOpensetError as exc:
             show_warning(f"Results: {exc}")
             return None
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data
-        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]))
+        tomogram = chosen.tomogram
         self._target = (points, len(points.data), rows, self._prediction_snapshot(points))
         return self.runner.start(embed_picks, self.bundle, tomogram, picks, polarity=self.polarity.currentText(),
                                  params=params, on_result=self._on_embedded, label=f"Embedding {points.name}")
