@@ -59,6 +59,7 @@ def test_working_geometry_fits_the_largest_structure(voxel, size, box, expected)
     ({"diameter": 0}, "diameter"), ({"diameter": 150, "method": "dann"}, "method"),
     ({"diameter": 150, "polarity": "grey"}, "polarity"), ({"diameter": 150, "epochs": 0}, "epochs"),
     ({"diameter": 150, "box": 8}, "box"), ({"diameter": 150, "max_picks": 2.5}, "max_picks"),
+    ({"diameter": 150, "neighbours": -1}, "neighbours"), ({"diameter": 150, "background": float("nan")}, "background"),
 ])
 def test_run_params_name_the_bad_value(kwargs, match):
     with pytest.raises(ParameterError, match=match):

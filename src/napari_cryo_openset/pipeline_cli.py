@@ -36,7 +36,7 @@ from .simulate._cli import DEFAULTS as SIM_DEFAULTS
 METHODS = ("ada", "mluda")
 _OPTIONS = {"diameter": "--diameter", "method": "--method", "polarity": "--polarity", "max_picks": "--max-picks",
             "per_class": "--per-class", "epochs": "--epochs", "iterations": "--iterations", "box": "--box",
-            "seed": "--seed", "threads": "--threads"}
+            "seed": "--seed", "threads": "--threads", "neighbours": "--neighbours", "background": "--background"}
 
 
 def _print(*parts) -> None:
@@ -85,6 +85,12 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="default %(default)s")
     g.add_argument("--snr", type=_finite_float, default=SIM_DEFAULTS["snr"], metavar="S",
                    help="per-projection SNR of the simulation (default %(default)s)")
+    g.add_argument("--neighbours", type=_finite_float, default=1.0, metavar="N",
+                   help="mean number of neighbouring particles at the edges of each simulated box (default "
+                        "%(default)s; 0 = isolated particles)")
+    g.add_argument("--background", type=_finite_float, default=0.05, metavar="S",
+                   help="smooth crowding background of the simulated boxes, in units of protein density "
+                        "(default %(default)s; 0 = off)")
     g = p.add_argument_group("model and adaptation")
     g.add_argument("--box", type=_int, default=None, metavar="N",
                    help="box edge in voxels (default: the largest structure + 20 %%, 24–40, binning the "
@@ -117,7 +123,8 @@ def run_params_from_args(args: argparse.Namespace):
         return RunParams(diameter=args.diameter, method=args.method, polarity=args.polarity, seed=args.seed,
                          device=args.device, threads=args.threads, fast=args.fast, max_picks=args.max_picks,
                          defocus=args.defocus, cs=args.cs, voltage=args.voltage, tilt_range=tuple(args.tilt_range),
-                         tilt_step=args.tilt_step, snr=args.snr, box=args.box, per_class=args.per_class,
+                         tilt_step=args.tilt_step, snr=args.snr, neighbours=args.neighbours,
+                         background=args.background, box=args.box, per_class=args.per_class,
                          epochs=args.epochs, iterations=args.iterations)
     except ParameterError as exc:
         msg = str(exc)
