@@ -314,6 +314,11 @@ def test_hiding_a_class_hides_exactly_its_picks_and_rejected_stay_hidden(make_na
 
     widget.set_group_visible("unknown", False)
     np.testing.assert_array_equal(layer.shown, active & ~np.isin(names, ["1bxn", "unknown"]))
+    # the Pick widget's live threshold recomputes `shown`: hidden classes stay hidden
+    from napari_cryo_openset.layers import HIDDEN_GROUPS_KEY, visible_picks_mask
+
+    again = visible_picks_mask(layer.features, None, layer.metadata.get(HIDDEN_GROUPS_KEY))
+    np.testing.assert_array_equal(again, active & ~np.isin(names, ["1bxn", "unknown"]))
     widget.show_all()
     np.testing.assert_array_equal(layer.shown, active)  # the rejected pick stays hidden
     assert not layer.shown[0] and widget.hidden_groups == set()

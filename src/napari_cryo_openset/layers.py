@@ -119,11 +119,37 @@ def above_threshold(features: pd.DataFrame, threshold: float | None) -> np.ndarr
     return keep
 
 
-def visible_picks_mask(features: pd.DataFrame, threshold: float | None = None) -> np.ndarray:
-    """``shown`` for a picks layer: above the threshold and not rejected."""
+#: ``layer.metadata`` key of the groups (classes, ``unknown U<k>`` clusters) the Results widget hides.
+HIDDEN_GROUPS_KEY = "hidden_groups"
+#: The group of picks without a class (not predicted, added by hand).
+NO_CLASS = ""
+
+
+def pick_groups(features: pd.DataFrame) -> np.ndarray:
+    """The group of every point: its class, ``unknown U<k>`` (cluster k), ``unknown`` or ``""``."""
+    from .embed import group_names
+    from .picks import UNKNOWN_CLASS
+
+    n = len(features)
+    if "class_name" not in features.columns:
+        return np.full(n, NO_CLASS, dtype=object)
+    names = features["class_name"].astype(object).where(features["class_name"].notna(), "").astype(str).to_numpy()
+    if "is_unknown" in features.columns:
+        unknown = features["is_unknown"].fillna(False).astype(bool).to_numpy() & (names != "")
+        names = np.where(unknown, UNKNOWN_CLASS, names)
+    cluster = (features["cluster"].fillna(-1).to_numpy(dtype=np.int64) if "cluster" in features.columns
+               else np.full(n, -1, dtype=np.int64))
+    return group_names(names, cluster)
+
+
+def visible_picks_mask(features: pd.DataFrame, threshold: float | None = None,
+                       hidden_groups: Sequence[str] | None = None) -> np.ndarray:
+    """``shown`` for a picks layer: above the threshold, not rejected, and not in a hidden group."""
     keep = above_threshold(features, threshold)
     if "curation" in features.columns:
         keep &= features["curation"].to_numpy() != "rejected"
+    if hidden_groups:
+        keep &= ~np.isin(pick_groups(features).astype(str), sorted(map(str, hidden_groups)))
     return keep
 
 

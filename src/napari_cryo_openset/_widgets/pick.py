@@ -279,10 +279,11 @@ class PickWidget(QWidget):
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers:
             return
-        from ..layers import visible_picks_mask
+        from ..layers import HIDDEN_GROUPS_KEY, visible_picks_mask
 
         layer.metadata["score_threshold"] = float(threshold)
-        shown = visible_picks_mask(layer.features, threshold)
+        # classes/clusters hidden in the Results widget stay hidden
+        shown = visible_picks_mask(layer.features, threshold, layer.metadata.get(HIDDEN_GROUPS_KEY))
         layer.shown = shown
         self.threshold_label.setText(
             f"Threshold {threshold:.4g}: {int(shown.sum())} of {len(shown)} candidates shown"

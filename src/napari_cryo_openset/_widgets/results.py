@@ -51,6 +51,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..layers import HIDDEN_GROUPS_KEY as _HIDDEN_KEY  # layer.metadata: the groups hidden in the table
+from ..layers import NO_CLASS, pick_groups
 from ._choice import TomogramPicksChoice
 from ._layout import scroll_into, theme_colors
 from ._task import TaskRunner, report_error
@@ -58,33 +60,14 @@ from .session import session_for
 
 _NO_MODEL = ("No model: train one in the Model widget, adapt it in Adapt & predict, or Load model… "
              "(the one that made the predictions).")
-NO_CLASS = ""  # the group of picks without a class (not predicted, added by hand)
 _THUMB_PX = 24  # one slice of a table thumbnail
 _PREVIEW_PX = 92  # one slice of the selected row's average
 _CLICK_PX = 10  # how close (pixels) a click must be to a point of the map
-_HIDDEN_KEY = "hidden_groups"  # layer.metadata: the groups hidden with the table's checkboxes
 
 
 # --------------------------------------------------------------------------------------------
 # groups of picks (no Qt)
 # --------------------------------------------------------------------------------------------
-def pick_groups(features) -> np.ndarray:
-    """The group of every point: its class, ``unknown U<k>`` (cluster k), ``unknown`` or ``""``."""
-    from ..embed import group_names
-    from ..picks import UNKNOWN_CLASS
-
-    n = len(features)
-    if "class_name" not in features.columns:
-        return np.full(n, NO_CLASS, dtype=object)
-    names = features["class_name"].astype(object).where(features["class_name"].notna(), "").astype(str).to_numpy()
-    if "is_unknown" in features.columns:
-        unknown = features["is_unknown"].fillna(False).astype(bool).to_numpy() & (names != "")
-        names = np.where(unknown, UNKNOWN_CLASS, names)
-    cluster = (features["cluster"].fillna(-1).to_numpy(dtype=np.int64) if "cluster" in features.columns
-               else np.full(n, -1, dtype=np.int64))
-    return group_names(names, cluster)
-
-
 def active_mask(features, threshold=None) -> np.ndarray:
     """Points that count: not rejected and above the Pick widget's live threshold."""
     from ..layers import visible_picks_mask
