@@ -19,9 +19,9 @@ from napari_cryo_openset._widgets.results import (
     ResultsWidget,
     group_order,
     pick_groups,
-    safe_file_name,
 )
 from napari_cryo_openset._widgets.session import session_for
+from napari_cryo_openset.embed import average_file_name
 from napari_cryo_openset.io.tomogram import Tomogram
 from napari_cryo_openset.layers import picks_layer, tomogram_layer
 from napari_cryo_openset.palette import UNKNOWN_COLOR
@@ -245,7 +245,7 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
 
     # every average as MRC, named safely, with the voxel size
     written = widget.save_averages(tmp_path)
-    assert sorted(p.name for p in written) == sorted(safe_file_name(g) for g in order)
+    assert sorted(p.name for p in written) == sorted(average_file_name(g) for g in order)
     if clusters:
         assert (tmp_path / "average_unknown_U0.mrc").is_file()
     for path, group in zip(written, group_order(list(result.averages))):

@@ -19,9 +19,11 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Generator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -286,3 +288,31 @@ def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", p
     averages = group_averages(boxes.numpy(), groups, max_per_average, params.seed)
     return PicksEmbedding(picks=out, embedding=embedding, averages=averages, voxel_size=float(bundle.voxel_size),
                           polarity=polarity, active_index=np.flatnonzero(mask))
+
+
+def average_file_name(group: str) -> str:
+    """``average_<group>.mrc`` with only letters, digits, ``.``, ``_`` and ``-`` (``unknown U0`` → ``average_unknown_U0.mrc``)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(group)).strip("._") or "no_class"
+    return f"average_{stem}.mrc"
+
+
+def write_averages(folder, averages: dict, voxel_size: float, order=None) -> list[Path]:
+    """Write each average of ``{group: (box, n)}`` as ``folder/average_<group>.mrc`` (atomic, voxel size in Å).
+
+    ``order``: the groups in the order to write (default: sorted); two groups whose safe names
+    collide get ``_2``, ``_3``, … Returns the paths written.
+    """
+    from .io import write_tomogram
+
+    written: list[Path] = []
+    used: set[str] = set()
+    for group in (order if order is not None else sorted(averages)):
+        avg, n = averages[group]
+        name = average_file_name(group)
+        stem, k = name[:-4], 2
+        while name in used:
+            name, k = f"{stem}_{k}.mrc", k + 1
+        used.add(name)
+        written.append(write_tomogram(Path(folder) / name, avg, float(voxel_size),
+                                      label=f"napari-cryo-openset unaligned average of {n}: {group}"))
+    return written

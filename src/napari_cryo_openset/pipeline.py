@@ -319,7 +319,8 @@ OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.j
 def write_run(outdir, result: RunResult) -> dict[str, Path]:
     """Write the run's files into ``outdir`` (created if needed); return their paths by name."""
     from .checkpoint import save_bundle
-    from .io import write_picks, write_tomogram
+    from .embed import write_averages
+    from .io import write_picks
     from .io._atomic import atomic_path
 
     out = Path(outdir)
@@ -336,19 +337,13 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     averages.mkdir(exist_ok=True)
     for stale in averages.glob("average_*.mrc"):  # groups of an earlier run into the same folder
         stale.unlink()
-    for name, (avg, _) in result.embedded.averages.items():
-        path = averages / f"average_{_safe(name)}.mrc"
-        write_tomogram(path, avg, voxel_size=result.embedded.voxel_size)
+    for path in write_averages(averages, result.embedded.averages, result.embedded.voxel_size):
         paths[f"averages/{path.name}"] = path
     report = result.report()
     report["outputs"] = sorted(str(p.relative_to(out)) for p in paths.values())
     with atomic_path(paths["report.json"]) as tmp:
         Path(tmp).write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     return paths
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name)) or "unnamed"
 
 
 def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:

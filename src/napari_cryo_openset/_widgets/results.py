@@ -24,7 +24,6 @@ Thin glue over :func:`napari_cryo_openset.embed.embed_picks` (no science here):
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -93,12 +92,6 @@ def group_color(group: str, palette: dict[str, str]) -> str:
     if group.startswith(UNKNOWN_CLASS):
         return UNKNOWN_COLOR
     return palette.get(group, PICK_COLOR)
-
-
-def safe_file_name(group: str) -> str:
-    """``average_<group>.mrc`` with only letters, digits, ``.``, ``_`` and ``-`` (``unknown U0`` → ``average_unknown_U0.mrc``)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(group)).strip("._") or "no_class"
-    return f"average_{stem}.mrc"
 
 
 def central_slices(volume: np.ndarray) -> list[np.ndarray]:
@@ -860,31 +853,21 @@ class ResultsWidget(TomogramPicksChoice, QWidget):
         """Write every average as ``average_<group>.mrc`` into ``folder`` (voxel size in the header)."""
         from napari.utils.notifications import show_info, show_warning
 
+        from ..embed import write_averages
         from ..errors import CryoOpensetError
-        from ..io import write_tomogram
 
         averages = self._averages()
         if not averages:
             show_warning("Results: there are no averages yet: run Embed & cluster on this picks layer.")
             return []
         folder = Path(folder)
-        written: list[Path] = []
-        used: set[str] = set()
         try:
             if not folder.is_dir():
                 raise CryoOpensetError(f"'{folder}': the folder does not exist")
-            for group in group_order(list(averages)):
-                avg, n = averages[group]
-                name = safe_file_name(group)
-                stem, k = name[:-4], 2
-                while name in used:
-                    name, k = f"{stem}_{k}.mrc", k + 1
-                used.add(name)
-                written.append(write_tomogram(folder / name, avg, float(self.result.voxel_size),
-                                              label=f"napari-cryo-openset unaligned average of {n}: {group}"))
+            written = write_averages(folder, averages, self.result.voxel_size, group_order(list(averages)))
         except Exception as exc:  # noqa: BLE001 - one clear message (user input) or with its traceback
             report_error(exc)
-            return written
+            return []
         show_info(f"Results: saved {len(written)} averages to {folder}")
         return written
 
