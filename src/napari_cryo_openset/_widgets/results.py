@@ -585,6 +585,7 @@ class ResultsWidget(TomogramPicksChoice, QWidget):
 
     def redraw_plot(self) -> None:
         """Redraw the map from the layer's ``tsne_x``/``tsne_y`` (hidden groups grey, clusters labelled)."""
+        from ..palette import UNKNOWN_COLOR
         from ..picks import UNKNOWN_CLASS
 
         ax = self._ax
@@ -617,7 +618,7 @@ class ResultsWidget(TomogramPicksChoice, QWidget):
             if members.any():
                 cx, cy = xy_all[members].mean(axis=0)
                 ax.annotate(group.split(" ")[-1], (cx, cy), color=self._fg, fontsize=8, ha="center", va="center",
-                            bbox={"boxstyle": "round,pad=0.2", "fc": self._bg, "ec": "#ff00ff", "alpha": 0.8})
+                            bbox={"boxstyle": "round,pad=0.2", "fc": self._bg, "ec": UNKNOWN_COLOR, "alpha": 0.8})
         (self._selection_ring,) = ax.plot([], [], "o", ms=9, mfc="none", mec=self._fg, mew=1.4)
         ax.set_title(f"t-SNE of {int(mapped.sum())} picks (click a point)", color=self._fg, fontsize=8)
         self.canvas.setVisible(True)
