@@ -30,6 +30,7 @@ from .model_cli import (
     _check_picks_inside,
     _finite_float,
     _int,
+    _option_error,
 )
 from .simulate._cli import DEFAULTS as SIM_DEFAULTS
 
@@ -127,9 +128,7 @@ def run_params_from_args(args: argparse.Namespace):
                          background=args.background, box=args.box, per_class=args.per_class,
                          epochs=args.epochs, iterations=args.iterations)
     except ParameterError as exc:
-        msg = str(exc)
-        first = msg.split(" ", 1)[0]
-        raise ParameterError(_OPTIONS.get(first, first) + msg[len(first):]) from None
+        raise _option_error(exc, _OPTIONS) from None
 
 
 def _check_outdir(path: str) -> Path:
