@@ -30,6 +30,7 @@ from _protocol import fmt, machine, save
 
 from napari_cryo_openset.io.tomogram import Tomogram
 from napari_cryo_openset.openset import open_set_metrics
+from napari_cryo_openset.picking.evaluate import match_picks
 from napari_cryo_openset.pipeline import RunParams, run_pipeline
 from napari_cryo_openset.predict import PredictParams, predict_picks
 from napari_cryo_openset.progress import run_to_completion
@@ -42,20 +43,10 @@ DIAMETER = 120.0  # Å: the smaller built-in structures; best picking F1 on the 
 COLUMNS = ("f1", "all", "os_star", "unk", "hos", "seconds")
 
 
-def match(picks_zyx: np.ndarray, truth_zyx: np.ndarray, radius: float) -> np.ndarray:
-    """Index of the matched true particle per pick (-1 = none): one-to-one, least total distance."""
-    from scipy.optimize import linear_sum_assignment
-
-    d = np.linalg.norm(picks_zyx[:, None] - truth_zyx[None], axis=-1)
-    rows, cols = linear_sum_assignment(np.where(d <= radius, d, 1e6))
-    out = np.full(len(picks_zyx), -1)
-    ok = d[rows, cols] <= radius
-    out[rows[ok]] = cols[ok]
-    return out
-
-
 def score(picks, truth, known) -> dict:
-    m = match(picks[["z", "y", "x"]].to_numpy(float), truth[["z", "y", "x"]].to_numpy(float), MATCH_VOXELS)
+    pairs = match_picks(picks, truth, MATCH_VOXELS)["pairs"]  # one-to-one, closest pairs first
+    m = np.full(len(picks), -1)
+    m[pairs[:, 0]] = pairs[:, 1]
     tp = int((m >= 0).sum())
     f1 = 2 * tp / (len(picks) + len(truth))
     true = np.array([n if n in known else "unknown" for n in truth["class_name"].to_numpy()[m[m >= 0]]])
