@@ -162,3 +162,11 @@ def from_points(data: np.ndarray, features: pd.DataFrame | Mapping | None = None
         if col not in COORDINATES:
             df[col] = feats[col].to_numpy()
     return validate_picks(df, "points layer")
+
+
+def class_counts(names: Sequence[str] | np.ndarray | pd.Series) -> dict[str, int]:
+    """How many picks carry each class name, in display order: the known classes by count
+    (most first, then by name), ``unknown`` last. The one ordering of every count table."""
+    values, freq = np.unique(np.asarray(names, dtype=str), return_counts=True) if len(names) else ([], [])
+    order = sorted(zip(values, freq), key=lambda t: (t[0] == UNKNOWN_CLASS, -t[1], t[0]))
+    return {str(k): int(v) for k, v in order}

@@ -166,8 +166,9 @@ class RunResult:
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
-        counts = self.predictions.loc[active, "class_name"].astype(str).value_counts()
-        return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (kv[0] == "unknown", -kv[1], kv[0]))}
+        from .picks import class_counts
+
+        return class_counts(self.predictions.loc[active, "class_name"].astype(str))
 
     def report(self) -> dict:
         from . import __version__
