@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 from _protocol import fmt, machine, save
@@ -31,7 +32,8 @@ from _protocol import fmt, machine, save
 from napari_cryo_openset.io.tomogram import Tomogram
 from napari_cryo_openset.openset import open_set_metrics
 from napari_cryo_openset.picking.evaluate import match_picks
-from napari_cryo_openset.pipeline import RunParams, run_pipeline
+from napari_cryo_openset.params import AdaptParams, PickingParams, RunParams
+from napari_cryo_openset.pipeline import run_pipeline
 from napari_cryo_openset.predict import PredictParams, predict_picks
 from napari_cryo_openset.progress import run_to_completion
 from napari_cryo_openset.simulate import builtin_templates
@@ -80,10 +82,11 @@ def main(argv=None) -> int:
     runs = [(m, "fast", s) for m in args.methods for s in args.seeds] + \
            [(m, "full", s) for m in args.methods for s in args.full_seeds]
     for method, mode, seed in runs:
-        params = RunParams(diameter=DIAMETER, method=method, polarity="auto", seed=100 + seed, device="cpu",
-                           snr=scene.condition.snr, defocus=scene.condition.defocus,
-                           threads=args.threads, fast=(mode == "fast"),
-                           **({"per_class": 12, "epochs": 2, "iterations": 20} if args.quick else {}))
+        base = RunParams(PickingParams(diameter=DIAMETER, polarity="auto"), adapt=AdaptParams(method=method),
+                         seed=100 + seed, device="cpu", threads=args.threads, fast=(mode == "fast"),
+                         **({"per_class": 12, "epochs": 2, "iterations": 20} if args.quick else {}))
+        condition = base.source.condition.replace(snr=scene.condition.snr, defocus=scene.condition.defocus)
+        params = replace(base, source=replace(base.source, condition=condition))  # the scene's SNR and defocus
         t1 = time.perf_counter()
         result = run_to_completion(run_pipeline(tomo, templates, params))
         seconds = time.perf_counter() - t1

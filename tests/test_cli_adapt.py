@@ -112,13 +112,11 @@ def _adapt(model, source, scene, out, method, *extra):
 
 
 def test_registration_matches_the_core():
-    from napari_cryo_openset.adapt import METHODS, AdaptParams
-    from napari_cryo_openset.adapt import _cli
+    from napari_cryo_openset.adapt import METHODS
+    from napari_cryo_openset.cli import build_parser
 
-    assert _cli.METHODS == METHODS
-    defaults = AdaptParams()
-    for name, value in _cli.ADAPT_DEFAULTS.items():
-        assert getattr(defaults, name) == value, name
+    adapt = build_parser()._subparsers._group_actions[0].choices["adapt"]
+    assert next(a for a in adapt._actions if a.dest == "method").choices == METHODS
 
 
 @pytest.fixture(scope="module")

@@ -104,13 +104,12 @@ def scene(templates, workdir):
 
 
 def test_registration_matches_the_core_and_does_not_import_torch():
-    from napari_cryo_openset import model_cli, models
-    from napari_cryo_openset.train import TrainParams
+    from napari_cryo_openset import models, params
+    from napari_cryo_openset.cli import build_parser
 
-    assert model_cli.ARCHITECTURES == models.ARCHITECTURES
-    defaults = TrainParams()
-    for name, value in model_cli.TRAIN_DEFAULTS.items():
-        assert getattr(defaults, name) == value, name
+    assert params.ARCHITECTURES == models.ARCHITECTURES
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    assert next(a for a in train._actions if a.dest == "architecture").choices == models.ARCHITECTURES
     code = ("import sys; from napari_cryo_openset.cli import build_parser; build_parser(); "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

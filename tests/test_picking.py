@@ -294,7 +294,7 @@ def test_large_constant_volume_is_refused_after_a_full_check():
 
 
 def _parser():
-    from napari_cryo_openset.picking._cli import register
+    from napari_cryo_openset.cli.pick import register
 
     parser = argparse.ArgumentParser(prog="napari-cryo-openset")
     register(parser.add_subparsers(dest="command"))
@@ -324,7 +324,10 @@ def test_cli_pick_writes_star_that_reads_back(tmp_path, phantoms):
 
 def test_cli_pick_bad_input_gives_one_clear_error(tmp_path, phantoms, capsys):
     from napari_cryo_openset.io import write_tomogram
-    from napari_cryo_openset.picking._cli import main
+    from napari_cryo_openset.cli import main as cli_main
+
+    def main(argv):
+        return cli_main(["pick", *argv])
 
     volume, _ = phantoms["dark"]
     tomo = write_tomogram(tmp_path / "tomo.mrc", volume, VOXEL)

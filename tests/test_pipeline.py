@@ -18,6 +18,19 @@ NAMES = ("1bxn", "1qvr", "2cg9")
 TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu"}
 
 
+def _run_params(diameter, *, method="mluda", polarity="dark", max_picks=None, neighbours=None, background=None,
+                **run):
+    """RunParams from the settings a test names (the stages' own parameter sets, composed)."""
+    from dataclasses import replace
+
+    from napari_cryo_openset.params import AdaptParams, PickingParams
+
+    picking = PickingParams(diameter=diameter, polarity=polarity, max_picks=max_picks).validate()
+    source = RunParams(picking).source
+    crowding = {k: v for k, v in (("neighbours", neighbours), ("background", background)) if v is not None}
+    return RunParams(picking, source=replace(source, **crowding), adapt=AdaptParams(method=method), **run)
+
+
 @pytest.fixture(scope="module")
 def templates():
     from napari_cryo_openset.simulate import builtin_templates
@@ -63,14 +76,14 @@ def test_working_geometry_fits_the_largest_structure(voxel, size, box, expected)
 ])
 def test_run_params_name_the_bad_value(kwargs, match):
     with pytest.raises(ParameterError, match=match):
-        RunParams(**kwargs)
+        _run_params(**kwargs)
 
 
 def test_fast_and_full_defaults():
-    assert (RunParams(150).n_per_class, RunParams(150).n_epochs, RunParams(150).n_iterations) == (300, 15, 300)
-    fast = RunParams(150, fast=True)
+    assert (_run_params(150).n_per_class, _run_params(150).n_epochs, _run_params(150).n_iterations) == (300, 15, 300)
+    fast = _run_params(150, fast=True)
     assert (fast.n_per_class, fast.n_epochs, fast.n_iterations) == (150, 10, 100)
-    assert RunParams(150, fast=True, epochs=2).n_epochs == 2
+    assert _run_params(150, fast=True, epochs=2).n_epochs == 2
 
 
 def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, tmp_path):
@@ -80,7 +93,7 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     tomo = read_tomogram(scene_files["tomo"])
     picks = read_picks(scene_files["picks"])
     stages = []
-    params = RunParams(diameter=120, method="mluda", embed=EmbedParams(iterations=50), **TINY)
+    params = _run_params(diameter=120, method="mluda", embed=EmbedParams(iterations=50), **TINY)
     result = run_to_completion(run_pipeline(tomo, templates, params, picks=picks), lambda e: stages.append(e.stage))
     assert {"simulate", "train", "extract", "adapt", "embed"} <= set(stages)
     assert "filter" not in stages  # no DoG picking when picks are given
@@ -177,4 +190,4 @@ def test_pipeline_without_templates_is_refused(scene_files):
     from napari_cryo_openset.io import read_tomogram
 
     with pytest.raises(CryoOpensetError, match="template"):
-        run_to_completion(run_pipeline(read_tomogram(scene_files["tomo"]), [], RunParams(120)))
+        run_to_completion(run_pipeline(read_tomogram(scene_files["tomo"]), [], _run_params(120)))

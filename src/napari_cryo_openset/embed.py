@@ -22,56 +22,20 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import ParameterError, known_fields
+from .errors import ParameterError
+from .params import EmbedParams
 from .progress import Progress
 
 #: Fewer picks than this get a PCA map instead of t-SNE.
 MIN_TSNE_PICKS = 8
 #: Early-exaggeration rounds of the t-SNE optimisation (the rest run without exaggeration).
 EARLY_EXAGGERATION_ITERATIONS = 250
-
-
-@dataclass(frozen=True)
-class EmbedParams:
-    """Settings of the map and the clusters (CLI ``run``, the Results widget, tests).
-
-    ``perplexity`` — t-SNE neighbourhood size (capped at (N − 1) / 3); ``iterations`` — t-SNE
-    rounds after the 250 early-exaggeration ones; ``seed``; ``threads`` (None = all CPUs);
-    ``min_cluster_size`` — the smallest group of unknown picks reported as a cluster (HDBSCAN);
-    ``chunk`` — t-SNE rounds between progress events (Cancel takes effect between chunks).
-    """
-
-    perplexity: float = 30.0
-    iterations: int = 500
-    seed: int = 0
-    threads: int | None = None
-    min_cluster_size: int = 5
-    chunk: int = 50
-
-    def __post_init__(self) -> None:
-        if not (self.perplexity > 0):
-            raise ParameterError(f"perplexity must be > 0, got {self.perplexity}")
-        if self.iterations < 0:
-            raise ParameterError(f"iterations must be ≥ 0, got {self.iterations}")
-        if self.min_cluster_size < 2:
-            raise ParameterError(f"min_cluster_size must be ≥ 2, got {self.min_cluster_size}")
-        if self.chunk < 1:
-            raise ParameterError(f"chunk must be ≥ 1, got {self.chunk}")
-        if self.threads is not None and self.threads < 1:
-            raise ParameterError(f"threads must be ≥ 1, got {self.threads}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> EmbedParams:
-        return cls(**known_fields(cls, data))
 
 
 @dataclass

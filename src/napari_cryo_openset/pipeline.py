@@ -16,15 +16,11 @@ Choices made for the user (all recorded in the report):
   tomogram (model voxel size = bin × tomogram voxel size); extraction resamples the picks'
   boxes to it. The imaging condition of the simulation takes the working voxel size; defocus,
   Cs, voltage, tilt range/step and SNR are the user's (defaults as ``simulate``).
-- **Source set.** ``per_class`` boxes per template (300; ``fast``: 150) plus as many procedural
-  decoys (the source ``unknown`` class that feeds MLUDA's L_c and calibrates the unknown
-  threshold) and half as many empty boxes; seeded.
-- **Crowding.** Real tomograms are crowded, so the source boxes are simulated with neighbouring
-  particles at the box edges (Poisson mean ``neighbours`` = 1), a smooth crowding background
-  (``background`` = 0.05) and centre offsets up to ±2 voxels (``max_shift``, as DoG picks land);
-  on the sample scene with a held-out structure this raised MLUDA's HOS from 0.30 to 0.36 for the
-  seed tried (``benchmarks/bench_run.py`` has the full figures). Set them to 0 for isolated
-  particles.
+- **Source set and crowding.** :meth:`~napari_cryo_openset.params.RunParams.source_params`:
+  ``per_class`` boxes per template plus as many procedural decoys and half as many empty boxes,
+  simulated crowded (neighbours, background, centre offsets) because real tomograms are;
+  ``benchmarks/bench_run.py`` measures what the crowding does on the sample scene. Set the
+  crowding of ``RunParams.source`` to 0 for isolated particles.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
   used to extract the boxes for adaptation and prediction.
 """
@@ -36,99 +32,20 @@ import json
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .embed import EmbedParams
 from .errors import ParameterError, PicksError
+from .params import RunParams
 from .progress import Progress
 
 #: Box edges (voxels) the fast encoder is designed for.
 BOX_RANGE = (24, 40)
 #: Margin around the largest structure in the box.
 BOX_MARGIN = 1.2
-METHODS = ("ada", "mluda")
-
-
-@dataclass(frozen=True)
-class RunParams:
-    """Settings of a whole run (the ``run`` command; tests).
-
-    ``diameter`` (Å) — particle diameter for picking; ``method`` — ``ada`` or ``mluda``;
-    ``polarity`` — ``dark``, ``bright`` or ``auto``; ``fast`` — a small source set and short
-    training/adaptation (a first look in minutes on a laptop CPU; 150 per class, 10 epochs, 100
-    rounds); ``max_picks`` — keep at most this many picks (best DoG score first);
-    imaging condition of the simulation: ``defocus`` (µm), ``cs`` (mm), ``voltage`` (kV),
-    ``tilt_range`` (degrees), ``tilt_step`` (degrees), ``snr``; crowding of the simulated boxes:
-    ``neighbours`` (mean number at the box edges), ``background`` (smooth crowding, in units of
-    protein density), ``max_shift`` (centre offsets, voxels); ``box`` (voxels; None =
-    from the structures); ``per_class``, ``epochs``, ``iterations`` (None = by ``fast``);
-    ``embed`` — :class:`~napari_cryo_openset.embed.EmbedParams`.
-    """
-
-    diameter: float
-    method: str = "mluda"
-    polarity: str = "dark"
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    fast: bool = False
-    max_picks: int | None = None
-    defocus: float = 5.0
-    cs: float = 2.7
-    voltage: float = 300.0
-    tilt_range: tuple[float, float] = (-60.0, 60.0)
-    tilt_step: float = 3.0
-    snr: float = 0.1
-    neighbours: float = 1.0
-    background: float = 0.05
-    max_shift: float = 2.0
-    box: int | None = None
-    per_class: int | None = None
-    epochs: int | None = None
-    iterations: int | None = None
-    embed: EmbedParams = field(default_factory=EmbedParams)
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.diameter, (int, float)) and math.isfinite(self.diameter) and self.diameter > 0):
-            raise ParameterError(f"diameter must be a positive number of Å, got {self.diameter!r}")
-        if self.method not in METHODS:
-            raise ParameterError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.polarity not in ("dark", "bright", "auto"):
-            raise ParameterError(f"polarity must be dark, bright or auto, got {self.polarity!r}")
-        for name in ("max_picks", "per_class", "epochs", "iterations"):
-            v = getattr(self, name)
-            if v is not None and (not float(v).is_integer() or v < 1):
-                raise ParameterError(f"{name} must be a whole number ≥ 1, got {v!r}")
-        if self.box is not None and self.box < 16:
-            raise ParameterError(f"box must be at least 16 voxels, got {self.box}")
-        if self.seed < 0:
-            raise ParameterError(f"seed must be ≥ 0, got {self.seed}")
-        for name in ("neighbours", "background", "max_shift"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ParameterError(f"{name} must be ≥ 0, got {v!r}")
-
-    @property
-    def n_per_class(self) -> int:
-        return self.per_class or (150 if self.fast else 300)
-
-    @property
-    def n_epochs(self) -> int:
-        return self.epochs or (10 if self.fast else 15)
-
-    @property
-    def n_iterations(self) -> int:
-        return self.iterations or (100 if self.fast else 300)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["tilt_range"] = list(self.tilt_range)
-        d.update(per_class=self.n_per_class, epochs=self.n_epochs, iterations=self.n_iterations)
-        return d
 
 
 def working_geometry(tomogram_voxel_size: float, structure_diameter: float, box: int | None = None
@@ -235,14 +152,13 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     here if the run works binned. Given ``picks`` keep their curation: rejected ones are
     left out of adaptation and prediction but stay in the tables.
     """
-    from .adapt import AdaptParams, adapt_to_tomogram
+    from .adapt import adapt_to_tomogram
     from .adapt.common import MIN_TARGET_PICKS
     from .checkpoint import bundle_from_training
     from .embed import embed_picks
-    from .picking import PickingParams, pick_particles
+    from .picking import pick_particles
     from .picks import validate_picks
-    from .simulate import DatasetParams, ImagingCondition
-    from .train import TrainParams, simulate_and_train
+    from .train import simulate_and_train
 
     if not templates:
         raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
@@ -258,15 +174,15 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     polarity = params.polarity
     picking = None
     if picks is None:
-        picking = yield from pick_particles(tomogram, None, PickingParams(diameter=params.diameter,
-                                                                         polarity=params.polarity))
-        picks = picking.select(max_picks=params.max_picks)
+        picking = yield from pick_particles(tomogram, None, params.picking)
+        picks = picking.select(max_picks=params.picking.max_picks)
         polarity = picking.polarity
     else:
         picks = validate_picks(picks.copy())
-        if params.max_picks is not None and len(picks) > params.max_picks:
+        max_picks = params.picking.max_picks
+        if max_picks is not None and len(picks) > max_picks:
             order = picks["score"].fillna(-np.inf).to_numpy().argsort(kind="stable")[::-1]
-            picks = picks.iloc[np.sort(order[:params.max_picks])].reset_index(drop=True)
+            picks = picks.iloc[np.sort(order[:max_picks])].reset_index(drop=True)
     timings["pick"] = time.perf_counter() - t0
     n_active = int((picks["curation"] != "rejected").sum())
     if n_active < MIN_TARGET_PICKS:
@@ -282,13 +198,8 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
                 "largest_structure_A": largest, "tomogram_shape": list(map(int, tomogram.shape))}
-    condition = ImagingCondition(voxel_size=model_vs, defocus=params.defocus, cs=params.cs, voltage=params.voltage,
-                                 tilt_range=tuple(params.tilt_range), tilt_step=params.tilt_step, snr=params.snr)
-    n = params.n_per_class
-    data_params = DatasetParams(box=box, per_class=n, decoys=n, empty=max(1, n // 2), condition=condition,
-                                seed=params.seed, neighbours=params.neighbours, background=params.background,
-                                max_shift=params.max_shift)
-    train_params = TrainParams(epochs=params.n_epochs, seed=params.seed, device=params.device, threads=params.threads)
+    data_params = params.source_params(box, model_vs)
+    train_params = params.train_params()
     t0 = time.perf_counter()
     trained = yield from simulate_and_train(templates, data_params, train_params)
     timings["simulate+train"] = time.perf_counter() - t0
@@ -296,16 +207,14 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
 
     # 3. adapt to the picks, predicting every active pick
     t0 = time.perf_counter()
-    adapt_params = AdaptParams(method=params.method, iterations=params.n_iterations, seed=params.seed,
-                               device=params.device, threads=params.threads)
-    adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, adapt_params, polarity=polarity)
+    adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, params.adapt_params(),
+                                              polarity=polarity)
     timings["adapt"] = time.perf_counter() - t0
     adapted = adaptation.result.bundle
 
     # 4. map, clusters of unknowns, averages
     t0 = time.perf_counter()
-    embed_params = replace(params.embed, seed=params.seed, threads=params.embed.threads or params.threads)
-    embedded = yield from embed_picks(adapted, tomogram, adaptation.picks, adaptation.polarity, embed_params,
+    embedded = yield from embed_picks(adapted, tomogram, adaptation.picks, adaptation.polarity, params.embed_params(),
                                       device=params.device)
     timings["embed"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -39,42 +39,9 @@ from .errors import ParameterError, PicksError
 from .extract import extract_subtomograms, normalise_subtomograms
 from .models import to_device
 from .picks import UNKNOWN_CLASS, validate_picks
+from .params import PredictParams
 from .progress import Progress
 from .train import infer
-
-
-@dataclass(frozen=True)
-class PredictParams:
-    """Prediction settings (CLI ``predict``, the widgets, tests).
-
-    polarity
-        Protein contrast in the tomogram: ``dark``, ``bright`` or ``auto`` (guessed from the
-        picks: particle centres darker or brighter than their surroundings; reported).
-    batch_size
-        Boxes per network call.
-    device, threads
-        As for training (``auto`` = cuda → mps → cpu).
-    threshold
-        Overrides the bundle's unknown threshold (None = the bundle's).
-    allow_resampling
-        Serve another tomogram voxel size by resampling boxes (else refuse).
-    """
-
-    polarity: str = "dark"
-    batch_size: int = 128
-    device: str = "auto"
-    threads: int | None = None
-    threshold: float | None = None
-    allow_resampling: bool = True
-
-    def __post_init__(self) -> None:
-        if self.polarity not in ("dark", "bright", "auto"):
-            raise ParameterError(f"polarity must be dark, bright or auto, got {self.polarity!r}")
-        if isinstance(self.batch_size, bool) or int(self.batch_size) < 1:
-            raise ParameterError(f"batch_size must be ≥ 1, got {self.batch_size!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -24,102 +24,22 @@ import copy
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .device import autocast, choose_device, describe, set_cpu_threads
-from .errors import ParameterError, known_fields
+from .errors import ParameterError
 from .extract import normalise_subtomograms
-from .models import Classifier3D, NetworkParams, build_model, forward_batches, prepare_batch, to_device
+from .models import Classifier3D, build_model, forward_batches, prepare_batch, to_device
+from .params import TrainParams
 from .progress import Progress
 
 
 class TrainingDiverged(ParameterError):
     """The loss became NaN/inf before any epoch finished (nothing worth keeping)."""
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    """Source-training settings (shared by the CLI, the Model widget and the tests).
-
-    Attributes
-    ----------
-    epochs
-        Maximum passes over the training split.
-    batch_size
-        Subtomograms per step.
-    learning_rate, weight_decay
-        AdamW settings; the rate follows a cosine schedule to 5 % over ``epochs``.
-    validation_fraction
-        Stratified hold-out of the source set used for early stopping (0.05–0.5).
-    patience
-        Epochs without a better validation accuracy before stopping (0 = never stop early).
-    augment, mirror, max_shift
-        Wedge-preserving augmentation (see the module docstring).
-    label_smoothing
-        Cross-entropy label smoothing.
-    architecture, embedding_dim, width, norm, l2_normalize, dropout
-        The network (:class:`~napari_cryo_openset.models.NetworkParams`).
-    seed
-        Everything random (initial weights, split, batches, augmentation).
-    device
-        ``auto`` (cuda → mps → cpu), ``cpu``, ``cuda`` or ``mps``.
-    threads
-        CPU threads (None: the CPUs available).
-    amp
-        Mixed precision on CUDA.
-    """
-
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-4
-    validation_fraction: float = 0.15
-    patience: int = 8
-    augment: bool = True
-    mirror: bool = False
-    max_shift: int = 1
-    label_smoothing: float = 0.05
-    architecture: str = "fast"
-    embedding_dim: int = 64
-    width: int = 16
-    norm: str = "batch"
-    l2_normalize: bool = False
-    dropout: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
-    amp: bool = True
-
-    def __post_init__(self) -> None:
-        for name, lo in (("epochs", 1), ("batch_size", 2), ("patience", 0), ("max_shift", 0), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not float(v).is_integer() or int(v) < lo:
-                raise ParameterError(f"{name} must be a whole number ≥ {lo}, got {v!r}")
-            object.__setattr__(self, name, int(v))
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ParameterError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0.05 <= float(self.validation_fraction) <= 0.5:
-            raise ParameterError(f"validation_fraction must be in [0.05, 0.5], got {self.validation_fraction!r}")
-        if not 0.0 <= float(self.label_smoothing) < 1.0:
-            raise ParameterError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
-
-    def network(self, box: int, num_classes: int) -> NetworkParams:
-        return NetworkParams(
-            architecture=self.architecture, box=int(box), num_classes=int(num_classes),
-            embedding_dim=self.embedding_dim, width=self.width, norm=self.norm,
-            l2_normalize=self.l2_normalize, dropout=self.dropout,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainParams:
-        return cls(**known_fields(cls, data))
 
 
 @dataclass

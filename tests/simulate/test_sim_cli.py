@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_cryo_openset.errors import CryoOpensetError, ParameterError
-from napari_cryo_openset.simulate._cli import register
+from napari_cryo_openset.cli.simulate import register
 from napari_cryo_openset.simulate.datasets import load_dataset
 
 

@@ -1,23 +1,9 @@
-"""Parameters of a DoG picking run, and the geometry derived from them for one tomogram.
+"""The geometry of a DoG picking run on one tomogram (:func:`derive_geometry`).
 
-:class:`PickingParams` is the one object that describes a picking run; the CLI, the napari Pick
-widget and the tests all build one. Lengths given by the user are in Å (``diameter``,
-``min_distance``, ``border``) except ``sigma1`` (voxels, as in AITom). :func:`derive_geometry`
-turns them into per-axis voxel quantities (Z, Y, X) for a given voxel size.
-
-Defaults and their reasons
---------------------------
-- σ1 = particle radius in voxels (AITom: "σ1 should be roughly equal to the radius in pixels"),
-  σ2 = K·σ1 with K = 1.1 (Pei et al. 2016). Both overridable.
-- ``min_distance`` = 0.8 × diameter: two picks closer than that would be the same particle;
-  touching particles (centres one diameter apart) are still both found.
-- ``border`` = diameter / 2: a pick whose centre is closer than a radius to a face of the
-  volume is dropped (its box would be mostly outside the tomogram).
-- Threshold: ``robust`` (median + ``k_mad`` × 1.4826 × MAD of the DoG response, k = 4), which
-  does not depend on a single strongest peak; the AITom rule, top-N and an explicit value are
-  offered. k = 4 was the best single value on blob phantoms (SNR 0.05–3, 30–300 particles):
-  k = 3 lets noise peaks through in large sparse volumes, k ≥ 5 loses particles at SNR ≤ 0.1.
-  It assumes particles are a minority of the voxels (see :mod:`.core` for the crowded case).
+:class:`~napari_cryo_openset.params.PickingParams` (re-exported here) describes a run in Å;
+:func:`derive_geometry` turns it into per-axis voxel quantities (Z, Y, X) for a given voxel
+size: the Gaussians' σ, the decimation of the band-passed response, the local-maximum cube and
+the halo a tile needs. The defaults and their reasons are documented with the parameters.
 """
 
 from __future__ import annotations
@@ -29,120 +15,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import ParameterError
-from .polarity import POLARITIES
+from ..params import THRESHOLD_METHODS, PickingParams  # noqa: F401 (re-exported)
 
-THRESHOLD_METHODS = ("aitom", "robust", "topn", "value")
 
 #: Gaussians are treated as zero beyond this many σ (scipy's ``gaussian_filter`` default).
 GAUSS_TRUNCATE = 4.0
 #: Largest decimation of the band-passed response (see :mod:`.dog`).
 MAX_BIN = 4
-
-
-@dataclass(frozen=True)
-class PickingParams:
-    """One DoG picking run.
-
-    Attributes
-    ----------
-    diameter
-        Particle diameter in Å (> 0).
-    polarity
-        ``dark`` (protein darker than background: raw reconstructions), ``bright`` (inverted
-        tomograms) or ``auto`` (guessed from the volume; the guess is reported).
-    threshold_method
-        ``robust`` (default): median + ``k_mad`` · 1.4826 · MAD of the DoG response;
-        ``aitom``: m + ``aitom_level`` · (M − m) / 20 with m, M the weakest/strongest DoG peak;
-        ``topn``: the ``max_picks`` best peaks; ``value``: the explicit ``threshold``.
-    threshold
-        The score threshold for ``value`` (DoG response units, see :mod:`.core`).
-    max_picks
-        Number of picks for ``topn``; for the other methods an optional cap (best first).
-    k_mad
-        Robust threshold factor (in robust standard deviations of the DoG response), default 4.
-    aitom_level
-        ``t`` of the AITom rule T = m + t (M − m) / 20 (Pei et al. used t = 3).
-    min_distance
-        Minimum distance between two picks in Å; default 0.8 × ``diameter``. 0 disables the
-        suppression (peaks are still local maxima).
-    k
-        σ2 / σ1 (> 1), default 1.1.
-    sigma1
-        σ1 in voxels (same on every axis); default the particle radius in voxels per axis.
-    border
-        Picks closer than this (Å) to a face of the volume are dropped; default ``diameter``/2.
-    memory_budget_mb
-        Working memory target for one tile (MB); larger volumes are processed in tiles.
-    workers
-        FFT threads; default: the CPUs this process may use.
-    """
-
-    diameter: float
-    polarity: str = "dark"
-    threshold_method: str = "robust"
-    threshold: float | None = None
-    max_picks: int | None = None
-    k_mad: float = 4.0
-    aitom_level: float = 3.0
-    min_distance: float | None = None
-    k: float = 1.1
-    sigma1: float | None = None
-    border: float | None = None
-    memory_budget_mb: float = 1024.0
-    workers: int | None = None
-
-    def validate(self) -> PickingParams:
-        """Check every value; raise :class:`ParameterError` naming the first bad one."""
-        if not _finite_number(self.diameter) or self.diameter <= 0:
-            raise ParameterError(f"diameter must be a positive number of Å, got {self.diameter!r}")
-        if self.polarity not in POLARITIES:
-            raise ParameterError(
-                f"polarity must be one of {', '.join(POLARITIES)}, got {self.polarity!r}"
-            )
-        if self.threshold_method not in THRESHOLD_METHODS:
-            raise ParameterError(
-                f"threshold_method must be one of {', '.join(THRESHOLD_METHODS)}, "
-                f"got {self.threshold_method!r}"
-            )
-        if self.threshold_method == "value" and not _finite_number(self.threshold):
-            raise ParameterError(
-                f"threshold_method 'value' needs a finite threshold, got {self.threshold!r}"
-            )
-        if self.threshold is not None and not _finite_number(self.threshold):
-            raise ParameterError(f"threshold must be a finite number, got {self.threshold!r}")
-        if self.max_picks is not None and (
-            isinstance(self.max_picks, bool) or int(self.max_picks) != self.max_picks or self.max_picks < 1
-        ):
-            raise ParameterError(f"max_picks must be a whole number ≥ 1, got {self.max_picks!r}")
-        if self.threshold_method == "topn" and self.max_picks is None:
-            raise ParameterError("threshold_method 'topn' needs max_picks (how many picks to keep)")
-        if not _finite_number(self.k_mad):
-            raise ParameterError(f"k_mad must be a finite number, got {self.k_mad!r}")
-        if not _finite_number(self.aitom_level):
-            raise ParameterError(f"aitom_level must be a finite number, got {self.aitom_level!r}")
-        if self.min_distance is not None and (
-            not _finite_number(self.min_distance) or self.min_distance < 0
-        ):
-            raise ParameterError(
-                f"min_distance must be ≥ 0 Å (or None for 0.8 × diameter), got {self.min_distance!r}"
-            )
-        if not _finite_number(self.k) or self.k <= 1:
-            raise ParameterError(f"k (σ2/σ1) must be a number > 1, got {self.k!r}")
-        if self.sigma1 is not None and (not _finite_number(self.sigma1) or self.sigma1 <= 0):
-            raise ParameterError(f"sigma1 must be a positive number of voxels, got {self.sigma1!r}")
-        if self.border is not None and (not _finite_number(self.border) or self.border < 0):
-            raise ParameterError(f"border must be ≥ 0 Å (or None for diameter/2), got {self.border!r}")
-        if not _finite_number(self.memory_budget_mb) or self.memory_budget_mb <= 0:
-            raise ParameterError(
-                f"memory_budget_mb must be a positive number of MB, got {self.memory_budget_mb!r}"
-            )
-        if self.workers is not None and (int(self.workers) != self.workers or self.workers < 1):
-            raise ParameterError(f"workers must be a whole number ≥ 1, got {self.workers!r}")
-        return self
-
-    def to_dict(self) -> dict:
-        """Plain-Python copy (for reports and JSON)."""
-        return asdict(self)
 
 
 def _finite_number(value) -> bool:

@@ -37,120 +37,25 @@ import math
 import os
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CryoOpensetError, ParameterError, known_fields
+from ..errors import CryoOpensetError, ParameterError
 from ..picks import UNKNOWN_CLASS
 from ..progress import Progress
-from .condition import ImagingCondition
+from ..params import EMPTY_CLASS, DatasetParams, ImagingCondition  # noqa: F401 (re-exported)
 from .decoys import make_decoys
 from .imaging import approximate_image_volumes, gaussian_noise, image_volumes
 from .placement import random_rotations, random_unit_vectors, rotate_into_boxes
 from .templates import RESERVED_NAMES, Template
 
-EMPTY_CLASS = "empty"
 FORMAT_VERSION = 1
 POLARITY = "dark"
 NORMALISATION = "per-box zero mean, unit variance"
-MODES = ("full", "approximate")
 _MAX_NEIGHBOURS = 4
-
-
-@dataclass(frozen=True)
-class DatasetParams:
-    """What to simulate (the templates are given separately).
-
-    Attributes
-    ----------
-    box
-        Subtomogram edge in voxels (≥ 16).
-    per_class
-        Subtomograms per known template (≥ 1).
-    decoys
-        Subtomograms of the ``unknown`` class (procedural decoys).
-    empty
-        Empty (noise-only) subtomograms.
-    condition
-        The imaging condition (its ``voxel_size`` is the templates' voxel size).
-    seed
-        Everything random derives from it.
-    decoy_structures
-        Distinct decoy structures in the pool the ``unknown`` samples are drawn from.
-    empty_label
-        ``empty`` (own class) or ``unknown``.
-    max_shift
-        Particle centre shift, uniform in ±max_shift voxels per axis.
-    neighbours
-        Mean number (Poisson, at most 4) of neighbouring particles touching the box edges.
-    background
-        Standard deviation of a smooth crowding background (units of protein density; 0 = off).
-    mode
-        ``full`` (tilt series + CTF + noise + WBP) or ``approximate`` (3D shortcut).
-    batch_size
-        Subtomograms simulated per batched call (memory ~ 3 MB × batch for box 32).
-    """
-
-    box: int = 32
-    per_class: int = 100
-    decoys: int = 0
-    empty: int = 0
-    condition: ImagingCondition = field(default_factory=ImagingCondition)
-    seed: int = 0
-    decoy_structures: int = 16
-    empty_label: str = EMPTY_CLASS
-    max_shift: float = 1.0
-    neighbours: float = 0.0
-    background: float = 0.0
-    mode: str = "full"
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        def integer(name, lo):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) and not (isinstance(v, float) and v.is_integer()):
-                raise ParameterError(f"{name} must be a whole number, got {v!r}")
-            if int(v) < lo:
-                raise ParameterError(f"{name} must be at least {lo}, got {int(v)}")
-            object.__setattr__(self, name, int(v))
-
-        integer("box", 16)
-        integer("per_class", 1)
-        integer("decoys", 0)
-        integer("empty", 0)
-        integer("seed", 0)
-        integer("decoy_structures", 1)
-        integer("batch_size", 1)
-        if not isinstance(self.condition, ImagingCondition):
-            if isinstance(self.condition, dict):
-                object.__setattr__(self, "condition", ImagingCondition.from_dict(self.condition))
-            else:
-                raise ParameterError(f"condition must be an ImagingCondition, got {type(self.condition).__name__}")
-        if self.empty_label not in (EMPTY_CLASS, UNKNOWN_CLASS):
-            raise ParameterError(f"empty_label must be '{EMPTY_CLASS}' or '{UNKNOWN_CLASS}', got {self.empty_label!r}")
-        if self.mode not in MODES:
-            raise ParameterError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        for name in ("max_shift", "neighbours", "background"):
-            v = float(getattr(self, name))
-            if not math.isfinite(v) or v < 0:
-                raise ParameterError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
-            object.__setattr__(self, name, v)
-
-    @property
-    def voxel_size(self) -> float:
-        return self.condition.voxel_size
-
-    def to_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["condition"] = self.condition.to_dict()
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DatasetParams:
-        return cls(**known_fields(cls, data))
 
 
 def class_names_for(template_names: Sequence[str], decoys: int, empty: int, empty_label: str = EMPTY_CLASS) -> list[str]:

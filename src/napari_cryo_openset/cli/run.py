@@ -1,0 +1,125 @@
+"""``napari-cryo-openset run --tomo TOMO.mrc --templates PATH … --diameter Å --method ada|mluda -o OUTDIR``.
+
+One go from a tomogram to classified picks (:func:`napari_cryo_openset.pipeline.run_pipeline`):
+DoG picking (or the curated ``--picks`` given), simulation of the templates under the tomogram's
+imaging conditions, source training, on-the-fly adaptation with open-set ``unknown`` calls, and
+the t-SNE map with clusters of unknowns and their averages. Writes ``OUTDIR/picks.star``,
+``predictions.star``, ``model.pt``, ``adapted.pt``, ``report.json``, ``embedding.png`` and
+``averages/*.mrc``, each atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..errors import ParameterError, PicksError
+from ..params import AdaptParams, PickingParams, RunParams, flag_of, specs
+from ._args import (
+    add_device_options,
+    add_options,
+    build,
+    check_device,
+    check_picks_inside,
+    input_file,
+    option_error,
+    output_dir,
+    say,
+)
+
+_PICKING = ("diameter", "polarity", "max_picks")
+_IMAGING = ("defocus", "cs", "voltage", "tilt_range", "tilt_step", "snr")
+_CROWDING = ("neighbours", "background")
+_RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads")
+_DEFAULTS = RunParams(PickingParams(diameter=1.0))  # the run's own defaults (crowded source, mluda)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "run",
+        help="pick → simulate → train → adapt → predict → embed, in one go",
+        description=(
+            "Classify the particles of one tomogram in one go: DoG picking (or --picks), simulation of "
+            "the templates at the tomogram's voxel size, source training, on-the-fly adaptation (3D-ADA "
+            "or MLUDA) to the picks with open-set 'unknown' calls, and a t-SNE map with clusters of the "
+            "unknown picks and their (unaligned) averages. Writes picks.star, predictions.star, "
+            "model.pt, adapted.pt, report.json, embedding.png and averages/ into OUTDIR."
+        ),
+    )
+    p.add_argument("--tomo", required=True, metavar="TOMO.mrc", help="tomogram (MRC), read memory-mapped")
+    p.add_argument("--templates", nargs="+", required=True, metavar="PATH",
+                   help="MRC maps, PDB/mmCIF models, folders of them, or the word 'builtin'")
+    add_options(p, PickingParams, ("diameter",), required=("diameter",))
+    add_options(p, AdaptParams, ("method",), required=("method",))
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    add_options(p, PickingParams, ("polarity",))
+    add_options(p, _DEFAULTS, ("seed", "fast"))
+    p.add_argument("--picks", default=None, metavar="PICKS.star",
+                   help="use these (curated) picks instead of DoG picking; rejected picks are kept but not classified")
+    add_options(p, PickingParams, ("max_picks",))
+    g = p.add_argument_group("imaging condition of the simulation (voxel size: the tomogram's)")
+    add_options(g, _DEFAULTS.source.condition, _IMAGING)
+    add_options(g, _DEFAULTS.source, _CROWDING)
+    g = p.add_argument_group("model and adaptation")
+    add_options(g, _DEFAULTS, ("box", "per_class", "epochs", "iterations"))
+    add_device_options(p)
+    p.set_defaults(func=cmd_run)
+    return p
+
+
+def run_params_from_args(args: argparse.Namespace) -> RunParams:
+    """:class:`~napari_cryo_openset.params.RunParams` from parsed arguments (validated)."""
+    picking = build(PickingParams, args, _PICKING)
+    try:
+        picking.validate()
+    except ParameterError as exc:
+        raise option_error(exc, {n: flag_of(PickingParams, n) for n in specs(PickingParams)}) from None
+    condition = build(_DEFAULTS.source.condition, args, _IMAGING)
+    source = build(_DEFAULTS.source, args, _CROWDING, condition=condition)
+    adapt = build(AdaptParams, args, ("method",))
+    return build(RunParams, args, _RUN, picking=picking, source=source, adapt=adapt)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the whole pipeline and write OUTDIR."""
+    t0 = time.perf_counter()
+    tomo_path = input_file(args.tomo, "--tomo", "a tomogram (.mrc)")
+    picks_path = input_file(args.picks, "--picks", "a picks file (.star or .csv)") if args.picks else None
+    out = output_dir(args.output)
+    params = run_params_from_args(args)
+    check_device(params.device)
+
+    from ..io import read_picks, read_tomogram
+    from ..pipeline import run_pipeline, write_run
+    from ..progress import run_with_tqdm
+    from ..simulate.templates import load_templates
+
+    tomo = read_tomogram(tomo_path)
+    vs = tomo.voxel_size
+    say(f"run: tomogram {tomo_path}: {'×'.join(map(str, tomo.shape))} voxels at "
+        f"{'/'.join(f'{v:g}' for v in sorted(set(vs)))} Å")
+    picks = None
+    if picks_path is not None:
+        picks = read_picks(picks_path, tomogram_shape=tomo.shape, voxel_size=vs)
+        if len(picks) == 0:
+            raise PicksError(f"--picks '{picks_path}' holds no picks")
+        check_picks_inside(picks, tomo.shape, picks_path, tomo_path)
+        say(f"run: {len(picks)} picks from {picks_path} "
+            f"({int((picks['curation'] == 'rejected').sum())} rejected kept, not classified)")
+    templates = load_templates(args.templates, vs[0])
+    say(f"run: {len(templates)} templates: {', '.join(t.name for t in templates)}")
+    job = run_pipeline(tomo, templates, params, picks=picks)
+    result = run_with_tqdm(job, desc="run", disable=args.quiet or None)
+    if result.picking is not None:
+        say(f"run: pick: {result.picking.summary()}")
+    g = result.geometry
+    say(f"run: model: {g['box']}³ boxes at {g['model_voxel_size']:g} Å (bin {g['bin']}); source validation "
+        f"accuracy {result.trained.val_accuracy:.3f}; {result.trained.stopped}")
+    say(f"run: adapt ({params.method}): {result.adaptation.result.stopped}; polarity {result.adaptation.polarity}")
+    counts = ", ".join(f"{k} {v}" for k, v in result.class_counts().items())
+    say(f"run: classes: {counts}")
+    say(f"run: {result.embedded.summary()}")
+    paths = write_run(out, result)
+    say(f"run: {time.perf_counter() - t0:.1f} s in all → {out}/ ({', '.join(sorted(p for p in paths if '/' not in p))}, "
+        f"averages/ ×{sum('/' in p for p in paths)})")
+    return 0

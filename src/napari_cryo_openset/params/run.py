@@ -1,0 +1,132 @@
+"""Parameters of a whole run (``run``, the demo, benchmarks): the stages' own parameter sets, composed.
+
+A run picks (:class:`~.picking.PickingParams`), simulates a source set
+(:class:`~.simulation.DatasetParams` with its :class:`~.simulation.ImagingCondition`), trains
+(:class:`~.learning.TrainParams`), adapts (:class:`~.learning.AdaptParams`) and maps
+(:class:`~.learning.EmbedParams`). Each stage keeps its own defaults; the run only sets what it
+decides for the user (the working box, voxel size and class counts of the source set, the length
+of training and adaptation, one seed/device/thread count for every stage) — see
+:meth:`RunParams.source_params`, :meth:`RunParams.train_params`, :meth:`RunParams.adapt_params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from ..errors import ParameterError
+from ._spec import check_fields, param
+from .learning import AdaptParams, EmbedParams, TrainParams
+from .picking import PickingParams
+from .simulation import DatasetParams, ImagingCondition
+
+#: Sizes of a run by preset: (boxes per class, training epochs, adaptation rounds).
+FULL_SIZES = (300, 15, 300)
+FAST_SIZES = (150, 10, 100)
+
+
+def _run_source() -> DatasetParams:
+    """The source set of a run: crowded boxes, as DoG picks of a real tomogram look.
+
+    Real tomograms are crowded, so the boxes get neighbouring particles at the box edges
+    (Poisson mean 1), a smooth crowding background (0.05 of the protein density) and centre offsets
+    up to ±2 voxels (as DoG picks land); ``benchmarks/bench_run.py`` compares them with isolated
+    particles. Box, counts, voxel size and seed are set per run (:meth:`RunParams.source_params`).
+    """
+    return DatasetParams(neighbours=1.0, background=0.05, max_shift=2.0)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Settings of a whole run.
+
+    ``picking`` — how the tomogram is picked (its ``diameter``, ``polarity`` and ``max_picks``
+    are the run's); ``source`` — the simulated set: imaging condition (``source.condition``; its
+    voxel size is replaced by the working one) and crowding; ``train``, ``adapt`` (its ``method``
+    is the run's), ``embed`` — the later stages. ``fast`` — a quick first look
+    (:data:`FAST_SIZES` instead of :data:`FULL_SIZES`); ``per_class``, ``epochs``,
+    ``iterations`` override the preset; ``box`` (voxels; None = from the structures);
+    ``seed``, ``device`` and ``threads`` apply to every stage.
+    """
+
+    picking: PickingParams
+    source: DatasetParams = field(default_factory=_run_source)
+    train: TrainParams = field(default_factory=TrainParams)
+    adapt: AdaptParams = field(default_factory=lambda: AdaptParams(method="mluda"))
+    embed: EmbedParams = field(default_factory=EmbedParams)
+    seed: int = param(0, low=0, help="seed of everything random")
+    device: str = param("auto", help="where the networks run: auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = param(None, low=1, help="CPU threads (default: the CPUs available)")
+    fast: bool = param(False, help="a quick first look: 150 simulated boxes per class, 10 epochs, 100 adaptation "
+                                   "rounds (default 300, 15, 300)")
+    box: int | None = param(None, low=16, unit="voxels",
+                            help="box edge in voxels (default: the largest structure + 20 %, 24–40, binning the "
+                                 "tomogram when a structure needs more)")
+    per_class: int | None = param(None, low=1, help="simulated boxes per template")
+    epochs: int | None = param(None, low=1, help="source training epochs")
+    iterations: int | None = param(None, low=1, help="adaptation rounds")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.picking, PickingParams):
+            raise ParameterError(f"picking must be a PickingParams, got {type(self.picking).__name__}")
+        self.picking.validate()
+        for name, cls in (("source", DatasetParams), ("train", TrainParams), ("adapt", AdaptParams),
+                          ("embed", EmbedParams)):
+            if not isinstance(getattr(self, name), cls):
+                raise ParameterError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        check_fields(self)
+
+    # the run's choices -----------------------------------------------------------------------
+
+    @property
+    def diameter(self) -> float:
+        return self.picking.diameter
+
+    @property
+    def polarity(self) -> str:
+        return self.picking.polarity
+
+    @property
+    def method(self) -> str:
+        return self.adapt.method
+
+    @property
+    def n_per_class(self) -> int:
+        return self.per_class or (FAST_SIZES if self.fast else FULL_SIZES)[0]
+
+    @property
+    def n_epochs(self) -> int:
+        return self.epochs or (FAST_SIZES if self.fast else FULL_SIZES)[1]
+
+    @property
+    def n_iterations(self) -> int:
+        return self.iterations or (FAST_SIZES if self.fast else FULL_SIZES)[2]
+
+    def source_params(self, box: int, voxel_size: float) -> DatasetParams:
+        """The source set at the working ``box`` (voxels) and ``voxel_size`` (Å): ``n_per_class``
+        boxes per template, as many procedural decoys (the source ``unknown`` class that feeds
+        MLUDA's L_c and calibrates the unknown threshold) and half as many empty boxes."""
+        n = self.n_per_class
+        condition: ImagingCondition = self.source.condition.replace(voxel_size=voxel_size)
+        return replace(self.source, box=box, per_class=n, decoys=n, empty=max(1, n // 2), condition=condition,
+                       seed=self.seed)
+
+    def train_params(self) -> TrainParams:
+        return replace(self.train, epochs=self.n_epochs, seed=self.seed, device=self.device, threads=self.threads)
+
+    def adapt_params(self) -> AdaptParams:
+        return replace(self.adapt, iterations=self.n_iterations, seed=self.seed, device=self.device,
+                       threads=self.threads)
+
+    def embed_params(self) -> EmbedParams:
+        return replace(self.embed, seed=self.seed, threads=self.embed.threads or self.threads)
+
+    def to_dict(self) -> dict:
+        """The run's choices first (method, diameter, sizes …), then every stage's parameters."""
+        return {
+            "method": self.method, "diameter": self.diameter, "polarity": self.polarity,
+            "max_picks": self.picking.max_picks, "seed": self.seed, "device": self.device, "threads": self.threads,
+            "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
+            "iterations": self.n_iterations,
+            "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
+            "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
+        }
