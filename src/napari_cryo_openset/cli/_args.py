@@ -84,7 +84,7 @@ def _help(s: Spec, default, required: bool = False) -> str:
         shown = " ".join(f"{v:g}" for v in default) if s.kind == "pair" else (
             f"{default:g}" if isinstance(default, float) else str(default))
         text += f" (default {shown})"
-    elif s.choices is not None and default is not MISSING and default is not None and "default" not in text:
+    elif s.choices is not None and default is not MISSING and default is not None and "(default" not in text:
         text += f" (default {default})"
     return text.replace("%", "%%")
 
@@ -155,12 +155,9 @@ def option_error(exc: ParameterError, names: Mapping[str, str]) -> ParameterErro
     return ParameterError(msg)
 
 
-def add_device_options(p: argparse.ArgumentParser) -> None:
-    """``--device``, ``--threads``, ``--quiet`` (every command that runs a network)."""
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda|mps",
-                   help="where the network runs (default auto: cuda → mps → cpu; also cuda:N)")
-    p.add_argument("--threads", type=whole, default=None, metavar="N",
-                   help="CPU threads for torch (default: the CPUs available, at most 16)")
+def add_device_options(p: argparse.ArgumentParser, base) -> None:
+    """``--device``, ``--threads`` (fields of ``base``) and ``--quiet``: every command that runs a network."""
+    add_options(p, base, ("device", "threads"))
     p.add_argument("--quiet", action="store_true", help="no progress bar (summary lines only)")
 
 

@@ -69,7 +69,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="protein contrast in this tomogram (default dark; auto guesses from the picks "
                         "and reports the guess)")
     add_options(p, AdaptParams, _OPTIONS, required=("method",))
-    add_device_options(p)
+    add_device_options(p, AdaptParams)
     p.set_defaults(func=cmd_adapt)
     return p
 

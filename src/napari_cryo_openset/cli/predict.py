@@ -50,7 +50,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help=f"output predictions ({' or '.join(PICKS_EXTENSIONS)}), written atomically")
     add_options(p, PredictParams, _OPTIONS)
     add_options(p, PredictParams, ("allow_resampling",), allow_resampling="--no-resample")
-    add_device_options(p)
+    add_device_options(p, PredictParams)
     p.set_defaults(func=cmd_predict)
     return p
 

@@ -62,7 +62,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_options(g, _DEFAULTS.source, _CROWDING)
     g = p.add_argument_group("model and adaptation")
     add_options(g, _DEFAULTS, ("box", "per_class", "epochs", "iterations"))
-    add_device_options(p)
+    add_device_options(p, _DEFAULTS)
     p.set_defaults(func=cmd_run)
     return p
 

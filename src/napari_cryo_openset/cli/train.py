@@ -33,7 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help="simulated set (.npz from 'simulate')")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="output model bundle (.pt)")
     add_options(p, TrainParams, _OPTIONS)
-    add_device_options(p)
+    add_device_options(p, TrainParams)
     p.set_defaults(func=cmd_train)
     return p
 

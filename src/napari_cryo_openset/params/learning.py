@@ -24,8 +24,8 @@ METHODS = ("ada", "mluda")
 DEFAULT_LEARNING_RATE = {"ada": 1e-5, "mluda": 1e-4}
 THRESHOLD_RULES = ("auto", "youden", "quantile")
 
-_DEVICE_HELP = "auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps (checked by device.choose_device)"
-_THREADS_HELP = "CPU threads (default: the CPUs this process may use)"
+_DEVICE_HELP = "where the network runs: auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps"
+_THREADS_HELP = "CPU threads for torch (default: the CPUs this process may use, at most 16)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class TrainParams:
     l2_normalize: bool = param(False, help="L2-normalise the features")
     dropout: float = param(0.1, low=0, high=1, high_open=True, help="dropout before the classifier")
     seed: int = param(0, low=0, help="seed of everything random: weights, split, batches, augmentation")
-    device: str = param("auto", help=_DEVICE_HELP)
+    device: str = param("auto", metavar="auto|cpu|cuda|mps", help=_DEVICE_HELP)
     threads: int | None = param(None, low=1, help=_THREADS_HELP)
     amp: bool = param(True, help="mixed precision on CUDA")
 
@@ -108,7 +108,7 @@ class AdaptParams:
     learning_rate: float | None = param(None, low=0, low_open=True, metavar="LR",
                                         help="Adam learning rate (default by method: ada 1e-5, mluda 1e-4)")
     seed: int = param(0, low=0, help="seed of everything random")
-    device: str = param("auto", help=_DEVICE_HELP)
+    device: str = param("auto", metavar="auto|cpu|cuda|mps", help=_DEVICE_HELP)
     threads: int | None = param(None, low=1, help=_THREADS_HELP)
     amp: bool = param(True, help="mixed precision on CUDA")
     eval_every: int = param(25, low=1, help="rounds between diagnostics on all target picks")
@@ -161,7 +161,7 @@ class PredictParams:
                           help="protein contrast in this tomogram (default dark; auto guesses from the picks "
                                "and reports the guess)")
     batch_size: int = param(128, low=1, help="boxes per network call")
-    device: str = param("auto", help=_DEVICE_HELP)
+    device: str = param("auto", metavar="auto|cpu|cuda|mps", help=_DEVICE_HELP)
     threads: int | None = param(None, low=1, help=_THREADS_HELP)
     threshold: float | None = param(None, low=0, metavar="T", help="unknown-score threshold above which a pick is 'unknown' "
                                                       "(default: the model's)")

@@ -54,16 +54,21 @@ class RunParams:
     adapt: AdaptParams = field(default_factory=lambda: AdaptParams(method="mluda"))
     embed: EmbedParams = field(default_factory=EmbedParams)
     seed: int = param(0, low=0, help="seed of everything random")
-    device: str = param("auto", help="where the networks run: auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps")
-    threads: int | None = param(None, low=1, help="CPU threads (default: the CPUs available)")
-    fast: bool = param(False, help="a quick first look: 150 simulated boxes per class, 10 epochs, 100 adaptation "
-                                   "rounds (default 300, 15, 300)")
+    device: str = param("auto", metavar="auto|cpu|cuda|mps",
+                        help="where the networks run: auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = param(None, low=1, help="CPU threads for torch (default: the CPUs this process may use, "
+                                                  "at most 16)")
+    fast: bool = param(False, help="a quick first look: {} simulated boxes per class, {} epochs, {} adaptation "
+                                   "rounds (default {}, {}, {})".format(*FAST_SIZES, *FULL_SIZES))
     box: int | None = param(None, low=16, unit="voxels",
                             help="box edge in voxels (default: the largest structure + 20 %, 24–40, binning the "
                                  "tomogram when a structure needs more)")
-    per_class: int | None = param(None, low=1, help="simulated boxes per template")
-    epochs: int | None = param(None, low=1, help="source training epochs")
-    iterations: int | None = param(None, low=1, help="adaptation rounds")
+    per_class: int | None = param(None, low=1, help=f"simulated boxes per template (default {FULL_SIZES[0]}; "
+                                                    f"--fast {FAST_SIZES[0]})")
+    epochs: int | None = param(None, low=1, help=f"source training epochs (default {FULL_SIZES[1]}; "
+                                                 f"--fast {FAST_SIZES[1]})")
+    iterations: int | None = param(None, low=1, help=f"adaptation rounds (default {FULL_SIZES[2]}; "
+                                                     f"--fast {FAST_SIZES[2]})")
 
     def __post_init__(self) -> None:
         if not isinstance(self.picking, PickingParams):
