@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from napari_cryo_openset.adapt import AdaptParams, AdaptResult, adapt_boxes, adapt_to_tomogram
-from napari_cryo_openset.adapt.common import DEFAULT_LEARNING_RATE, MIN_TARGET_PICKS, adapt_batchnorm
+from napari_cryo_openset.adapt.common import DEFAULT_LEARNING_RATE, MIN_TARGET_PICKS
+from napari_cryo_openset.adapt.loop import adapt_batchnorm
 from napari_cryo_openset.errors import ParameterError, PicksError
 from napari_cryo_openset.progress import run_to_completion
 

@@ -7,7 +7,7 @@ target labels:
   source *training* split, in the method's metric space (3D-ADA: the frozen source encoder's
   features; MLUDA: L2-normalised features of the adapted encoder);
 - unknown score: distance to the nearest centre;
-- threshold: :func:`.common.calibrate_open_set` on source-validation known vs. decoy scores;
+- threshold: :func:`.calibrate.calibrate_open_set` on source-validation known vs. decoy scores;
 - confidence: softmax with a temperature fitted on source-validation logits.
 """
 
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
 from ..progress import Progress
-from .common import AdaptParams, SourceData, calibrate_open_set, fit_temperature
+from .calibrate import calibrate_open_set, fit_temperature
+from .common import AdaptParams
+from .source import SourceData
 
 
 @dataclass

@@ -17,7 +17,7 @@ sub-voxel precision); lengths from the user in Å except ``sigma1`` (voxels); sc
 more particle-like (after polarity).
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
 # Lazy exports: the CLI parser imports ``picking._cli`` at start-up; the numerical modules
 # (scipy.fft, pandas) load only when something here is used.
@@ -37,15 +37,7 @@ _EXPORTS = {
     "polarity_sign": ".polarity",
 }
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = [
     "CANONICAL_POLARITY",
