@@ -9,7 +9,8 @@ Modules (each one job):
 - :mod:`.placement` — uniform random rotations, placing rotated templates in boxes;
 - :mod:`.projector` — tilt-series projection / weighted back-projection (sparse matrices);
 - :mod:`.imaging` — the chain (full and *approximate* 3D mode), contrast sign;
-- :mod:`.datasets` — labelled subtomogram sets on disk and on the fly (DataLoader);
+- :mod:`.datasets` — labelled subtomogram sets: parameters, classes, the ``.npz`` file;
+- :mod:`.generate` — simulating such a set (seeded sample specs, batched rendering);
 - :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene;
 - :mod:`._cli` — the ``simulate`` subcommand.
 
@@ -46,11 +47,9 @@ _EXPORTS = {
     "wedge_mask": "imaging",
     "DatasetParams": "datasets",
     "SimulatedSet": "datasets",
-    "SubtomogramSet": "datasets",
-    "SubtomogramStream": "datasets",
     "class_names_for": "datasets",
-    "generate_subtomograms": "datasets",
-    "generate_dataset": "datasets",
+    "generate_subtomograms": "generate",
+    "generate_dataset": "generate",
     "write_dataset": "datasets",
     "load_dataset": "datasets",
     "EMPTY_CLASS": "datasets",
