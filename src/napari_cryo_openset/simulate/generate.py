@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import CryoOpensetError, ParameterError
+from ..extract import normalise_subtomograms
 from ..picks import UNKNOWN_CLASS
 from ..progress import Progress
 from .datasets import DatasetParams, SimulatedSet, class_names_for, write_dataset
@@ -119,7 +120,8 @@ def render_specs(specs: Sequence[SampleSpec], library: Library, params: DatasetP
                  device: str | torch.device = "cpu") -> torch.Tensor:
     """Simulate the subtomograms of ``specs`` in one batched pass → (N, box, box, box) float32.
 
-    Normalised per box (zero mean, unit variance), protein dark.
+    Normalised per box (zero mean, unit variance:
+    :func:`~napari_cryo_openset.extract.normalise_subtomograms`), protein dark, on the CPU.
     """
     n = len(specs)
     box = params.box
@@ -158,7 +160,8 @@ def render_specs(specs: Sequence[SampleSpec], library: Library, params: DatasetP
         out = approximate_image_volumes(particles, params.condition, **kwargs)
     else:
         out = image_volumes(particles, params.condition, **kwargs)
-    return normalise_boxes(out)
+    # the one per-box normalisation of simulated and extracted boxes; "bright" keeps the sign (protein dark)
+    return torch.from_numpy(normalise_subtomograms(out.cpu().numpy(), "bright"))
 
 
 def crowding_background(shape: Sequence[int], seeds: Sequence[int], voxel_size: float,
@@ -246,15 +249,3 @@ def generate_dataset(
     write_dataset(data, output)
     yield Progress("write", 1, 1, str(output))
     return data
-
-
-def normalise_boxes(x: torch.Tensor) -> torch.Tensor:
-    """Per-box zero mean and unit variance (over the last three axes).
-
-    The statistics are accumulated in float64 so that the result does not depend on how many
-    threads split the reduction.
-    """
-    x64 = x.double()
-    mean = x64.mean(dim=(-3, -2, -1), keepdim=True)
-    std = x64.std(dim=(-3, -2, -1), keepdim=True, unbiased=False).clamp_min(1e-12)
-    return ((x64 - mean) / std).to(x.dtype)
