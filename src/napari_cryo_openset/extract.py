@@ -182,7 +182,7 @@ def _scale(voxel_size, target_voxel_size) -> np.ndarray | None:
         raise ParameterError(
             "target_voxel_size needs the tomogram's voxel_size (Å) to resample the boxes"
         )
-    from .picking.params import voxel_size_zyx
+    from .io.tomogram import voxel_size_zyx
 
     src = np.asarray(voxel_size_zyx(voxel_size, "voxel_size"))
     dst = np.asarray(voxel_size_zyx(target_voxel_size, "target_voxel_size"))
