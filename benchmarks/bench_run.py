@@ -29,7 +29,7 @@ import numpy as np
 from _protocol import fmt, machine, save
 
 from napari_cryo_openset.io.tomogram import Tomogram
-from napari_cryo_openset.openset import open_set_metrics
+from napari_cryo_openset.metrics import open_set_metrics
 from napari_cryo_openset.picking.evaluate import match_picks
 from napari_cryo_openset.pipeline import RunParams, run_pipeline
 from napari_cryo_openset.predict import PredictParams, predict_picks
