@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
+from ..picks import class_counts
 from ..progress import Progress
 from .calibrate import calibrate_open_set, fit_temperature
 from .common import AdaptParams
@@ -40,8 +41,7 @@ class AdaptResult:
     calibration: dict = field(default_factory=dict)
 
     def summary(self) -> str:
-        names, counts = np.unique(np.asarray(self.predictions.class_name, dtype=str), return_counts=True)
-        parts = ", ".join(f"{n} {c}" for n, c in sorted(zip(names, counts), key=lambda t: (-t[1], t[0])))
+        parts = ", ".join(f"{n} {c}" for n, c in class_counts(self.predictions.class_name).items())
         return f"{self.bundle.provenance.get('adaptation', {}).get('method', '?')}: {parts}; {self.stopped}"
 
 
