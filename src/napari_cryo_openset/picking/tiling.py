@@ -36,10 +36,6 @@ class Tile:
     window_start: tuple[int, int, int]
     window_shape: tuple[int, int, int]
 
-    @property
-    def window_voxels(self) -> int:
-        return int(math.prod(self.window_shape))
-
 
 def bytes_per_voxel(geometry: PickingGeometry) -> float:
     """Working-memory estimate per window voxel."""
