@@ -36,7 +36,7 @@ the class is the nearest centre's (:mod:`.result`).
 The rounds run in :func:`.loop.run_rounds`; :class:`MludaRounds` is this method's part.
 
 Setting λ1 = 0 gives Deep CORAL; λ2 = 0 gives margin/centre-loss fine-tuning on the source
-only — the benchmark baselines use exactly this code.
+only — the baselines of ``benchmarks/bench_adaptation.py`` use exactly this code.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ Defaults and their reasons
   volume is dropped (its box would be mostly outside the tomogram).
 - Threshold: ``robust`` (median + ``k_mad`` × 1.4826 × MAD of the DoG response, k = 4), which
   does not depend on a single strongest peak; the AITom rule, top-N and an explicit value are
-  offered. k = 4 was the best single value on blob phantoms (SNR 0.05–3, 30–300 particles):
-  k = 3 lets noise peaks through in large sparse volumes, k ≥ 5 loses particles at SNR ≤ 0.1.
-  It assumes particles are a minority of the voxels (see :mod:`.core` for the crowded case).
+  offered. k = 4 is the one value that holds across the blob phantoms of
+  ``benchmarks/bench_picking.py`` (low to high SNR, sparse to crowded): a lower k lets noise
+  peaks through in large sparse volumes, a higher one loses particles at low SNR. It assumes
+  particles are a minority of the voxels (see :mod:`.core` for the crowded case).
 """
 
 from __future__ import annotations

@@ -198,6 +198,6 @@ SAMPLE_SCENE = SceneParams(
 
 
 def sample_scene(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
-    """The sample-data scene (:data:`SAMPLE_SCENE`, seeded): (volume, picks); ~ seconds on 2 CPUs."""
+    """The sample-data scene (:data:`SAMPLE_SCENE`, seeded): (volume, picks); small enough to open at once."""
     params = SAMPLE_SCENE if seed == SAMPLE_SCENE.seed else SceneParams(**{**SAMPLE_SCENE.__dict__, "seed": seed})
     return make_scene(params)
