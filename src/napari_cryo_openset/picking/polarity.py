@@ -60,9 +60,9 @@ def guess_polarity(
 
     Returns the guess and the evidence: ``skewness``, ``confident`` (|skewness| ≥ 0.1; below
     that the data do not say, and the user should check), and the peak excesses when given.
-    Why 0.1: phantoms give a skewness far above it with the right sign, and a real tomogram
-    (weaker, crowded contrast) still lands above it over a range of diameters — both are
-    measured with ``polarity='auto'`` in ``benchmarks/bench_picking.py``.
+    Why 0.1: phantoms give a skewness far above it with the right sign (the
+    ``ours (polarity auto)`` rows of ``benchmarks/bench_picking.py``), and a real tomogram,
+    with weaker and more crowded contrast, still lands above it over a range of diameters.
     """
     sample = np.asarray(response_sample, dtype=np.float64)
     sample = sample[np.isfinite(sample)]
