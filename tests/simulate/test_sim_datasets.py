@@ -20,15 +20,9 @@ from napari_cryo_openset.simulate.generate import (
     prepare_library,
     render_specs,
 )
-from napari_cryo_openset.simulate.templates import builtin_templates
 
 torch.set_num_threads(2)
 COND = ImagingCondition(voxel_size=10.0, defocus=(4.0, 6.0), snr=(0.05, 0.5))
-
-
-@pytest.fixture(scope="module")
-def templates():
-    return builtin_templates(10.0)[:3]  # 1bxn, 1qvr, 2cg9
 
 
 @pytest.fixture(scope="module")
