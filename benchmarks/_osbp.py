@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_cryo_openset.adapt.common import BatchSampler, adapt_batchnorm, check_target
+from napari_cryo_openset.adapt.loop import adapt_batchnorm, check_target
+from napari_cryo_openset.adapt.source import BatchSampler
 from napari_cryo_openset.adapt.result import encode
 from napari_cryo_openset.models import prepare_batch
 from napari_cryo_openset.train import augment_batch

@@ -39,7 +39,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from napari_cryo_openset.adapt.common import BatchSampler, check_target
+from napari_cryo_openset.adapt.loop import check_target
+from napari_cryo_openset.adapt.source import BatchSampler
 from napari_cryo_openset.models import prepare_batch
 from napari_cryo_openset.train import augment_batch
 

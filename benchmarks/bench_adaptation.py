@@ -121,7 +121,7 @@ def main(argv=None) -> int:
                     cell["source-only"].append(accuracy(closed(predict(bundle, xt), bundle.class_names), truth))
                 if "AdaBN only" in cell:
                     b_bn = copy.deepcopy(bundle)
-                    from napari_cryo_openset.adapt.common import adapt_batchnorm
+                    from napari_cryo_openset.adapt.loop import adapt_batchnorm
                     adapt_batchnorm(b_bn.model.encoder, xt[:, None], torch.device("cpu"))
                     cell["AdaBN only"].append(accuracy(closed(predict(b_bn, xt), bundle.class_names), truth))
                 if "source-only + centre loss" in cell:

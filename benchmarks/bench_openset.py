@@ -43,7 +43,8 @@ from _osbp import adapt_osbp
 from _protocol import (BATCH_A, BATCH_B, adapt, boxes_of, fmt, load_source, machine, predict, save,
                        shared_templates, simulate, train)
 
-from napari_cryo_openset.openset import calibrate_threshold, open_set_metrics
+from napari_cryo_openset.metrics import open_set_metrics
+from napari_cryo_openset.openset import calibrate_threshold
 from napari_cryo_openset.picks import UNKNOWN_CLASS
 
 KNOWN = 6

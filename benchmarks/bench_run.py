@@ -30,7 +30,7 @@ import numpy as np
 from _protocol import fmt, machine, save
 
 from napari_cryo_openset.io.tomogram import Tomogram
-from napari_cryo_openset.openset import open_set_metrics
+from napari_cryo_openset.metrics import open_set_metrics
 from napari_cryo_openset.picking.evaluate import match_picks
 from napari_cryo_openset.params import AdaptParams, PickingParams, RunParams
 from napari_cryo_openset.pipeline import run_pipeline

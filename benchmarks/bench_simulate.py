@@ -3,7 +3,7 @@
 
 Compares, in the same run and on the same CPU threads (``torch.set_num_threads(2)``):
 
-- **batched** — :func:`napari_cryo_openset.simulate.datasets.render_specs`: the package's full
+- **batched** — :func:`napari_cryo_openset.simulate.generate.render_specs`: the package's full
   chain (rotation by ``grid_sample``, sparse tilt-series projection, CTF × MTF in 2D Fourier
   space, noise, weighted back-projection), many subtomograms per call;
 - **ours, one at a time** — the same code with batches of one;
@@ -128,9 +128,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from napari_cryo_openset.simulate.condition import ImagingCondition
-    from napari_cryo_openset.simulate.datasets import (
-        DatasetParams, class_names_for, dataset_layout, make_spec, prepare_library, render_specs,
-    )
+    from napari_cryo_openset.simulate.datasets import DatasetParams, class_names_for
+    from napari_cryo_openset.simulate.generate import dataset_layout, make_spec, prepare_library, render_specs
     from napari_cryo_openset.simulate.scenes import SAMPLE_SCENE, sample_scene
     from napari_cryo_openset.simulate.templates import builtin_templates
 

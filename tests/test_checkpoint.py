@@ -29,30 +29,21 @@ from napari_cryo_openset.models import (
     build_encoder,
     build_model,
 )
-from napari_cryo_openset.progress import run_to_completion
-from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, builtin_templates, generate_subtomograms
-from napari_cryo_openset.train import TrainParams, infer, source_boxes, train_source
+from napari_cryo_openset.simulate import ImagingCondition
+from napari_cryo_openset.train import infer, source_boxes
 
 BOX = 24
 
 
 @pytest.fixture(scope="module")
-def small_set():
-    templates = [t for t in builtin_templates(10.0) if t.name in ("2cg9", "3j9i")]
-    params = DatasetParams(box=BOX, per_class=8, empty=8, seed=1, mode="approximate",
-                           condition=ImagingCondition(voxel_size=10.0, snr=3.0))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_to_completion(generate_subtomograms(templates, params))
-    finally:
-        torch.set_num_threads(before)
+def small_set(builtin, simulate):
+    return simulate(builtin(("2cg9", "3j9i")), box=BOX, per_class=8, empty=8, seed=1, mode="approximate",
+                    condition=ImagingCondition(voxel_size=10.0, snr=3.0))
 
 
 @pytest.fixture(scope="module")
-def trained(small_set):
-    params = TrainParams(epochs=2, batch_size=8, width=4, embedding_dim=16, device="cpu", seed=0, threads=1)
-    return run_to_completion(train_source(small_set, params))
+def trained(small_set, train):
+    return train(small_set, epochs=2, batch_size=8, width=4, embedding_dim=16, seed=0)
 
 
 @pytest.fixture(scope="module")

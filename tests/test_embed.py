@@ -122,26 +122,16 @@ def test_fill_embedding_leaves_rejected_rows_unset():
 # embed_picks: a tiny model on a simulated scene
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def model_and_scene():
+def model_and_scene(templates, simulate, train, simulate_scene):
     from napari_cryo_openset.checkpoint import bundle_from_training
     from napari_cryo_openset.io.tomogram import Tomogram
-    from napari_cryo_openset.simulate import (
-        DatasetParams,
-        ImagingCondition,
-        SceneParams,
-        builtin_templates,
-        generate_subtomograms,
-        make_scene,
-    )
-    from napari_cryo_openset.train import TrainParams, train_source
+    from napari_cryo_openset.simulate import ImagingCondition
 
-    templates = [t for t in builtin_templates(VOXEL) if t.name in ("1bxn", "1qvr", "2cg9")]
     cond = ImagingCondition(voxel_size=VOXEL, snr=1.0)
-    data = run_to_completion(generate_subtomograms(templates, DatasetParams(box=24, per_class=10, decoys=10, empty=5,
-                                                                             condition=cond, seed=0)))
-    trained = run_to_completion(train_source(data, TrainParams(epochs=1, batch_size=8, device="cpu", threads=2, seed=1)))
-    volume, truth = make_scene(SceneParams(shape=(48, 96, 96), condition=cond, templates=tuple(templates),
-                                           n_particles=24, unknown_fraction=0.25, seed=1))
+    data = simulate(templates, box=24, per_class=10, decoys=10, empty=5, condition=cond, seed=0)
+    trained = train(data, epochs=1, batch_size=8, threads=2, seed=1)
+    volume, truth = simulate_scene(templates, shape=(48, 96, 96), condition=cond, n_particles=24, unknown_fraction=0.25,
+                                   seed=1)
     return bundle_from_training(trained), Tomogram(volume, (VOXEL,) * 3), truth.reset_index(drop=True)
 
 

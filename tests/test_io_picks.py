@@ -12,7 +12,6 @@ from napari_cryo_openset.errors import PicksError
 from napari_cryo_openset.io import read_picks, write_picks
 from napari_cryo_openset.picks import (
     active,
-    empty_picks,
     from_points,
     make_picks,
     to_points,
@@ -85,7 +84,7 @@ def test_rejected_are_kept_and_marked(tmp_path, picks):
 
 
 def test_empty_picks_round_trip(tmp_path):
-    back = read_picks(write_picks(tmp_path / "empty.star", empty_picks()))
+    back = read_picks(write_picks(tmp_path / "empty.star", make_picks(np.zeros((0, 3)))))
     assert len(back) == 0
     assert list(back.columns[:5]) == ["z", "y", "x", "score", "curation"]
 

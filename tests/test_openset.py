@@ -10,14 +10,12 @@ import pytest
 
 from napari_cryo_openset import openset
 from napari_cryo_openset.errors import ParameterError
+from napari_cryo_openset.metrics import auroc, closed_set_metrics, open_set_metrics
 from napari_cryo_openset.openset import (
-    auroc,
     calibrate_threshold,
     centre_distances,
-    closed_set_metrics,
     decide,
     nearest_centre,
-    open_set_metrics,
     softmax_unknown_score,
 )
 from napari_cryo_openset.picks import UNKNOWN_CLASS

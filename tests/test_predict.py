@@ -3,6 +3,9 @@ voxel-size mismatch and polarity."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,18 +25,11 @@ from napari_cryo_openset.predict import (
     score_outputs,
 )
 from napari_cryo_openset.progress import Progress, run_to_completion
-from napari_cryo_openset.simulate import (
-    DatasetParams,
-    ImagingCondition,
-    SceneParams,
-    builtin_templates,
-    generate_subtomograms,
-    make_scene,
-)
-from napari_cryo_openset.train import TrainParams, train_source
+from napari_cryo_openset.simulate import ImagingCondition, SceneParams, make_scene
 
 BOX = 24
 VS = 10.0
+TEMPLATE_NAMES = ("2cg9", "3j9i")  # the conftest ``templates``, at 10 Å
 CPU = dict(device="cpu", threads=1)  # other jobs share the CPUs: one thread is faster then
 
 
@@ -46,19 +42,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def templates():
-    return [t for t in builtin_templates(VS) if t.name in ("2cg9", "3j9i")]
-
-
-@pytest.fixture(scope="module")
-def bundle(templates, one_thread):
-    """A model trained on 2cg9 / 3j9i / empty at SNR 5 (val accuracy ≈ 0.96, ~2 s)."""
-    data = run_to_completion(generate_subtomograms(templates, DatasetParams(
-        box=BOX, per_class=32, empty=32, seed=0, condition=ImagingCondition(voxel_size=VS, snr=5.0))))
-    result = run_to_completion(train_source(data, TrainParams(
-        epochs=6, seed=0, batch_size=16, width=8, embedding_dim=32, validation_fraction=0.25, learning_rate=3e-3,
-        **CPU)))
-    return bundle_from_training(result)
+def bundle(easy_model):
+    """A model trained on 2cg9 / 3j9i / empty at SNR 5 (the conftest ``easy_model``, own copy)."""
+    return bundle_from_training(dataclasses.replace(easy_model, model=copy.deepcopy(easy_model.model)))
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import torch
 import napari_cryo_openset.train as train_mod
 from napari_cryo_openset.errors import ParameterError
 from napari_cryo_openset.progress import Progress, run_to_completion
-from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, builtin_templates, generate_subtomograms
 from napari_cryo_openset.train import (
     TrainingDiverged,
     TrainParams,
@@ -35,22 +34,9 @@ FAST = dict(batch_size=16, width=8, embedding_dim=32, device="cpu", validation_f
 
 
 @pytest.fixture(scope="module")
-def easy_set():
-    """Two well separated templates (Hsp90, 20S proteasome) + empty boxes, SNR 5: 96 boxes of 24³."""
-    templates = [t for t in builtin_templates(10.0) if t.name in ("2cg9", "3j9i")]
-    params = DatasetParams(box=BOX, per_class=32, empty=32, seed=0,
-                           condition=ImagingCondition(voxel_size=10.0, snr=5.0))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CPUs are shared with other jobs: 1 thread is faster then
-    try:
-        return run_to_completion(generate_subtomograms(templates, params))
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def trained(easy_set):
-    return run_to_completion(train_source(easy_set, TrainParams(epochs=6, seed=0, **FAST)))
+def trained(easy_model):
+    """The conftest ``easy_model``: 6 epochs on ``easy_set`` with :data:`FAST` settings."""
+    return easy_model
 
 
 def subset(data, mask):

@@ -3,7 +3,7 @@
 - ``simulated-scene``: a 128×256×256 tomogram at 10 Å simulated from the built-in structures
   (tilt series ±60°, CTF, noise, weighted back-projection; protein dark) with ~100 particles,
   some of them procedural "unknown" decoys, and the ground-truth picks coloured by class.
-  Seeded; a few seconds on 2 CPUs.
+  Seeded; small enough to simulate when the sample is opened.
 - ``synthetic-tomogram``: a tiny blob phantom (64×128×128) with its picks, for a quick look.
 """
 

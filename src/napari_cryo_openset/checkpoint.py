@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from .errors import CryoOpensetError, ParameterError
-from .io._atomic import atomic_path
+from .io import atomic_path
 from .models import Classifier3D, DomainDiscriminator, NetworkParams, build_encoder, build_model
 
 FORMAT = "napari-cryo-openset model"

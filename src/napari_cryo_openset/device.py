@@ -1,22 +1,28 @@
 """Where the networks run: device choice (cuda → mps → cpu, overridable), CPU threads, AMP.
 
 One place for the decision, used by training, adaptation, prediction, the CLI and the widgets.
+torch is imported by the functions that need it: :func:`cpu_count` also serves the picker,
+which runs without torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ParameterError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def available_devices() -> list[str]:
     """The device names this machine can run (``auto`` first)."""
+    import torch
+
     names = ["auto", "cpu"]
     if torch.cuda.is_available():
         names.append("cuda")
@@ -26,6 +32,8 @@ def available_devices() -> list[str]:
 
 
 def _mps_available() -> bool:
+    import torch
+
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
 
@@ -36,6 +44,8 @@ def choose_device(requested: str | torch.device | None = "auto") -> torch.device
     ``auto`` picks CUDA if present, then Apple MPS, then the CPU. Asking for a device the
     machine lacks raises :class:`ParameterError` naming it.
     """
+    import torch
+
     if isinstance(requested, torch.device):
         requested = str(requested)
     name = (requested or "auto").strip().lower()
@@ -68,6 +78,8 @@ def cpu_count() -> int:
 
 def set_cpu_threads(threads: int | None = None) -> int:
     """Set torch's intra-op threads (default: the usable CPUs, at most 16); return the number."""
+    import torch
+
     n = cpu_count() if threads is None else int(threads)
     if n < 1:
         raise ParameterError(f"threads must be ≥ 1, got {threads!r}")
@@ -79,6 +91,8 @@ def set_cpu_threads(threads: int | None = None) -> int:
 
 def autocast(device: torch.device, enabled: bool = True):
     """Mixed precision on CUDA (bfloat16 if supported, else float16); a no-op elsewhere."""
+    import torch
+
     if enabled and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
@@ -87,6 +101,8 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def describe(device: torch.device) -> str:
     """A short human description, e.g. ``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (2 threads)``."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":

@@ -233,8 +233,8 @@ def build_model(params: NetworkParams) -> Classifier3D:
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
     """Move a model to ``device`` in channels-last 3D layout.
 
-    Channels-last is faster on GPU and on CPU alike (measured on 2 CPU threads, fast encoder,
-    batch 64 of 32³: inference 1.9×, training 1.35× the default layout).
+    Channels-last is faster on GPU and on CPU alike, for inference and training
+    (the layout ``benchmarks/bench_throughput.py`` times).
     """
     return model.to(device).to(memory_format=torch.channels_last_3d)
 

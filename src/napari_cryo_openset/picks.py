@@ -72,11 +72,6 @@ def make_picks(
     return validate_picks(df)
 
 
-def empty_picks() -> pd.DataFrame:
-    """A picks table with no rows and the schema's columns."""
-    return make_picks(np.zeros((0, 3)))
-
-
 def validate_picks(df: pd.DataFrame, source: str = "picks table") -> pd.DataFrame:
     """Check and normalise a picks table; return a new DataFrame in schema order.
 

@@ -231,7 +231,7 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     from .checkpoint import save_bundle
     from .embed import write_averages
     from .io import write_picks
-    from .io._atomic import atomic_path
+    from .io import atomic_path
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +263,7 @@ def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from .io._atomic import atomic_path
+    from .io import atomic_path
     from .palette import class_colors
     from .picks import UNKNOWN_CLASS
 

@@ -38,8 +38,8 @@ from .device import choose_device, describe, set_cpu_threads
 from .errors import ParameterError, PicksError
 from .extract import extract_subtomograms, normalise_subtomograms
 from .models import to_device
-from .picks import UNKNOWN_CLASS, validate_picks
 from .params import PredictParams
+from .picks import UNKNOWN_CLASS, class_counts, validate_picks
 from .progress import Progress
 from .train import infer
 
@@ -64,13 +64,13 @@ class PredictionResult:
     picks: pd.DataFrame
     polarity: str
     resampled: bool
-    counts: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)  # active picks per class, in display order (picks.class_counts)
     seconds: float = 0.0
     features: np.ndarray | None = None  # (n_active, d), rows of the active picks
     active_index: np.ndarray | None = None
 
     def summary(self) -> str:
-        parts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         return f"{sum(self.counts.values())} picks classified ({parts}); polarity {self.polarity}"
 
 
@@ -183,8 +183,7 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
         bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
     pred = score_outputs(bundle, torch.cat(logits), torch.cat(feats), params.threshold)
     out = fill_predictions(picks, active_mask, pred)
-    counts = pd.Series(pred.class_name).value_counts().to_dict()
-    return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts={str(k): int(v) for k, v in counts.items()},
+    return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts=class_counts(pred.class_name),
                             seconds=time.perf_counter() - t0, features=pred.features,
                             active_index=np.flatnonzero(active_mask))
 

@@ -301,7 +301,7 @@ def simulate_and_train(templates, dataset_params, params: TrainParams | None = N
     ``dataset_params``: :class:`~napari_cryo_openset.simulate.DatasetParams`. The simulation
     runs on ``device`` (the simulator is fast on CPU); training uses ``params.device``.
     """
-    from .simulate.datasets import generate_subtomograms
+    from .simulate.generate import generate_subtomograms
 
     data = yield from generate_subtomograms(templates, dataset_params, device)
     return (yield from train_source(data, params))

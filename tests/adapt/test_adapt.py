@@ -1,7 +1,7 @@
 """Adaptation end to end: 3D-ADA and MLUDA on tiny simulated data (CPU, one thread).
 
 Source: 3 built-in templates × 16, 12 decoys, 8 empty boxes (24³, SNR 2), a model trained for
-3 epochs (module fixture). Target: another simulated set of the same templates at 8 µm defocus
+3 epochs (the conftest's ``source_set`` and ``source_bundle``). Target: another simulated set of the same templates at 8 µm defocus
 (another seed), as canonical boxes — no target labels are used anywhere. The runs are 3–10
 rounds; what is checked is the contract (result, open-set rule, progress metrics, frozen
 source encoder, determinism, save/load, guards, stop rules), not the accuracy.
@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from napari_cryo_openset.adapt import AdaptParams, AdaptResult, adapt_boxes, adapt_to_tomogram
-from napari_cryo_openset.adapt.common import DEFAULT_LEARNING_RATE, MIN_TARGET_PICKS, adapt_batchnorm
+from napari_cryo_openset.adapt.common import DEFAULT_LEARNING_RATE, MIN_TARGET_PICKS
+from napari_cryo_openset.adapt.loop import adapt_batchnorm
 from napari_cryo_openset.errors import ParameterError, PicksError
 from napari_cryo_openset.progress import run_to_completion
 
@@ -41,41 +42,27 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in CLASSES][:3]
-
-
-@pytest.fixture(scope="module")
-def source(templates):
-    from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, generate_subtomograms
-
-    params = DatasetParams(box=24, per_class=16, decoys=12, empty=8, condition=ImagingCondition(snr=2.0), seed=0)
-    return run_to_completion(generate_subtomograms(templates, params))
+def source(source_set):
+    """The conftest ``source_set``: the default templates × 16, 12 decoys, 8 empty, SNR 2."""
+    return source_set
 
 
 @pytest.fixture(scope="module")
-def target(templates):
+def target(templates, simulate):
     """Canonical target boxes (N, 1, 24, 24, 24): the same structures at another defocus."""
-    from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, generate_subtomograms
+    from napari_cryo_openset.simulate import ImagingCondition
     from napari_cryo_openset.train import source_boxes
 
-    params = DatasetParams(box=24, per_class=12, decoys=8, empty=4,
-                           condition=ImagingCondition(defocus=8.0, snr=2.0), seed=7)
-    data = run_to_completion(generate_subtomograms(templates, params))
+    data = simulate(templates, box=24, per_class=12, decoys=8, empty=4,
+                    condition=ImagingCondition(defocus=8.0, snr=2.0), seed=7)
     return source_boxes(data.subtomograms, data.polarity)
 
 
 @pytest.fixture(scope="module")
-def bundle(source):
-    from napari_cryo_openset.checkpoint import bundle_from_training
-    from napari_cryo_openset.train import TrainParams, train_source
-
-    result = run_to_completion(train_source(source, TrainParams(epochs=3, batch_size=8, threads=1, device="cpu",
-                                                                seed=1)))
-    assert result.class_names == CLASSES
-    return bundle_from_training(result)
+def bundle(source_bundle):
+    """The conftest ``source_bundle``: 3 epochs on ``source``."""
+    assert source_bundle.class_names == CLASSES
+    return source_bundle
 
 
 def _params(method: str, **kw) -> AdaptParams:

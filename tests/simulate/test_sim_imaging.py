@@ -21,14 +21,13 @@ from napari_cryo_openset.simulate.imaging import (
 )
 from napari_cryo_openset.simulate.placement import random_rotations, rotate_into_boxes
 from napari_cryo_openset.simulate.projector import TiltProjector
-from napari_cryo_openset.simulate.templates import builtin_templates
 
 torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
-def proteasome():
-    return [t for t in builtin_templates(10.0) if t.name == "3j9i"][0]
+def proteasome(builtin):
+    return builtin(("3j9i",))[0]
 
 
 def _wavelength(kv: float) -> float:

@@ -8,12 +8,12 @@ Entry points: :func:`adapt_boxes` (canonical target boxes) and :func:`adapt_to_t
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "AdaptParams": "common",
-    "SourceData": "common",
-    "load_source": "common",
+    "SourceData": "source",
+    "load_source": "source",
     "METHODS": "common",
     "AdaptResult": "result",
     "adapt_ada": "ada",
@@ -25,11 +25,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

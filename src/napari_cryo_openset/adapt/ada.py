@@ -13,31 +13,32 @@ Stage 2 (:func:`adapt_ada`) — unlike the public reference code:
   reference, β = (0.5, 0.999)) for both.
 - F_t starts with **target BatchNorm statistics** (AdaBN, Li et al. 2016: running means and
   variances recomputed on all target picks) — an addition to the paper, whose encoder has no
-  BatchNorm; on the defocus-shift benchmark it is most of the gain (see the README tables,
-  where "AdaBN only" is its own row). F_t then trains in train mode (batch statistics), and
+  BatchNorm; on the defocus-shift benchmark it is most of the gain (``benchmarks/bench_adaptation.py``
+  reports "AdaBN only" as its own row). F_t then trains in train mode (batch statistics), and
   its running statistics are **recomputed exactly on all target picks** at every check and at
   the end: the exponential moving average that train mode leaves behind follows the last few
-  augmented batches and, measured on the benchmark (0.1 → 0.1, seed 0), swings target accuracy
-  between 0.48 and 0.59 from one check to the next, against 0.58–0.64 with exact statistics.
+  augmented batches, so target accuracy measured with it swings from one check to the next,
+  while exact statistics hold it steady.
   Predictions are ``C(F_t(x_t))`` in eval mode.
 - Diagnostics every ``eval_every`` rounds (yielded as progress metrics): discriminator accuracy
-  (healthy ≈ 0.5–0.7), losses, and the predicted-class histogram of all target picks.
+  (near chance when the domains are aligned), losses, and the predicted-class histogram of all target picks.
 - **Collapse guard without target labels**: if the entropy of that histogram falls below
   ``collapse_fraction`` × the source-only model's, the run stops and the last healthy weights
   are restored (reported). Iterations are bounded. A NaN/inf loss stops the run and restores
   the last good weights (reported).
 - **Label-free stop rule**: ADDA's goal is a discriminator at chance. When D's accuracy,
-  averaged between checks, is ≤ ``aligned_d_acc`` (0.55) for ``aligned_patience`` (2) checks in
-  a row, the domains are aligned and the run stops: on our benchmarks further adversarial
-  rounds against a chance-level D only added noise to F_t and lowered target accuracy on the first
-  (40 boxes per class) benchmark. On the current grid the pytorch-adapt ADDA peer, which has no
-  such stop and steps F_t only while D is strong, does better in 5 of 6 cells (README): this rule
-  is the first thing to revisit.
+  averaged between checks, is ≤ ``aligned_d_acc`` for ``aligned_patience`` checks in a row, the
+  domains are aligned and the run stops: on our benchmarks further adversarial rounds against a
+  chance-level D only added noise to F_t and lowered target accuracy. The pytorch-adapt ADDA
+  peer in ``benchmarks/bench_adaptation.py``, which has no such stop and steps F_t only while D
+  is strong, does better on most of its grid: this rule is the first thing to revisit.
+- The rounds run in :func:`.loop.run_rounds` (batches, history, stop rules, restoring the last
+  healthy weights); :class:`AdaRounds` is this method's part.
 
 Open set: the unknown score of a pick is the Euclidean distance of F_t(x) to the nearest known
 class centre (centres = class means of F_s features of the source training split); the
 threshold is calibrated on the source validation split (F_s features; known vs. decoy
-``unknown`` samples, :func:`.common.calibrate_open_set`). The class is C's arg-max (``unknown``
+``unknown`` samples, :func:`.calibrate.calibrate_open_set`). The class is C's arg-max (``unknown``
 if that is the decoy output or the distance exceeds the threshold); the confidence is the
 temperature-scaled softmax (T fitted on source validation logits).
 """
@@ -45,7 +46,6 @@ temperature-scaled softmax (T fitted on source validation logits).
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Generator
 
 import numpy as np
@@ -53,140 +53,118 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
-from ..device import autocast, describe
+from ..device import autocast
 from ..models import DomainDiscriminator, prepare_batch, to_device
 from ..progress import Progress
-from ..train import augment_batch
-from .common import (
-    AdaptParams,
-    BatchSampler,
-    SourceData,
-    adapt_batchnorm,
-    histogram_entropy,
-    start_run,
-)
+from .common import AdaptParams
+from .loop import Batches, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
 from .result import AdaptResult, encode, finish_open_set
+from .source import SourceData
+
+
+class AdaRounds(Rounds):
+    """3D-ADA's round: a discriminator step, then ``k`` target-encoder steps (inverted labels)."""
+
+    def __init__(self, bundle: ModelBundle, target: torch.Tensor, params: AdaptParams, device: torch.device,
+                 batch: int) -> None:
+        self.params, self.target, self.device = params, target, device
+        self.model = copy.deepcopy(bundle.model)
+        self.source_encoder = to_device(copy.deepcopy(bundle.model.encoder), device).eval()
+        for p in self.source_encoder.parameters():
+            p.requires_grad_(False)
+        self.head = to_device(self.model.head, device).eval()
+        for p in self.head.parameters():
+            p.requires_grad_(False)
+        self.target_encoder = to_device(self.model.encoder, device)  # independent copy (deepcopy above)
+        self.disc = to_device(DomainDiscriminator(self.source_encoder.out_dim, params.discriminator_hidden), device)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
+        self.opt_t = torch.optim.Adam(self.target_encoder.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
+        self.use_amp = params.amp and device.type == "cuda"
+        self.n_classes = len(bundle.class_names)
+        with torch.no_grad():
+            base_pred = self.head(encode(self.source_encoder, target, device).to(device)).argmax(1).cpu().numpy()
+        self.base_entropy = histogram_entropy(base_pred, self.n_classes)
+        self.adabn = adapt_batchnorm(self.target_encoder, target, device)
+        self.ones = torch.ones(batch, device=device)
+        self.zeros = torch.zeros(batch, device=device)
+        self.aligned = 0
+
+    def step(self, batches: Batches) -> dict[str, float]:
+        device, use_amp, disc, target_encoder = self.device, self.use_amp, self.disc, self.target_encoder
+        xs = prepare_batch(batches.source()[0], device)
+        xt = prepare_batch(batches.target(), device)
+        nb_s, nb_t = len(xs), len(xt)
+        # --- discriminator step
+        with torch.no_grad(), autocast(device, use_amp):
+            hs = self.source_encoder(xs)
+            ht = target_encoder(xt)
+        with autocast(device, use_amp):
+            ds, dt = disc(hs.float()), disc(ht.float())
+            loss_d = F.binary_cross_entropy_with_logits(ds.float(), self.zeros[:nb_s]) + \
+                F.binary_cross_entropy_with_logits(dt.float(), self.ones[:nb_t])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        d_acc = 0.5 * (float((ds < 0).float().mean()) + float((dt > 0).float().mean()))
+        # --- target encoder steps (inverted labels, D recomputed)
+        for j in range(self.params.k):
+            xt_j = xt if j == 0 else prepare_batch(batches.target(), device)
+            with autocast(device, use_amp):
+                loss_t = F.binary_cross_entropy_with_logits(disc(target_encoder(xt_j).float()).float(),
+                                                            self.zeros[:len(xt_j)])
+            self.opt_t.zero_grad(set_to_none=True)
+            loss_t.backward()
+            self.opt_t.step()
+        return {"loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
+
+    def check(self) -> dict:
+        adapt_batchnorm(self.target_encoder, self.target, self.device)  # exact target statistics, not the EMA
+        h = encode(self.target_encoder, self.target, self.device)
+        with torch.no_grad():
+            pred = self.head(h.to(self.device)).argmax(1).cpu().numpy()
+        return {"entropy": histogram_entropy(pred, self.n_classes), "entropy_source_only": self.base_entropy,
+                "histogram": np.bincount(pred, minlength=self.n_classes).tolist()}
+
+    def snapshot(self):
+        # D too: a NaN step poisons it as well
+        return copy.deepcopy(self.target_encoder.state_dict()), copy.deepcopy(self.disc.state_dict())
+
+    def restore(self, state) -> None:
+        self.target_encoder.load_state_dict(state[0])
+        self.disc.load_state_dict(state[1])
+
+    def unhealthy(self, record: dict) -> str | None:
+        ent, base, fraction = record["entropy"], self.base_entropy, self.params.collapse_fraction
+        if base > 0 and ent < fraction * base:
+            return (f"predictions collapsed (class-histogram entropy {ent:.2f} < {fraction:g} × {base:.2f} "
+                    "of the source-only model)")
+        return None
+
+    def converged(self, record: dict) -> str | None:
+        p = self.params
+        self.aligned = self.aligned + 1 if record["d_acc"] <= p.aligned_d_acc else 0
+        if p.aligned_patience and self.aligned >= p.aligned_patience:
+            return f"domains aligned (discriminator accuracy ≤ {p.aligned_d_acc:g} for {self.aligned} checks in a row)"
+        return None
+
+    def message(self, metrics: dict) -> str:
+        return f"D acc {metrics['d_acc']:.2f}"
 
 
 def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
               ) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``bundle``'s encoder to ``target`` boxes (N, 1, B, B, B) with 3D-ADA."""
-    t0 = time.perf_counter()
-    device, batch, rng, gen = start_run(params, len(target))
-
-    model = copy.deepcopy(bundle.model)
-    source_encoder = to_device(copy.deepcopy(bundle.model.encoder), device).eval()
-    for p in source_encoder.parameters():
-        p.requires_grad_(False)
-    head = to_device(model.head, device).eval()
-    for p in head.parameters():
-        p.requires_grad_(False)
-    target_encoder = to_device(model.encoder, device)  # independent copy (deepcopy above)
-    disc = to_device(DomainDiscriminator(source_encoder.out_dim, params.discriminator_hidden), device)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
-    opt_t = torch.optim.Adam(target_encoder.parameters(), lr=params.learning_rate, betas=(0.5, 0.999))
-    use_amp = params.amp and device.type == "cuda"
-    n_classes = len(bundle.class_names)
-
-    yield Progress("adapt", 0, params.iterations, f"3D-ADA on {len(target)} picks, {describe(device)}")
-    with torch.no_grad():
-        base_pred = head(encode(source_encoder, target, device).to(device)).argmax(1).cpu().numpy()
-    base_entropy = histogram_entropy(base_pred, n_classes)
-    adabn = adapt_batchnorm(target_encoder, target, device)
-    healthy = copy.deepcopy(target_encoder.state_dict())
-    healthy_d = copy.deepcopy(disc.state_dict())  # D too: a NaN step poisons it as well
-    src_sampler = BatchSampler(source.train_idx, batch, rng)
-    tgt_sampler = BatchSampler(np.arange(len(target)), batch, rng)
-    history: list[dict] = []
-    stopped = "completed"
-    ones = torch.ones(batch, device=device)
-    zeros = torch.zeros(batch, device=device)
-
-    def batch_of(x, idx):
-        xb = x[torch.from_numpy(idx)]
-        if params.augment:
-            xb = augment_batch(xb, gen, False, 1)
-        return prepare_batch(xb, device)
-
-    window = {"loss_d": 0.0, "loss_t": 0.0, "d_acc": 0.0, "n": 0}
-    aligned = 0
-    for it in range(1, params.iterations + 1):
-        xs = batch_of(source.x, src_sampler())
-        xt = batch_of(target, tgt_sampler())
-        nb_s, nb_t = len(xs), len(xt)
-        # --- discriminator step
-        with torch.no_grad(), autocast(device, use_amp):
-            hs = source_encoder(xs)
-            ht = target_encoder(xt)
-        with autocast(device, use_amp):
-            ds, dt = disc(hs.float()), disc(ht.float())
-            loss_d = F.binary_cross_entropy_with_logits(ds.float(), zeros[:nb_s]) + \
-                F.binary_cross_entropy_with_logits(dt.float(), ones[:nb_t])
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        d_acc = 0.5 * (float((ds < 0).float().mean()) + float((dt > 0).float().mean()))
-        # --- target encoder steps (inverted labels, D recomputed)
-        for j in range(params.k):
-            xt_j = xt if j == 0 else batch_of(target, tgt_sampler())
-            with autocast(device, use_amp):
-                loss_t = F.binary_cross_entropy_with_logits(disc(target_encoder(xt_j).float()).float(),
-                                                            zeros[:len(xt_j)])
-            opt_t.zero_grad(set_to_none=True)
-            loss_t.backward()
-            opt_t.step()
-        if not (torch.isfinite(loss_d) and torch.isfinite(loss_t)):
-            target_encoder.load_state_dict(healthy)
-            disc.load_state_dict(healthy_d)
-            stopped = f"stopped at round {it}: a loss became NaN/inf; restored the last good weights"
-            break
-        window["loss_d"] += float(loss_d.detach())
-        window["loss_t"] += float(loss_t.detach())
-        window["d_acc"] += d_acc
-        window["n"] += 1
-        metrics = {"iteration": it, "loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
-        if it % params.eval_every == 0 or it == params.iterations:
-            adapt_batchnorm(target_encoder, target, device)  # exact target statistics, not the EMA
-            h = encode(target_encoder, target, device)
-            with torch.no_grad():
-                pred = head(h.to(device)).argmax(1).cpu().numpy()
-            ent = histogram_entropy(pred, n_classes)
-            n = max(window["n"], 1)
-            record = {"iteration": it, "loss_d": window["loss_d"] / n, "loss_t": window["loss_t"] / n,
-                      "d_acc": window["d_acc"] / n, "entropy": ent, "entropy_source_only": base_entropy,
-                      "histogram": np.bincount(pred, minlength=n_classes).tolist(),
-                      "seconds": time.perf_counter() - t0}
-            history.append(record)
-            metrics.update(record)
-            window = {"loss_d": 0.0, "loss_t": 0.0, "d_acc": 0.0, "n": 0}
-            if base_entropy > 0 and ent < params.collapse_fraction * base_entropy:
-                target_encoder.load_state_dict(healthy)
-                disc.load_state_dict(healthy_d)
-                stopped = (f"stopped at round {it}: predictions collapsed (class-histogram entropy {ent:.2f} < "
-                           f"{params.collapse_fraction:g} × {base_entropy:.2f} of the source-only model); "
-                           "restored the last healthy weights")
-                yield Progress("adapt", it, params.iterations, stopped, metrics)
-                break
-            healthy = copy.deepcopy(target_encoder.state_dict())
-            healthy_d = copy.deepcopy(disc.state_dict())
-            aligned = aligned + 1 if record["d_acc"] <= params.aligned_d_acc else 0
-            if params.aligned_patience and aligned >= params.aligned_patience:
-                stopped = (f"stopped at round {it}: domains aligned (discriminator accuracy ≤ {params.aligned_d_acc:g} "
-                           f"for {aligned} checks in a row)")
-                yield Progress("adapt", it, params.iterations, stopped, metrics)
-                break
-        yield Progress("adapt", it, params.iterations,
-                       f"round {it}/{params.iterations}: D acc {metrics['d_acc']:.2f}", metrics)
-
-    if stopped == "completed" or "aligned" in stopped:
-        adapt_batchnorm(target_encoder, target, device)  # the restored weights already carry exact ones
-    target_encoder.eval()
-    model.encoder = target_encoder
-    model.head = head
+    run = yield from run_rounds("3D-ADA", source, target, params,
+                                lambda device, batch: AdaRounds(bundle, target, params, device, batch))
+    ada = run.rounds
+    if not run.restored:
+        adapt_batchnorm(ada.target_encoder, target, run.device)  # the restored weights already carry exact ones
+    ada.target_encoder.eval()
+    ada.model.encoder = ada.target_encoder
+    ada.model.head = ada.head
     result = yield from finish_open_set(
-        bundle, model, source, target, params, device,
-        reference_encoder=source_encoder, discriminator=disc, history=history, stopped=stopped, t0=t0,
-        classify="argmax", extra={"adabn": adabn},
+        bundle, ada.model, source, target, params, run.device,
+        reference_encoder=ada.source_encoder, discriminator=ada.disc, history=run.history, stopped=run.stopped,
+        t0=run.t0, classify="argmax", extra={"adabn": ada.adabn},
     )
     return result
-

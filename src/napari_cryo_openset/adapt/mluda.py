@@ -33,14 +33,15 @@ Open set: unknown score = distance of φ to the nearest centre (recomputed on th
 training split after adaptation); threshold calibrated on source validation known vs. decoys;
 the class is the nearest centre's (:mod:`.result`).
 
+The rounds run in :func:`.loop.run_rounds`; :class:`MludaRounds` is this method's part.
+
 Setting λ1 = 0 gives Deep CORAL; λ2 = 0 gives margin/centre-loss fine-tuning on the source
-only — the benchmark baselines use exactly this code.
+only — the baselines of ``benchmarks/bench_adaptation.py`` use exactly this code.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Generator
 
 import numpy as np
@@ -48,18 +49,10 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
-from ..device import autocast, describe
+from ..device import autocast
 from ..models import prepare_batch, to_device
 from ..progress import Progress
-from ..train import augment_batch
-from .common import (
-    AdaptParams,
-    BatchSampler,
-    SourceData,
-    adapt_batchnorm,
-    histogram_entropy,
-    start_run,
-)
+from .common import AdaptParams
 from .losses import (
     batch_class_means,
     centre_pull_loss,
@@ -68,119 +61,110 @@ from .losses import (
     unknown_margin_loss,
     update_centres,
 )
+from .loop import Batches, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
 from .result import AdaptResult, encode, finish_open_set
+from .source import SourceData
 
 
-def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-                ) -> Generator[Progress, None, AdaptResult]:
-    """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss."""
-    t0 = time.perf_counter()
-    device, batch, rng, gen = start_run(params, len(target))
-    use_amp = params.amp and device.type == "cuda"
+class MludaRounds(Rounds):
+    """MLUDA's round: one source and one target batch, the loss above, then the centre update."""
 
-    model = to_device(copy.deepcopy(bundle.model), device)
-    known = source.known_labels
-    unknown_label = source.unknown_label
-    k_index = {c: i for i, c in enumerate(known)}  # class label → centre row
-    remap = torch.full((len(source.class_names),), -1, dtype=torch.long)
-    for c, i in k_index.items():
-        remap[c] = i
-    remap = remap.to(device)
+    def __init__(self, bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
+                 device: torch.device) -> None:
+        self.params, self.target, self.device = params, target, device
+        self.use_amp = params.amp and device.type == "cuda"
+        self.model = model = to_device(copy.deepcopy(bundle.model), device)
+        self.known = known = source.known_labels
+        self.unknown_label = source.unknown_label
+        k_index = {c: i for i, c in enumerate(known)}  # class label → centre row
+        remap = torch.full((len(source.class_names),), -1, dtype=torch.long)
+        for c, i in k_index.items():
+            remap[c] = i
+        self.remap = remap.to(device)
+        tr_known, _ = source.split_known_unknown(source.train_idx)
+        phi = F.normalize(encode(model.encoder, source.x[torch.from_numpy(tr_known)], device), dim=1)
+        y_known = source.y[torch.from_numpy(tr_known)]
+        centres = torch.stack([phi[y_known == c].mean(0) if bool((y_known == c).any()) else torch.zeros(phi.shape[1])
+                               for c in known]).to(device)
+        self.centres = F.normalize(centres, dim=1)
+        self.sqrt_d = float(phi.shape[1]) ** 0.5
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+        self.n_classes = len(source.class_names)
+        model.train()
 
-    yield Progress("adapt", 0, params.iterations, f"MLUDA on {len(target)} picks, {describe(device)}")
-    tr_known, tr_unknown = source.split_known_unknown(source.train_idx)
-    phi = F.normalize(encode(model.encoder, source.x[torch.from_numpy(tr_known)], device), dim=1)
-    y_known = source.y[torch.from_numpy(tr_known)]
-    centres = torch.stack([phi[y_known == c].mean(0) if bool((y_known == c).any()) else torch.zeros(phi.shape[1])
-                           for c in known]).to(device)
-    centres = F.normalize(centres, dim=1)
-    sqrt_d = float(phi.shape[1]) ** 0.5
-
-    optimiser = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
-    sampler_s = BatchSampler(source.train_idx, batch, rng)
-    sampler_t = BatchSampler(np.arange(len(target)), batch, rng)
-    good = copy.deepcopy(model.state_dict())
-    good_centres = centres.clone()
-    history: list[dict] = []
-    stopped = "completed"
-    window: dict[str, float] = {}
-    n_classes = len(source.class_names)
-
-    def batch_of(x, idx):
-        xb = x[torch.from_numpy(idx)]
-        if params.augment:
-            xb = augment_batch(xb, gen, False, 1)
-        return xb
-
-    model.train()
-    for it in range(1, params.iterations + 1):
-        idx_s = sampler_s()
-        xs, ys = batch_of(source.x, idx_s), source.y[torch.from_numpy(idx_s)].to(device)
-        xt = batch_of(target, sampler_t())
-        with autocast(device, use_amp):
+    def step(self, batches: Batches) -> dict[str, float] | None:
+        p, device, model, centres = self.params, self.device, self.model, self.centres
+        xs, ys = batches.source()
+        ys = ys.to(device)
+        xt = batches.target()
+        with autocast(device, self.use_amp):
             h_s = model.embed(prepare_batch(xs, device)).float()
             h_t = model.embed(prepare_batch(xt, device)).float()
             logits = model.classify(h_s).float()
         phi_s, phi_t = F.normalize(h_s, dim=1), F.normalize(h_t, dim=1)
         ce = F.cross_entropy(logits, ys)
-        yk = remap[ys]
+        yk = self.remap[ys]
         is_known = yk >= 0
         zero = phi_s.sum() * 0.0
-        pull = centre_pull_loss(phi_s[is_known], yk[is_known], centres, params.m1) if bool(is_known.any()) else zero
-        means, present = batch_class_means(phi_s[is_known], yk[is_known], len(known))
-        sep = centre_separation_loss(means[present], params.m2) if int(present.sum()) > 1 else zero
+        pull = centre_pull_loss(phi_s[is_known], yk[is_known], centres, p.m1) if bool(is_known.any()) else zero
+        means, present = batch_class_means(phi_s[is_known], yk[is_known], len(self.known))
+        sep = centre_separation_loss(means[present], p.m2) if int(present.sum()) > 1 else zero
+        unknown_label = self.unknown_label
         is_unk = ys == unknown_label if unknown_label is not None else torch.zeros_like(ys, dtype=torch.bool)
-        unk = (unknown_margin_loss(phi_s[is_unk], centres, params.m3)
-               if params.unknown_margin and bool(is_unk.any()) else zero)
-        coral = coral_loss(sqrt_d * phi_s, sqrt_d * phi_t) if params.lambda2 > 0 else zero
-        loss = ce + params.lambda1 * (pull + sep + unk) + params.lambda2 * coral
+        unk = (unknown_margin_loss(phi_s[is_unk], centres, p.m3)
+               if p.unknown_margin and bool(is_unk.any()) else zero)
+        coral = coral_loss(self.sqrt_d * phi_s, self.sqrt_d * phi_t) if p.lambda2 > 0 else zero
+        loss = ce + p.lambda1 * (pull + sep + unk) + p.lambda2 * coral
         if not torch.isfinite(loss):
-            model.load_state_dict(good)
-            centres = good_centres
-            stopped = f"stopped at round {it}: the loss became NaN/inf; restored the last good weights"
-            break
-        optimiser.zero_grad(set_to_none=True)
+            return None
+        self.optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        self.optimiser.step()
         with torch.no_grad():
-            update_centres(centres, phi_s[is_known].detach(), yk[is_known], params.gamma)
-            centres = F.normalize(centres, dim=1)
+            update_centres(centres, phi_s[is_known].detach(), yk[is_known], p.gamma)
+            self.centres = F.normalize(centres, dim=1)
         parts = {"loss": loss, "ce": ce, "pull": pull, "separation": sep, "unknown_margin": unk, "coral": coral}
-        for k, v in parts.items():
-            window[k] = window.get(k, 0.0) + float(v.detach())
-        window["n"] = window.get("n", 0) + 1
-        metrics = {"iteration": it, **{k: float(v.detach()) for k, v in parts.items()}}
-        if it % params.eval_every == 0 or it == params.iterations:
-            ht = F.normalize(encode(model.encoder, target, device), dim=1)
-            d = torch.cdist(ht, centres.cpu())
-            nearest = d.min(1)
-            far = nearest.values > 0.5 * (params.m1 + params.m3)
-            far_label = unknown_label if unknown_label is not None else n_classes
-            pred = np.where(far.numpy(), far_label, np.asarray(known)[nearest.indices.numpy()])
-            n = window.pop("n")
-            record = {"iteration": it, **{k: v / n for k, v in window.items()},
-                      "target_unknown_fraction": float(far.float().mean()),
-                      "entropy": histogram_entropy(pred, n_classes + 1),
-                      "histogram": np.bincount(pred, minlength=n_classes + 1)[:n_classes].tolist(),  # far → unknown
-                      "seconds": time.perf_counter() - t0}
-            history.append(record)
-            metrics.update(record)
-            window = {}
-            good = copy.deepcopy(model.state_dict())
-            good_centres = centres.clone()
-        yield Progress("adapt", it, params.iterations,
-                       f"round {it}/{params.iterations}: loss {metrics['loss']:.3f}", metrics)
+        return {k: float(v.detach()) for k, v in parts.items()}
 
+    def check(self) -> dict:
+        p, n_classes, unknown_label = self.params, self.n_classes, self.unknown_label
+        ht = F.normalize(encode(self.model.encoder, self.target, self.device), dim=1)
+        d = torch.cdist(ht, self.centres.cpu())
+        nearest = d.min(1)
+        far = nearest.values > 0.5 * (p.m1 + p.m3)
+        far_label = unknown_label if unknown_label is not None else n_classes
+        pred = np.where(far.numpy(), far_label, np.asarray(self.known)[nearest.indices.numpy()])
+        return {"target_unknown_fraction": float(far.float().mean()),
+                "entropy": histogram_entropy(pred, n_classes + 1),
+                "histogram": np.bincount(pred, minlength=n_classes + 1)[:n_classes].tolist()}  # far → unknown
+
+    def snapshot(self):
+        return copy.deepcopy(self.model.state_dict()), self.centres.clone()
+
+    def restore(self, state) -> None:
+        self.model.load_state_dict(state[0])
+        self.centres = state[1]
+
+    def message(self, metrics: dict) -> str:
+        return f"loss {metrics['loss']:.3f}"
+
+
+def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
+                ) -> Generator[Progress, None, AdaptResult]:
+    """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss."""
+    run = yield from run_rounds("MLUDA", source, target, params,
+                                lambda device, batch: MludaRounds(bundle, source, target, params, device))
+    model = run.rounds.model
     # domain-specific BatchNorm statistics: source features (centres, threshold) with source
     # statistics, target predictions with target statistics — as in training, where each
     # domain's batch is normalised by its own statistics
     source_encoder = copy.deepcopy(model.encoder)
     keep = source.train_idx[np.random.default_rng(params.seed).permutation(len(source.train_idx))[:2048]]
-    adapt_batchnorm(source_encoder, source.x[torch.from_numpy(np.sort(keep))], device)
-    adapt_batchnorm(model.encoder, target, device)
+    adapt_batchnorm(source_encoder, source.x[torch.from_numpy(np.sort(keep))], run.device)
+    adapt_batchnorm(model.encoder, target, run.device)
     model.eval()
     result = yield from finish_open_set(
-        bundle, model, source, target, params, device, reference_encoder=source_encoder, history=history,
-        stopped=stopped, t0=t0, classify="nearest", normalize=True,
+        bundle, model, source, target, params, run.device, reference_encoder=source_encoder, history=run.history,
+        stopped=run.stopped, t0=run.t0, classify="nearest", normalize=True,
     )
     return result

@@ -7,7 +7,7 @@ target labels:
   source *training* split, in the method's metric space (3D-ADA: the frozen source encoder's
   features; MLUDA: L2-normalised features of the adapted encoder);
 - unknown score: distance to the nearest centre;
-- threshold: :func:`.common.calibrate_open_set` on source-validation known vs. decoy scores;
+- threshold: :func:`.calibrate.calibrate_open_set` on source-validation known vs. decoy scores;
 - confidence: softmax with a temperature fitted on source-validation logits.
 """
 
@@ -22,8 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import ModelBundle
+from ..picks import class_counts
 from ..progress import Progress
-from .common import AdaptParams, SourceData, calibrate_open_set, fit_temperature
+from .calibrate import calibrate_open_set, fit_temperature
+from .common import AdaptParams
+from .source import SourceData
 
 
 @dataclass
@@ -38,8 +41,7 @@ class AdaptResult:
     calibration: dict = field(default_factory=dict)
 
     def summary(self) -> str:
-        names, counts = np.unique(np.asarray(self.predictions.class_name, dtype=str), return_counts=True)
-        parts = ", ".join(f"{n} {c}" for n, c in sorted(zip(names, counts), key=lambda t: (-t[1], t[0])))
+        parts = ", ".join(f"{n} {c}" for n, c in class_counts(self.predictions.class_name).items())
         return f"{self.bundle.provenance.get('adaptation', {}).get('method', '?')}: {parts}; {self.stopped}"
 
 

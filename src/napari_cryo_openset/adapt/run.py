@@ -13,7 +13,8 @@ from ..checkpoint import ModelBundle
 from ..errors import ParameterError, PicksError
 from ..picks import validate_picks
 from ..progress import Progress
-from .common import AdaptParams, SourceData, load_source
+from .common import AdaptParams
+from .source import SourceData, load_source
 from .result import AdaptResult
 
 

@@ -1,5 +1,6 @@
-"""File input/output without Qt: tomograms (MRC) and picks (STAR/CSV)."""
+"""File input/output without Qt: tomograms (MRC) and picks (STAR/CSV), atomic writes."""
 
+from ._atomic import atomic_path
 from .picks_io import PICKS_EXTENSIONS, read_picks, write_picks
 from .tomogram import (
     TOMOGRAM_EXTENSIONS,
@@ -14,6 +15,7 @@ __all__ = [
     "PICKS_EXTENSIONS",
     "TOMOGRAM_EXTENSIONS",
     "Tomogram",
+    "atomic_path",
     "contrast_limits",
     "read_picks",
     "read_tomogram",

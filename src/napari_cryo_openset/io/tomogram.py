@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TomogramError
+from ..errors import ParameterError, TomogramError
 from ._atomic import atomic_path
 
 #: File extensions read and written as MRC tomograms.
@@ -281,6 +281,24 @@ def read_tomogram(
     return Tomogram(data=data, voxel_size=voxel_size, origin=origin, path=path, header=info)
 
 
+def voxel_size_zyx(voxel_size, what: str = "voxel_size", error: type[Exception] = ParameterError,
+                   ) -> tuple[float, float, float]:
+    """Voxel size in Å as (Z, Y, X) from one number (isotropic) or three.
+
+    Raises ``error`` (naming ``what``) unless every size is a finite number > 0.
+    """
+    message = f"{what} must be a positive number of Å or three (Z, Y, X); got {voxel_size!r}"
+    try:
+        vs = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise error(message) from None
+    if vs.size == 1:
+        vs = np.repeat(vs, 3)
+    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
+        raise error(message)
+    return tuple(float(v) for v in vs)  # type: ignore[return-value]
+
+
 def _voxel_size_xyz(header: np.ndarray, shape: tuple[int, ...]) -> tuple[float, float, float]:
     """Voxel size (Å) along X, Y, Z from cell dimensions / sampling (mx, my, mz)."""
     out = []
@@ -299,17 +317,6 @@ def _labels(header: np.ndarray) -> list[str]:
     return [
         bytes(header.label[i]).rstrip(b"\x00 ").decode("ascii", errors="replace") for i in range(n)
     ]
-
-
-def _voxel_size_tuple(voxel_size: float | tuple[float, ...] | list[float], what: str) -> tuple[float, float, float]:
-    vs = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
-    if vs.size == 1:
-        vs = np.repeat(vs, 3)
-    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise TomogramError(
-            f"{what}: voxel_size must be a positive number of Å or three (Z, Y, X); got {voxel_size!r}"
-        )
-    return tuple(float(v) for v in vs)  # type: ignore[return-value]
 
 
 def _output_dtype(dtype: np.dtype, path: Path) -> np.dtype:
@@ -378,7 +385,7 @@ def write_tomogram(
         )
     if min(data.shape) < 1:
         raise TomogramError(f"'{path}': cannot write an empty volume of shape {data.shape}")
-    vz, vy, vx = _voxel_size_tuple(voxel_size, f"'{path}'")
+    vz, vy, vx = voxel_size_zyx(voxel_size, f"'{path}': voxel_size", TomogramError)
     out_dtype = _output_dtype(np.dtype(data.dtype), path)
     oz, oy, ox = (0.0, 0.0, 0.0) if origin is None else (float(o) for o in origin)
 

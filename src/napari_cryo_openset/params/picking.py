@@ -12,11 +12,13 @@ Defaults and their reasons
   touching particles (centres one diameter apart) are still both found.
 - ``border`` = diameter / 2: a pick whose centre is closer than a radius to a face of the
   volume is dropped (its box would be mostly outside the tomogram).
-- Threshold: ``robust`` (median + ``k_mad`` × 1.4826 × MAD of the DoG response), which does not
-  depend on a single strongest peak; the AITom rule, top-N and an explicit value are offered.
-  k = 4 balances noise peaks in large sparse volumes against lost particles at low SNR
-  (``benchmarks/bench_picking.py`` measures it). The rule assumes particles are a minority of
-  the voxels (see :mod:`napari_cryo_openset.picking.core` for the crowded case).
+- Threshold: ``robust`` (median + ``k_mad`` × 1.4826 × MAD of the DoG response, k = 4), which
+  does not depend on a single strongest peak; the AITom rule, top-N and an explicit value are
+  offered. k = 4 is the one value that holds across the blob phantoms of
+  ``benchmarks/bench_picking.py`` (low to high SNR, sparse to crowded): a lower k lets noise
+  peaks through in large sparse volumes, a higher one loses particles at low SNR. It assumes
+  particles are a minority of the voxels (see :mod:`napari_cryo_openset.picking.core` for the
+  crowded case).
 """
 
 from __future__ import annotations

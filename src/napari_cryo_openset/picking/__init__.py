@@ -10,16 +10,16 @@ Quick use::
 Modules: :mod:`.params` (the parameter set, derived voxel geometry), :mod:`.dog` (FFT band-pass),
 :mod:`.peaks` (local maxima, refinement, min-distance suppression), :mod:`.thresholds`,
 :mod:`.tiling`, :mod:`.polarity`, :mod:`.core` (the generator), :mod:`.evaluate` (matching picks
-to ground truth), :mod:`._cli` (the ``pick`` subcommand).
+to ground truth). The ``pick`` subcommand is :mod:`napari_cryo_openset.cli.pick`.
 
 Conventions: arrays (Z, Y, X); coordinates in voxels (0-based, voxel centres at integers,
 sub-voxel precision); lengths from the user in Å except ``sigma1`` (voxels); score positive =
 more particle-like (after polarity).
 """
 
-from importlib import import_module
+from .._lazy import lazy_exports
 
-# Lazy exports: the CLI parser imports ``picking._cli`` at start-up; the numerical modules
+# Lazy exports: the numerical modules
 # (scipy.fft, pandas) load only when something here is used.
 _EXPORTS = {
     "PickResult": ".core",
@@ -37,15 +37,7 @@ _EXPORTS = {
     "polarity_sign": ".polarity",
 }
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
 
 __all__ = [
     "CANONICAL_POLARITY",

@@ -201,9 +201,9 @@ def dog_filter(
         raise ParameterError(f"dog_filter needs a 3-D (Z, Y, X) volume, got shape {volume.shape}")
     s1 = _per_axis(sigma1, "sigma1")
     s2 = _per_axis(sigma2, "sigma2")
-    from .params import _available_cpus
+    from ..device import cpu_count
 
-    workers = workers or _available_cpus()
+    workers = workers or cpu_count()
     pad = [int(math.ceil(GAUSS_TRUNCATE * s)) for s in s2]
     shape = tuple(fast_length(volume.shape[a] + 2 * pad[a]) for a in range(3))
     finite_mean = _finite_mean(volume)

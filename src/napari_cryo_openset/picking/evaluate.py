@@ -15,7 +15,8 @@ def match_picks(predicted, truth, tolerance: float, voxel_size=1.0) -> dict:
         Picks tables (``z``, ``y``, ``x`` columns) or (N, 3) Z Y X arrays, in voxels.
     tolerance
         Largest distance of a match, in the units of ``coordinates × voxel_size`` (Å when the
-        voxel size in Å is given; voxels with the default 1). The benchmark uses 0.3 × diameter.
+        voxel size in Å is given; voxels with the default 1). ``benchmarks/bench_picking.py`` uses a fraction of the
+        particle diameter: a pick further off would cut a box around another particle.
     voxel_size
         Å, one number or (Z, Y, X).
 

@@ -9,11 +9,9 @@ the halo a tile needs. The defaults and their reasons are documented with the pa
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
+from ..device import cpu_count
 from ..errors import ParameterError
 from ..params import THRESHOLD_METHODS, PickingParams  # noqa: F401 (re-exported)
 
@@ -58,19 +56,6 @@ class PickingGeometry:
         return asdict(self)
 
 
-def voxel_size_zyx(voxel_size, what: str = "voxel_size") -> tuple[float, float, float]:
-    """Voxel size in Å as (Z, Y, X) from one number or three."""
-    try:
-        vs = np.atleast_1d(np.asarray(voxel_size, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ParameterError(f"{what} must be a positive number of Å or three (Z, Y, X); got {voxel_size!r}") from None
-    if vs.size == 1:
-        vs = np.repeat(vs, 3)
-    if vs.size != 3 or not np.all(np.isfinite(vs)) or np.any(vs <= 0):
-        raise ParameterError(f"{what} must be a positive number of Å or three (Z, Y, X); got {voxel_size!r}")
-    return tuple(float(v) for v in vs)  # type: ignore[return-value]
-
-
 def derive_geometry(
     params: PickingParams, voxel_size, shape: tuple[int, int, int]
 ) -> PickingGeometry:
@@ -78,6 +63,8 @@ def derive_geometry(
 
     Raises :class:`ParameterError` when the particle does not fit in the volume.
     """
+    from ..io.tomogram import voxel_size_zyx
+
     params.validate()
     vs = voxel_size_zyx(voxel_size)
     diameter_vox = [params.diameter / v for v in vs]
@@ -111,7 +98,7 @@ def derive_geometry(
     halo = tuple(
         _ceil_to(math.ceil(GAUSS_TRUNCATE * s2[a]) + (reach[a] + 1) * b[a], b[a]) for a in range(3)
     )
-    workers = int(params.workers) if params.workers is not None else _available_cpus()
+    workers = int(params.workers) if params.workers is not None else cpu_count()
     return PickingGeometry(
         voxel_size=vs,
         sigma1=tuple(float(s) for s in s1),
@@ -128,10 +115,3 @@ def derive_geometry(
 
 def _ceil_to(value: int, multiple: int) -> int:
     return int(-(-int(value) // multiple) * multiple)
-
-
-def _available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)

@@ -60,8 +60,9 @@ def guess_polarity(
 
     Returns the guess and the evidence: ``skewness``, ``confident`` (|skewness| ≥ 0.1; below
     that the data do not say, and the user should check), and the peak excesses when given.
-    Measured: blob phantoms (SNR 0.1–1) give |skewness| 1–2.3 with the right sign; the real
-    HIV VLP tomogram (bright) gives +0.16 … +0.43 for diameters 120–300 Å.
+    Why 0.1: phantoms give a skewness far above it with the right sign (the
+    ``ours (polarity auto)`` rows of ``benchmarks/bench_picking.py``), and a real tomogram,
+    with weaker and more crowded contrast, still lands above it over a range of diameters.
     """
     sample = np.asarray(response_sample, dtype=np.float64)
     sample = sample[np.isfinite(sample)]

@@ -7,9 +7,9 @@
   region (border, mask), whatever its sign — the peak set of
   ``skimage.feature.peak_local_max(min_distance=...)`` and of AITom's distance filter, so the
   reference implementation in the benchmark applies the same rule to (nearly) the same set.
-  Our own detector uses a smaller cube and finds more weak peaks, which would lower m and T:
-  on the 128×512×512 SNR 0.2 phantom, F1 0.89 with that m, 0.98 with this one. One outlier (a
-  gold bead) moves M and so T: prefer ``robust`` on real data.
+  Our own detector uses a smaller cube and finds more weak peaks, which would lower m and T and
+  let noise peaks through (``benchmarks/bench_picking.py`` compares both against the
+  reference). One outlier (a gold bead) moves M and so T: prefer ``robust`` on real data.
 - ``robust``: T = median + k · 1.4826 · MAD of the response (a regular, tiling-independent
   sample of it). 1.4826·MAD is the standard deviation for Gaussian noise, so k is "noise SDs".
 - ``topn``: T = the N-th best candidate's score (N = ``max_picks``).

@@ -21,7 +21,8 @@ from .dog import fast_length
 from .params import PickingGeometry
 
 #: Working memory per window voxel, bytes (float32 block + half-spectrum + small arrays),
-#: measured with the decimated path; the full-resolution path (bin 1) needs about 3× more.
+#: measured with the decimated path; the full-resolution path (bin 1) needs
+#: :data:`BYTES_PER_VOXEL_FULL`.
 BYTES_PER_VOXEL = 10.0
 BYTES_PER_VOXEL_FULL = 28.0
 
@@ -35,10 +36,6 @@ class Tile:
     core_stop: tuple[int, int, int]
     window_start: tuple[int, int, int]
     window_shape: tuple[int, int, int]
-
-    @property
-    def window_voxels(self) -> int:
-        return int(math.prod(self.window_shape))
 
 
 def bytes_per_voxel(geometry: PickingGeometry) -> float:

@@ -9,9 +9,11 @@ Modules (each one job):
 - :mod:`.placement` — uniform random rotations, placing rotated templates in boxes;
 - :mod:`.projector` — tilt-series projection / weighted back-projection (sparse matrices);
 - :mod:`.imaging` — the chain (full and *approximate* 3D mode), contrast sign;
-- :mod:`.datasets` — labelled subtomogram sets on disk and on the fly (DataLoader);
-- :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene;
-- :mod:`._cli` — the ``simulate`` subcommand.
+- :mod:`.datasets` — labelled subtomogram sets: parameters, classes, the ``.npz`` file;
+- :mod:`.generate` — simulating such a set (seeded sample specs, batched rendering);
+- :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene.
+
+The ``simulate`` subcommand is :mod:`napari_cryo_openset.cli.simulate`.
 
 Conventions: arrays (Z, Y, X); Å, µm (defocus, underfocus positive), degrees; tilt axis Y;
 simulated reconstructions are in the raw convention (**protein dark**); SNR =
@@ -22,7 +24,7 @@ does not load torch or gemmi until something is used.
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _EXPORTS = {
     "Template": "templates",
@@ -46,11 +48,9 @@ _EXPORTS = {
     "wedge_mask": "imaging",
     "DatasetParams": "datasets",
     "SimulatedSet": "datasets",
-    "SubtomogramSet": "datasets",
-    "SubtomogramStream": "datasets",
     "class_names_for": "datasets",
-    "generate_subtomograms": "datasets",
-    "generate_dataset": "datasets",
+    "generate_subtomograms": "generate",
+    "generate_dataset": "generate",
     "write_dataset": "datasets",
     "load_dataset": "datasets",
     "EMPTY_CLASS": "datasets",
@@ -63,15 +63,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

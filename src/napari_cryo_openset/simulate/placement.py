@@ -26,10 +26,6 @@ def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     return quaternion_to_matrix(q)
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    return random_rotations(rng, 1)[0]
-
-
 def quaternion_to_matrix(q: np.ndarray) -> np.ndarray:
     """Unit quaternions (…, 4) as (w, a, b, c) → rotation matrices (…, 3, 3)."""
     w, a, b, c = np.moveaxis(np.asarray(q, dtype=np.float64), -1, 0)

@@ -217,7 +217,7 @@ def get_projector(
     cutoff: float | None = None,
     falloff: float = 0.035,
 ) -> TiltProjector:
-    """A cached :class:`TiltProjector` (building one takes ~0.01–0.5 s)."""
+    """A cached :class:`TiltProjector`: building the sparse matrices costs more than using them."""
     return _cached(
         tuple(int(s) for s in plane_shape),
         tuple(round(float(a), 6) for a in angles),

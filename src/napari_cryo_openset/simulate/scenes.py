@@ -28,8 +28,8 @@ from ..errors import ParameterError
 from ..picks import UNKNOWN_CLASS, make_picks
 from ..progress import Progress, run_to_completion
 from .condition import ImagingCondition
-from .datasets import crowding_background
 from .decoys import make_decoys
+from .generate import crowding_background
 from .imaging import approximate_image_volumes, image_volumes
 from .placement import add_into, random_rotations, rotate_into_boxes
 from .templates import Template, builtin_templates
@@ -198,10 +198,6 @@ SAMPLE_SCENE = SceneParams(
 
 
 def sample_scene(seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
-    """The sample-data scene (:data:`SAMPLE_SCENE`, seeded): (volume, picks); ~ seconds on 2 CPUs."""
+    """The sample-data scene (:data:`SAMPLE_SCENE`, seeded): (volume, picks); small enough to open at once."""
     params = SAMPLE_SCENE if seed == SAMPLE_SCENE.seed else SceneParams(**{**SAMPLE_SCENE.__dict__, "seed": seed})
     return make_scene(params)
-
-
-def scene_voxel_size(params: SceneParams = SAMPLE_SCENE) -> float:
-    return float(params.condition.voxel_size)

@@ -114,10 +114,6 @@ class Template:
         dens = resample_density(self.density, self.voxel_size, voxel_size)
         return Template.from_density(self.name, dens, voxel_size, self.source)
 
-    def renamed(self, name: str) -> Template:
-        return Template(name=name, voxel_size=self.voxel_size, density=self.density,
-                        radius=self.radius, source=self.source)
-
 
 # --------------------------------------------------------------------------------------------
 # density measures
@@ -145,15 +141,6 @@ def centre_of_mass(density: np.ndarray) -> np.ndarray:
         return (np.asarray(density.shape, float) - 1) / 2
     return np.array([(w.sum(axis=tuple(j for j in range(3) if j != i)) * np.arange(density.shape[i])).sum() / total
                      for i in range(3)])
-
-
-def radius_of_gyration(density: np.ndarray, voxel_size: float = 1.0) -> float:
-    """Radius of gyration of the positive density, in Å (voxels × voxel_size)."""
-    w = np.clip(density, 0, None).astype(np.float64)
-    com = centre_of_mass(w)
-    zz, yy, xx = np.indices(w.shape, sparse=True)
-    r2 = (zz - com[0]) ** 2 + (yy - com[1]) ** 2 + (xx - com[2]) ** 2
-    return float(np.sqrt((w * r2).sum() / w.sum()) * voxel_size)
 
 
 def support_radius(density: np.ndarray, voxel_size: float) -> float:
