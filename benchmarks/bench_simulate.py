@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from napari_cryo_openset.simulate.condition import ImagingCondition
+    from napari_cryo_openset.params import ImagingCondition
     from napari_cryo_openset.simulate.datasets import DatasetParams, class_names_for
     from napari_cryo_openset.simulate.generate import dataset_layout, make_spec, prepare_library, render_specs
     from napari_cryo_openset.simulate.scenes import SAMPLE_SCENE, sample_scene

@@ -104,7 +104,7 @@ class Measurement:
 
 def random_set(n: int, classes: int, box: int, seed: int = 0):
     """An in-memory :class:`SimulatedSet` of ``n`` random boxes (content does not change the speed)."""
-    from napari_cryo_openset.simulate.condition import ImagingCondition
+    from napari_cryo_openset.params import ImagingCondition
     from napari_cryo_openset.simulate.datasets import DatasetParams, SimulatedSet
 
     rng = np.random.default_rng(seed)

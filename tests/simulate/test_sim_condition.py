@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cryo_openset.errors import ParameterError
-from napari_cryo_openset.simulate.condition import ImagingCondition
+from napari_cryo_openset.params import ImagingCondition
 
 
 def test_defaults_give_41_tilts_from_minus_60_to_60():

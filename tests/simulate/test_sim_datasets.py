@@ -10,7 +10,7 @@ import torch
 
 from napari_cryo_openset.errors import CryoOpensetError, ParameterError
 from napari_cryo_openset.progress import Progress, run_to_completion
-from napari_cryo_openset.simulate.condition import ImagingCondition
+from napari_cryo_openset.params import ImagingCondition
 from napari_cryo_openset.simulate.datasets import DatasetParams, class_names_for, load_dataset
 from napari_cryo_openset.simulate.generate import (
     dataset_layout,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cryo_openset.simulate.condition import ImagingCondition
+from napari_cryo_openset.params import ImagingCondition
 from napari_cryo_openset.simulate.imaging import (
     _ctf_radial,
     approximate_image_volumes,

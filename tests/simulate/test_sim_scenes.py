@@ -10,7 +10,7 @@ import torch
 from scipy import ndimage
 
 from napari_cryo_openset.io import read_picks, write_picks
-from napari_cryo_openset.simulate.condition import ImagingCondition
+from napari_cryo_openset.params import ImagingCondition
 from napari_cryo_openset.simulate.scenes import SAMPLE_SCENE, SceneParams, make_scene, sample_scene
 from napari_cryo_openset.simulate.templates import builtin_templates
 

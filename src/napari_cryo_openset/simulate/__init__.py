@@ -5,7 +5,7 @@ Modules (each one job):
 - :mod:`.templates` — :class:`Template`, MRC maps / atomic models / folders / built-in library,
   resampling; :mod:`.atomic` — PDB/mmCIF → density with gemmi;
 - :mod:`.decoys` — procedural pseudo-macromolecules for the ``unknown`` class;
-- :mod:`.condition` — :class:`ImagingCondition` (units, SNR definition);
+- :class:`ImagingCondition` (units, SNR definition) — in :mod:`napari_cryo_openset.params.simulation`;
 - :mod:`.placement` — uniform random rotations, placing rotated templates in boxes;
 - :mod:`.projector` — tilt-series projection / weighted back-projection (sparse matrices);
 - :mod:`.imaging` — the chain (full and *approximate* 3D mode), contrast sign;
@@ -38,7 +38,7 @@ _EXPORTS = {
     "DecoyParams": "decoys",
     "make_decoy": "decoys",
     "make_decoys": "decoys",
-    "ImagingCondition": "condition",
+    "ImagingCondition": "datasets",
     "random_rotations": "placement",
     "rotate_into_boxes": "placement",
     "TiltProjector": "projector",

@@ -10,7 +10,7 @@
    contrast at zero frequency), ``MTF = sinc(|f|)`` with f in cycles/pixel, the optional dose
    filter is Grant & Grigorieff's (2015) critical-exposure curve;
 3. white Gaussian noise per projection at the requested SNR (module
-   :mod:`.condition`: ``SNR = var(signal)/var(noise)`` per projection);
+   :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection);
 4. weighted back-projection (Ram-Lak ramp filter with IMOD's radial fall-off by default, Δθ
    weights) → the reconstruction, with the missing wedge of the tilt range.
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .condition import ImagingCondition
+from ..params import ImagingCondition
 from .projector import TiltProjector, get_projector
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import torch
 from ..errors import ParameterError
 from ..picks import UNKNOWN_CLASS, make_picks
 from ..progress import Progress, run_to_completion
-from .condition import ImagingCondition
+from ..params import ImagingCondition
 from .decoys import make_decoys
 from .generate import crowding_background
 from .imaging import approximate_image_volumes, image_volumes
