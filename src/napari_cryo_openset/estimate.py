@@ -26,9 +26,10 @@ handedness of the reconstruction program.
 **Slab** (voxels along Z, Å with a voxel size): per Z slice of a central crop, the power in
 rings of in-plane frequency, restricted to frequencies mostly along X (``|k_x| ≥ 0.8·|k|``: the
 missing wedge spreads structure with small k_x along the whole of Z). Inside the sample the slices
-carry signal + noise, outside only noise. Of the rings whose profile has a clear step, the one of
-highest frequency is used (its edges are sharpest); its profile is split into plateau and
-baseline by an iterated half level, and the slab is the outermost crossings. A flat profile says
+carry signal + noise, outside only noise. Of the rings whose log profile has a clear, significant step, the one of highest frequency is used (its edges
+are sharpest); its profile is split into plateau and baseline by an iterated half level, and the
+edges are where the profile, going outward, falls a quarter of the way from plateau to baseline
+(:data:`SLAB_EDGE_LEVEL`). A flat profile says
 that the sample fills the Z range (or that there is no signal): ``slab=None``.
 
 **Polarity**: :func:`napari_cryo_openset.picking.polarity.guess_polarity` on the DoG response of
@@ -49,6 +50,7 @@ bounded memory and time (benchmarks/bench_estimate.py measures it).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +77,16 @@ THICKNESS_TOLERANCE = 0.10
 MIN_WEDGE_DEPTH = 0.5
 #: Plateau/baseline ratio of a slab profile below which no slab edge is reported.
 MIN_SLAB_CONTRAST = 1.3
+#: A slab step must exceed this many standard deviations of the (smoothed) profile's scatter...
+MIN_SLAB_STEP_SIGMA = 8.0
+#: ... and this fraction of the slices between the edges must lie above the level (white
+#: noise splits into two halves that interleave: about 0.5).
+MIN_SLAB_FILL = 0.85
+#: Slab edges: where the log power crosses this fraction of the way from baseline to plateau.
+#: Not ½: particles sit away from the faces (each must fit inside), so the power inside a slab
+#: peaks in its middle and the half level lies inside the faces; a quarter of the way up (in
+#: log power) finds where material starts (benchmarks/bench_estimate.py compares the levels).
+SLAB_EDGE_LEVEL = 0.25
 #: Plateau/baseline ratio above which a ring counts as a clear step (highest such ring wins).
 CLEAR_SLAB_CONTRAST = 2.0
 #: Rings of |(k_z, k_x)| (cycles/voxel) read for the wedge.
@@ -110,7 +122,9 @@ class VolumeEstimate:
     tilt_range_reason
         Why there is no tilt range (None when there is one).
     slab
-        ``(z_lo, z_hi)``: the Z edges (voxels, half-maximum crossings) of the sample, or None.
+        ``(z_lo, z_hi)``: the Z edges of the sample, or None — voxel coordinates (centres at
+        integers, so a sample filling slices a … b − 1 has edges a − ½, b − ½), crossings of
+        the half level (in log power) between baseline and plateau.
     slab_contrast
         Plateau/baseline of the per-slice power profile used (1 = flat).
     slab_band
@@ -309,7 +323,7 @@ def estimate_volume(
     crop
         Central Y, X crop (voxels) of every slice for the slab profile.
     workers
-        FFT threads (default: scipy's).
+        FFT threads (default: the CPUs, at most 4).
     """
     t0 = time.perf_counter()
     if hasattr(volume, "data") and hasattr(volume, "voxel_size") and not isinstance(volume, np.ndarray):
@@ -318,7 +332,7 @@ def estimate_volume(
     volume = _check_volume(volume)
     vs = None if voxel_size is None else voxel_size_zyx(voxel_size)
     given = _check_given(given)
-    workers = workers or 1
+    workers = int(workers) if workers else min(4, os.cpu_count() or 1)
 
     profile = _slab_profiles(volume, crop, workers)
     slab = _find_slab(profile)
@@ -405,7 +419,7 @@ def _check_given(given: dict[str, Any] | None) -> dict[str, Any]:
 
 def _read(volume, index) -> np.ndarray:
     """float32 copy of ``volume[index]``, refusing non-finite voxels with one clear message."""
-    out = np.asarray(volume[index], dtype=np.float32)
+    out = np.array(volume[index], dtype=np.float32)  # a copy: memory maps are read-only
     release_pages(volume)
     if not np.isfinite(out).all():
         bad = int(out.size - np.count_nonzero(np.isfinite(out)))
@@ -494,22 +508,31 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
     width = max(3, int(round(nz / 48)) | 1)
     per_ring = []
     for i, p in enumerate(power):
-        smooth = np.log(np.maximum(ndimage.uniform_filter1d(p, width, mode="nearest"), 1e-30))
+        logp = np.log(np.maximum(p, 1e-30))
+        smooth = ndimage.uniform_filter1d(logp, width, mode="nearest")
         high, plateau, floor, level = _split_levels(smooth, _outer_run)
-        contrast = math.exp(plateau - floor)
-        per_ring.append(dict(ring=i, smooth=smooth, high=high, contrast=float(contrast), level=level))
+        # Scatter of the smoothed log profile from slice-to-slice differences (robust to the step).
+        scatter = 1.4826 * float(np.median(np.abs(np.diff(logp) - np.median(np.diff(logp))))) / math.sqrt(2 * width)
+        fill = float(np.mean(smooth[high] > level)) if high.any() else 0.0
+        significant = (plateau - floor) >= MIN_SLAB_STEP_SIGMA * max(scatter, 1e-12) and fill >= MIN_SLAB_FILL
+        contrast = math.exp(plateau - floor) if significant else 1.0
+        level = floor + SLAB_EDGE_LEVEL * (plateau - floor)
+        per_ring.append(dict(ring=i, smooth=smooth, high=high, contrast=float(contrast), level=level,
+                             step_sigma=(plateau - floor) / max(scatter, 1e-12), fill=fill))
     for r in per_ring:
         r["edges"] = _edges_of_run(r["smooth"], r["high"], r["level"])
     details = {"rings": [list(SLAB_RINGS[r["ring"]]) for r in per_ring],
                "contrast": [round(r["contrast"], 3) for r in per_ring],
+               "step_sigma": [round(r["step_sigma"], 1) for r in per_ring],
+               "fill": [round(r["fill"], 2) for r in per_ring],
                "edges": [None if r["edges"] is None else [round(e, 2) for e in r["edges"]] for r in per_ring]}
     clear = [r for r in per_ring if r["contrast"] >= CLEAR_SLAB_CONTRAST and not r["high"].all()]
     usable = [r for r in per_ring if r["contrast"] >= MIN_SLAB_CONTRAST and not r["high"].all()]
     best = max(per_ring, key=lambda r: r["contrast"])
     if not usable:
         return {"contrast": best["contrast"], "details": details,
-                "reason": f"the power per Z slice is flat (plateau/baseline ≤ {best['contrast']:.2f} in every band): "
-                          "the sample fills the Z range, or there is no signal above the noise"}
+                "reason": "the power per Z slice shows no step (no band has a significant plateau above a "
+                          "baseline): the sample fills the Z range, or there is no signal above the noise"}
     r = clear[-1] if clear else max(usable, key=lambda r: r["contrast"])
     z_lo, z_hi = r["edges"]
     idx = np.flatnonzero(r["high"])
@@ -524,17 +547,24 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _edges_of_run(s: np.ndarray, high: np.ndarray, level: float) -> tuple[float, float] | None:
-    """Z edges (voxels) of the run ``high`` of the slice profile ``s`` at ``level``.
+    """Z edges (voxels) where the slice profile ``s`` falls below ``level`` outside the run ``high``.
 
-    Slice z covers [z, z + 1): a crossing between slice centres i and i + 1 at fraction f is
-    the boundary at z = i + 0.5 + f; a run that reaches a face ends at that face.
+    From each end of the run (found at the half level) the edge moves outward while ``s`` stays
+    above ``level`` (which may be lower), then interpolates linearly. Voxel centres are at
+    integers (slice i spans i − ½ … i + ½), so a crossing a fraction f of the way from slice i
+    to i + 1 is at z = i + f; a profile that stays above the level ends at the face (−½, n − ½).
     """
     idx = np.flatnonzero(high)
     if idx.size == 0:
         return None
     n = s.size
-    z_lo = _crossing(s, idx[0] - 1, idx[0], level) + 0.5 if idx[0] > 0 else 0.0
-    z_hi = _crossing(s, idx[-1] + 1, idx[-1], level) + 0.5 if idx[-1] < n - 1 else float(n)
+    lo, hi = int(idx[0]), int(idx[-1])
+    while lo > 0 and s[lo - 1] > level:
+        lo -= 1
+    while hi < n - 1 and s[hi + 1] > level:
+        hi += 1
+    z_lo = _crossing(s, lo - 1, lo, level) if lo > 0 else -0.5
+    z_hi = _crossing(s, hi + 1, hi, level) if hi < n - 1 else n - 0.5
     return float(z_lo), float(z_hi)
 
 
@@ -546,7 +576,7 @@ def _noise(profile: dict[str, np.ndarray], slab: dict[str, Any]) -> dict[str, An
         return {"sigma": None, "snr": None, "reason": "no slab edge was found, so there is no noise-only region"}
     z_lo, z_hi = slab["slab"]
     margin = 2.0 + 0.1 * (z_hi - z_lo)
-    z = np.arange(nz) + 0.5
+    z = np.arange(nz)
     outside = (z < z_lo - margin) | (z > z_hi + margin)
     inside = (z > z_lo + margin) & (z < z_hi - margin)
     if outside.sum() < 3 or inside.sum() < 3:
