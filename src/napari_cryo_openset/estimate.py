@@ -85,7 +85,8 @@ MIN_SLAB_FILL = 0.85
 #: Slab edges: where the log power crosses this fraction of the way from baseline to plateau.
 #: Not ½: particles sit away from the faces (each must fit inside), so the power inside a slab
 #: peaks in its middle and the half level lies inside the faces; a quarter of the way up (in
-#: log power) finds where material starts (benchmarks/bench_estimate.py compares the levels).
+#: log power) finds where material starts (chosen on the slab scenes of benchmarks/bench_estimate.py,
+#: where the half level made every thin slab too thin).
 SLAB_EDGE_LEVEL = 0.25
 #: Plateau/baseline ratio above which a ring counts as a clear step (highest such ring wins).
 CLEAR_SLAB_CONTRAST = 2.0
@@ -445,7 +446,8 @@ def _slab_profiles(volume, crop: int, workers: int, chunk_bytes: int = 32 * 1024
     kx = np.fft.rfftfreq(cx)[None, :]
     q = np.hypot(ky, kx)
     along_x = kx >= 0.8 * q  # the missing wedge smears frequencies with small k_x along Z
-    masks = [(q >= lo) & (q < hi) & along_x for lo, hi in SLAB_RINGS]
+    rings = [(lo, hi) for lo, hi in SLAB_RINGS if ((q >= lo) & (q < hi) & along_x).sum() >= 8]
+    masks = [(q >= lo) & (q < hi) & along_x for lo, hi in rings]  # rings too small for the crop are left out
     power = np.zeros((len(masks), nz))
     variance = np.zeros(nz)
     step = max(1, int(chunk_bytes // (cy * cx * 4)))
@@ -458,7 +460,7 @@ def _slab_profiles(volume, crop: int, workers: int, chunk_bytes: int = 32 * 1024
             power[i, z : z + len(s)] = p[:, m].mean(axis=1)
     if not variance.max() > 0:
         raise ParameterError("the volume is constant; there is nothing to estimate the imaging condition from")
-    return {"power": power, "variance": variance}
+    return {"power": power, "variance": variance, "rings": rings}
 
 
 def _split_levels(values: np.ndarray, select, iterations: int = 8):
@@ -503,7 +505,7 @@ def _crossing(values: np.ndarray, i_out: int, i_in: int, level: float) -> float:
 
 def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
     """Slab edges from the per-slice ring powers (module docstring)."""
-    power = profile["power"]
+    power, rings = profile["power"], profile["rings"]
     nz = power.shape[1]
     width = max(3, int(round(nz / 48)) | 1)
     per_ring = []
@@ -521,16 +523,15 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
                              step_sigma=(plateau - floor) / max(scatter, 1e-12), fill=fill))
     for r in per_ring:
         r["edges"] = _edges_of_run(r["smooth"], r["high"], r["level"])
-    details = {"rings": [list(SLAB_RINGS[r["ring"]]) for r in per_ring],
+    details = {"rings": [list(rings[r["ring"]]) for r in per_ring],
                "contrast": [round(r["contrast"], 3) for r in per_ring],
                "step_sigma": [round(r["step_sigma"], 1) for r in per_ring],
                "fill": [round(r["fill"], 2) for r in per_ring],
                "edges": [None if r["edges"] is None else [round(e, 2) for e in r["edges"]] for r in per_ring]}
     clear = [r for r in per_ring if r["contrast"] >= CLEAR_SLAB_CONTRAST and not r["high"].all()]
     usable = [r for r in per_ring if r["contrast"] >= MIN_SLAB_CONTRAST and not r["high"].all()]
-    best = max(per_ring, key=lambda r: r["contrast"])
     if not usable:
-        return {"contrast": best["contrast"], "details": details,
+        return {"contrast": max((r["contrast"] for r in per_ring), default=1.0), "details": details,
                 "reason": "the power per Z slice shows no step (no band has a significant plateau above a "
                           "baseline): the sample fills the Z range, or there is no signal above the noise"}
     r = clear[-1] if clear else max(usable, key=lambda r: r["contrast"])
@@ -541,9 +542,9 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
         reason = "the slab reaches a Z face of the volume: its thickness is a lower bound"
     if not clear:
         reason = ((reason + "; ") if reason else "") + f"weak step (contrast {r['contrast']:.2f})"
-    details["ring_used"] = list(SLAB_RINGS[r["ring"]])
+    details["ring_used"] = list(rings[r["ring"]])
     return {"slab": (round(float(z_lo), 2), round(float(z_hi), 2)), "contrast": r["contrast"],
-            "band": tuple(SLAB_RINGS[r["ring"]]), "reason": reason, "details": details}
+            "band": tuple(rings[r["ring"]]), "reason": reason, "details": details}
 
 
 def _edges_of_run(s: np.ndarray, high: np.ndarray, level: float) -> tuple[float, float] | None:
