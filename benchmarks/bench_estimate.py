@@ -30,7 +30,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -226,14 +225,16 @@ def run_real() -> dict | None:
 
 
 _LARGE_CHILD = """
-import resource, sys, time, json
+import sys, time, json
 sys.path.insert(0, {src!r})
 from napari_cryo_openset.io.tomogram import read_tomogram
 from napari_cryo_openset.estimate import estimate_volume
 t = read_tomogram({path!r})
 t0 = time.perf_counter()
 e = estimate_volume(t, workers=2)
-print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not getrusage: ru_maxrss survives fork + exec, so it would report the parent's peak.
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(json.dumps({{"seconds": time.perf_counter() - t0, "peak_rss_mb": hwm / 1024,
                   "tilt_range": e.tilt_range, "slab": e.slab}}))
 """
 

@@ -64,6 +64,8 @@ from .picking.dog import dog_filter, release_pages
 from .picking.params import voxel_size_zyx
 from .picking.polarity import guess_polarity
 
+#: File bytes touched per read of a memory-mapped volume (pages are dropped after each read).
+_READ_CHUNK_BYTES = 16 * 1024**2
 #: Smallest size along every axis (voxels): below it neither wedge nor slab can be read.
 MIN_SIZE = 32
 #: Values a caller may give (header or user): tilt range (degrees), slab thickness (Å, voxels
@@ -418,10 +420,19 @@ def _check_given(given: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def _read(volume, index) -> np.ndarray:
-    """float32 copy of ``volume[index]``, refusing non-finite voxels with one clear message."""
-    out = np.array(volume[index], dtype=np.float32)  # a copy: memory maps are read-only
-    release_pages(volume)
+def _read(volume, zs: slice, ys: slice, xs: slice, chunk_bytes: int = _READ_CHUNK_BYTES) -> np.ndarray:
+    """float32 copy of ``volume[zs, ys, xs]``, refusing non-finite voxels with one clear message.
+
+    A memory map is read a few slices at a time — sized by the file bytes the rows touch — and
+    its pages are dropped after each, so the resident memory stays bounded whatever the file.
+    """
+    z0, z1 = zs.start, zs.stop
+    out = np.empty((z1 - z0, ys.stop - ys.start, xs.stop - xs.start), dtype=np.float32)
+    row_bytes = (ys.stop - ys.start) * volume.shape[2] * np.dtype(volume.dtype).itemsize
+    step = max(1, int(chunk_bytes // row_bytes))
+    for z in range(z0, z1, step):
+        out[z - z0 : min(z1, z + step) - z0] = volume[z : min(z1, z + step), ys, xs]
+        release_pages(volume)
     if not np.isfinite(out).all():
         bad = int(out.size - np.count_nonzero(np.isfinite(out)))
         raise ParameterError(
@@ -435,7 +446,7 @@ def _read(volume, index) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _slab_profiles(volume, crop: int, workers: int, chunk_bytes: int = 32 * 1024**2) -> dict[str, np.ndarray]:
+def _slab_profiles(volume, crop: int, workers: int, chunk_bytes: int = _READ_CHUNK_BYTES) -> dict[str, np.ndarray]:
     """Per-Z-slice power in each of :data:`SLAB_RINGS` and the per-slice variance (central crop)."""
     nz, ny, nx = volume.shape
     cy, cx = min(ny, crop), min(nx, crop)
@@ -450,9 +461,9 @@ def _slab_profiles(volume, crop: int, workers: int, chunk_bytes: int = 32 * 1024
     masks = [(q >= lo) & (q < hi) & along_x for lo, hi in rings]  # rings too small for the crop are left out
     power = np.zeros((len(masks), nz))
     variance = np.zeros(nz)
-    step = max(1, int(chunk_bytes // (cy * cx * 4)))
+    step = max(1, int(chunk_bytes // (cy * nx * np.dtype(volume.dtype).itemsize)))  # see _read
     for z in range(0, nz, step):
-        s = _read(volume, (slice(z, min(nz, z + step)), ys, xs))
+        s = _read(volume, slice(z, min(nz, z + step)), ys, xs)
         s -= s.mean(axis=(1, 2), keepdims=True)
         variance[z : z + len(s)] = (s.astype(np.float64) ** 2).mean(axis=(1, 2))
         p = np.abs(sfft.rfft2(s * window, workers=workers)) ** 2
@@ -519,10 +530,8 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
         significant = (plateau - floor) >= MIN_SLAB_STEP_SIGMA * max(scatter, 1e-12) and fill >= MIN_SLAB_FILL
         contrast = math.exp(plateau - floor) if significant else 1.0
         level = floor + SLAB_EDGE_LEVEL * (plateau - floor)
-        per_ring.append(dict(ring=i, smooth=smooth, high=high, contrast=float(contrast), level=level,
+        per_ring.append(dict(ring=i, high=high, contrast=float(contrast), edges=_edges_of_run(smooth, high, level),
                              step_sigma=(plateau - floor) / max(scatter, 1e-12), fill=fill))
-    for r in per_ring:
-        r["edges"] = _edges_of_run(r["smooth"], r["high"], r["level"])
     details = {"rings": [list(rings[r["ring"]]) for r in per_ring],
                "contrast": [round(r["contrast"], 3) for r in per_ring],
                "step_sigma": [round(r["step_sigma"], 1) for r in per_ring],
@@ -536,9 +545,8 @@ def _find_slab(profile: dict[str, np.ndarray]) -> dict[str, Any]:
                           "baseline): the sample fills the Z range, or there is no signal above the noise"}
     r = clear[-1] if clear else max(usable, key=lambda r: r["contrast"])
     z_lo, z_hi = r["edges"]
-    idx = np.flatnonzero(r["high"])
     reason = None
-    if idx[0] == 0 or idx[-1] == nz - 1:
+    if z_lo <= -0.5 or z_hi >= nz - 0.5:
         reason = "the slab reaches a Z face of the volume: its thickness is a lower bound"
     if not clear:
         reason = ((reason + "; ") if reason else "") + f"weak step (contrast {r['contrast']:.2f})"
@@ -605,7 +613,7 @@ def _read_blocks(volume, block: int, max_blocks: int, slab) -> list[np.ndarray]:
     z0 = int(np.clip(round(centre - bz / 2), 0, nz - bz))
     per_axis = 2 if max_blocks >= 4 else 1
     starts = [(y, x) for y in _block_starts(ny, by, per_axis) for x in _block_starts(nx, bx, per_axis)]
-    return [_read(volume, (slice(z0, z0 + bz), slice(y, y + by), slice(x, x + bx)))
+    return [_read(volume, slice(z0, z0 + bz), slice(y, y + by), slice(x, x + bx))
             for y, x in starts[: max(1, max_blocks)]]
 
 
@@ -670,6 +678,11 @@ def _wedge_of_plane(p2: np.ndarray, nz: int, nb: int, rfft: bool, step_deg: floa
     lo_e = np.array([r["edges"][0] for r in good])
     hi_e = np.array([r["edges"][1] for r in good])
     lo, hi = float(np.median(lo_e)), float(np.median(hi_e))
+    if not (-90.5 <= lo < 0.0 < hi <= 90.5):
+        return {"tilt_range": None, "depth": depth, "uncertainty": None, "details": details,
+                "reason": f"the measured directions ({lo:+.0f}…{hi:+.0f}° from k_x) do not hold the 0° tilt; "
+                          "not a single-axis tilt series about this axis"}
+    lo, hi = max(lo, -90.0), min(hi, 90.0)
     spread = float(max(np.abs(lo_e - lo).max(), np.abs(hi_e - hi).max()))
     return {"tilt_range": (round(lo, 1), round(hi, 1)), "depth": float(np.median([r["depth"] for r in good])),
             "uncertainty": round(max(spread, step_deg), 1), "reason": None, "details": details}
