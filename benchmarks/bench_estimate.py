@@ -148,6 +148,7 @@ def _row(kind, true_tilt, true_slab, true_thick, snr, est, extra=None) -> dict:
 
 def run_grid(quick: bool) -> list[dict]:
     from napari_cryo_openset.estimate import estimate_volume
+    from napari_cryo_openset.simulate.condition import ImagingCondition
 
     tilts = [(-40, 40), (-50, 50), (-60, 60), (-70, 70), (-50, 60), (-90, 90)]
     slabs = [(40, 56), (16, 80)]  # 16 and 64 of 96 voxels (160 and 640 Å at 10 Å)
@@ -166,9 +167,13 @@ def run_grid(quick: bool) -> list[dict]:
                     sim = time.perf_counter() - t0
                     est = estimate_volume(vol, 10.0, workers=THREADS)
                     true_tilt = None if tr == (-90, 90) else truth["tilt_range"]
-                    row = _row("slab scene", true_tilt, truth["slab"], truth["thickness"], snr, est,
-                               {"tilt_range_simulated": list(tr), "seed": seed, "simulate_s": round(sim, 2),
-                                "shape": list(vol.shape)})
+                    angles = ImagingCondition(tilt_range=tr).tilt_angles
+                    extra = {"tilt_range_simulated": list(tr), "seed": seed, "simulate_s": round(sim, 2),
+                             "shape": list(vol.shape), "tilt_angles_end": [float(angles[0]), float(angles[-1])]}
+                    if true_tilt is not None and est.tilt_range is not None:
+                        extra["tilt_error_vs_angles"] = round(max(abs(est.tilt_range[0] - angles[0]),
+                                                                  abs(est.tilt_range[1] - angles[-1])), 2)
+                    row = _row("slab scene", true_tilt, truth["slab"], truth["thickness"], snr, est, extra)
                     rows.append(row)
                     _print_row(row)
     return rows
@@ -281,6 +286,7 @@ def summarise(rows: list[dict]) -> dict:
     tilt = [r for r in scenes if r["true_tilt"] is not None]
     full = [r for r in scenes if r["true_tilt"] is None]
     tilt_err = [r["tilt_error"] for r in tilt if r["tilt_error"] is not None]
+    angle_err = [r["tilt_error_vs_angles"] for r in tilt if r.get("tilt_error_vs_angles") is not None]
     thick_err = [abs(r["thickness_error"]) for r in scenes if r["thickness_error"] is not None]
     noise = [r for r in rows if r["kind"] == "white noise"]
     return {
@@ -289,6 +295,8 @@ def summarise(rows: list[dict]) -> dict:
         "tilt_within_5deg": sum(e <= TILT_TOL for e in tilt_err),
         "tilt_error_median_deg": float(np.median(tilt_err)) if tilt_err else None,
         "tilt_error_max_deg": float(np.max(tilt_err)) if tilt_err else None,
+        "tilt_error_vs_first_last_tilt_median_deg": float(np.median(angle_err)) if angle_err else None,
+        "tilt_error_vs_first_last_tilt_max_deg": float(np.max(angle_err)) if angle_err else None,
         "full_range_scenes_no_wedge": sum(r["est_tilt"] is None for r in full),
         "full_range_scenes": len(full),
         "thickness_read": len(thick_err),
@@ -317,6 +325,9 @@ def markdown(res: dict) -> str:
         f"| tilt range within ±{TILT_TOL:g}° | {s['tilt_within_5deg']}/{s['tilt_scenes']} "
         f"(read {s['tilt_read']}; median error {_fmt(s['tilt_error_median_deg'], '.2f')}°, "
         f"max {_fmt(s['tilt_error_max_deg'], '.2f')}°) |",
+        f"| tilt range vs the first and last simulated tilt | median error "
+        f"{_fmt(s['tilt_error_vs_first_last_tilt_median_deg'], '.2f')}°, "
+        f"max {_fmt(s['tilt_error_vs_first_last_tilt_max_deg'], '.2f')}° |",
         f"| ±90° scenes reported as no wedge | {s['full_range_scenes_no_wedge']}/{s['full_range_scenes']} |",
         f"| slab thickness within {THICK_TOL:.0%} | {s['thickness_within_10pct']}/{s['thickness_scenes']} "
         f"(median |error| {_fmt(s['thickness_error_median'], '.1%')}, max {_fmt(s['thickness_error_max'], '.1%')}) |",
