@@ -340,9 +340,9 @@ def estimate_volume(
     profile = _slab_profiles(volume, crop, workers)
     slab = _find_slab(profile)
     noise = _noise(profile, slab)
-    blocks = _read_blocks(volume, block, max_blocks, slab.get("slab"))
+    blocks, z0 = _read_blocks(volume, block, max_blocks, slab.get("slab"))
     wedge = _find_wedge(blocks, workers)
-    pol = _polarity(blocks, vs, diameter)
+    pol = _polarity(blocks, vs, diameter, _slab_rows(slab.get("slab"), z0, blocks[0].shape[0]))
     del blocks
     return VolumeEstimate(
         shape=tuple(int(s) for s in volume.shape),
@@ -605,8 +605,9 @@ def _block_starts(n: int, b: int, parts: int) -> list[int]:
     return [n // 2 - b, n // 2] if parts > 1 and n >= 2 * b else [(n - b) // 2]
 
 
-def _read_blocks(volume, block: int, max_blocks: int, slab) -> list[np.ndarray]:
-    """Up to ``max_blocks`` float32 blocks (≤ ``block`` per axis) centred on the slab in Z."""
+def _read_blocks(volume, block: int, max_blocks: int, slab) -> tuple[list[np.ndarray], int]:
+    """Up to ``max_blocks`` float32 blocks (≤ ``block`` per axis) centred on the slab in Z, and
+    the Z of their first slice."""
     nz, ny, nx = volume.shape
     bz, by, bx = min(nz, block), min(ny, block), min(nx, block)
     centre = nz / 2 if slab is None else 0.5 * (slab[0] + slab[1])
@@ -614,7 +615,7 @@ def _read_blocks(volume, block: int, max_blocks: int, slab) -> list[np.ndarray]:
     per_axis = 2 if max_blocks >= 4 else 1
     starts = [(y, x) for y in _block_starts(ny, by, per_axis) for x in _block_starts(nx, bx, per_axis)]
     return [_read(volume, slice(z0, z0 + bz), slice(y, y + by), slice(x, x + bx))
-            for y, x in starts[: max(1, max_blocks)]]
+            for y, x in starts[: max(1, max_blocks)]], z0
 
 
 def _find_wedge(blocks: list[np.ndarray], workers: int) -> dict[str, Any]:
@@ -739,8 +740,21 @@ def _edge(prof: np.ndarray, i_in: int, direction: int, level: float, phi: np.nda
 # --------------------------------------------------------------------------------------------
 
 
-def _polarity(blocks: list[np.ndarray], vs, diameter) -> dict[str, Any]:
-    """:func:`guess_polarity` on the DoG response (σ1 = radius, σ2 = 1.1 σ1) of the blocks."""
+def _slab_rows(slab, z0: int, bz: int) -> slice:
+    """The block's Z rows inside the slab (all rows without a slab or when it is thin)."""
+    if slab is None:
+        return slice(0, bz)
+    lo, hi = int(math.ceil(slab[0])) - z0, int(math.floor(slab[1])) - z0 + 1
+    lo, hi = max(0, lo), min(bz, hi)
+    return slice(lo, hi) if hi - lo >= 4 else slice(0, bz)
+
+
+def _polarity(blocks: list[np.ndarray], vs, diameter, rows: slice) -> dict[str, Any]:
+    """:func:`guess_polarity` on the DoG response (σ1 = radius, σ2 = 1.1 σ1) of the blocks.
+
+    Only the ``rows`` (Z) inside the slab are sampled: the noise outside is symmetric and
+    would only dilute the particles' skewness.
+    """
     d_vox = (150.0 / vs[1] if vs is not None else 12.0) if diameter is None else (
         float(diameter) / vs[1] if vs is not None else float(diameter))
     if not (math.isfinite(d_vox) and d_vox > 0):
@@ -750,7 +764,7 @@ def _polarity(blocks: list[np.ndarray], vs, diameter) -> dict[str, Any]:
     for b in blocks:
         r = dog_filter(b, s1, 1.1 * s1, workers=1)
         stride = max(1, int(s1 // 2))
-        samples.append(r[::stride, ::stride, ::stride].ravel())
+        samples.append(r[rows][::stride, ::stride, ::stride].ravel())
     polarity, evidence = guess_polarity(np.concatenate(samples))
     return {"polarity": polarity, "skewness": float(evidence["skewness"]),
             "confident": bool(evidence["confident"]), "blocks": len(blocks), "diameter_voxels": round(d_vox, 2)}
