@@ -68,8 +68,8 @@ def slab_scene(
     """
     import torch
 
-    from napari_cryo_openset.simulate.condition import ImagingCondition
-    from napari_cryo_openset.simulate.datasets import crowding_background
+    from napari_cryo_openset.params import ImagingCondition
+    from napari_cryo_openset.simulate.generate import crowding_background
     from napari_cryo_openset.simulate.imaging import approximate_image_volumes, image_volumes
     from napari_cryo_openset.simulate.placement import add_into, random_rotations, rotate_into_boxes
     from napari_cryo_openset.simulate.scenes import place_particles
@@ -148,7 +148,7 @@ def _row(kind, true_tilt, true_slab, true_thick, snr, est, extra=None) -> dict:
 
 def run_grid(quick: bool) -> list[dict]:
     from napari_cryo_openset.estimate import estimate_volume
-    from napari_cryo_openset.simulate.condition import ImagingCondition
+    from napari_cryo_openset.params import ImagingCondition
 
     tilts = [(-40, 40), (-50, 50), (-60, 60), (-70, 70), (-50, 60), (-90, 90)]
     slabs = [(40, 56), (16, 80)]  # 16 and 64 of 96 voxels (160 and 640 Å at 10 Å)
@@ -181,7 +181,7 @@ def run_grid(quick: bool) -> list[dict]:
 
 def run_other(quick: bool) -> list[dict]:
     from napari_cryo_openset.estimate import estimate_volume
-    from napari_cryo_openset.simulate.condition import ImagingCondition
+    from napari_cryo_openset.params import ImagingCondition
     from napari_cryo_openset.simulate.scenes import SceneParams, make_scene, sample_scene
 
     rows = []

@@ -44,6 +44,19 @@ def test_info_tomogram(tmp_path):
     assert report["voxel_size_A_zyx"] == [12.5, 12.5, 12.5]
 
 
+def test_info_reads_the_imaging_condition_from_the_volume(tmp_path, shared_data):
+    """The real tomogram (EMPIAR-10164 tilt series, ±60° about Y, protein bright): ``info`` reads the
+    wedge and the polarity from the volume itself; a volume too small to read says why."""
+    report = json.loads(run("info", str(shared_data / "real" / "hiv_vlp_40A.mrc")).stdout)["estimate"]
+    lo, hi = report["tilt_range"]
+    assert abs(lo + 60) <= 5 and abs(hi - 60) <= 5 and report["tilt_axis"] == "Y"
+    assert report["polarity"] == "bright" and report["thickness_angstrom"] > 0
+    assert any(line.startswith("tilt range:") for line in report["summary"])
+    tiny = write_tomogram(tmp_path / "tiny.mrc", np.zeros((4, 5, 6), np.float32), 12.5)
+    assert "error" in json.loads(run("info", str(tiny)).stdout)["estimate"]
+    assert "estimate" not in json.loads(run("info", "--no-estimate", str(tiny)).stdout)
+
+
 def test_info_bad_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.mrc"
     bad.write_text("not a tomogram")

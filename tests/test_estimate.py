@@ -26,7 +26,7 @@ def _scene(tilt_range, shape=(48, 96, 96), seed=3):
     """The product's scene simulator (particles over the whole Z range), full imaging chain."""
     import torch
 
-    from napari_cryo_openset.simulate.condition import ImagingCondition
+    from napari_cryo_openset.params import ImagingCondition
     from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
 
     torch.manual_seed(0)

@@ -13,6 +13,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="FILE")
     p.add_argument("--allow-missing-voxel-size", action="store_true",
                    help="accept a header voxel size of 0 (1 Å is assumed, with a warning)")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="do not estimate the imaging condition from the volume (tilt range from the missing "
+                        "wedge, slab, polarity, noise; about a second for 128×256×256)")
     p.set_defaults(func=cmd_info)
     return p
 
@@ -50,6 +53,24 @@ def cmd_info(args: argparse.Namespace) -> int:
                 **{k: v for k, v in tomo.header.items() if k != "labels"},
                 "warnings": [str(w.message) for w in caught],
             }
+            if not args.no_estimate:
+                report["estimate"] = _estimate(tomo)
         reports.append(report)
     print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str))
     return 0
+
+
+def _estimate(tomo) -> dict:
+    """The imaging condition read from the volume (:mod:`napari_cryo_openset.estimate`), with its
+    summary lines; a volume it cannot read says why instead of failing ``info``."""
+    from ..errors import ParameterError
+    from ..estimate import estimate_volume
+
+    try:
+        found = estimate_volume(tomo)
+    except ParameterError as exc:
+        return {"error": str(exc)}
+    out = found.to_dict()
+    out.pop("details", None)
+    out["summary"] = found.summary().splitlines()
+    return out
