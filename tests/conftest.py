@@ -39,6 +39,16 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: How every CLI error line starts.
+PREFIX = "napari-cryo-openset: error:"
+
+
+def one_error_line(stderr: str) -> str:
+    """The CLI's error line: there must be exactly one, and no traceback."""
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(PREFIX)]
+    assert len(errors) == 1, stderr
+    return errors[0]
 
 #: Template names of the ``templates`` fixture unless a test module sets ``TEMPLATE_NAMES``.
 DEFAULT_TEMPLATES = ("1bxn", "1qvr", "2cg9")
@@ -100,6 +110,13 @@ def one_torch_thread():
         torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a whole test module (other jobs share the CPUs)."""
+    with one_torch_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def builtin():
     """``builtin(names=None, voxel_size=10.0)``: built-in templates by name (library order)."""
@@ -125,6 +142,19 @@ def simulate():
     def make(templates, **params):
         with one_torch_thread():
             return run_to_completion(generate_subtomograms(list(templates), DatasetParams(**params)))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def simulated(simulate):
+    """``simulated(templates, per_class=10, seed=0, **counts)``: a small 24³ set at 10 Å and SNR 1
+    (the sets the CLI tests write and train on)."""
+    from napari_cryo_openset.params import ImagingCondition
+
+    def make(templates, per_class=10, seed=0, **counts):
+        return simulate(templates, box=24, per_class=per_class, seed=seed, **counts,
+                        condition=ImagingCondition(voxel_size=10.0, snr=1.0))
 
     return make
 

@@ -16,23 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_error_line as _one_error_line
 
 from napari_cryo_openset.cli import main
 
 EXE = str(Path(sys.executable).parent / "napari-cryo-openset")
-PREFIX = "napari-cryo-openset: error:"
 CONTRACT_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAutopickFigureOfMerit",
                     "cosClassName", "cosConfidence", "cosUnknownScore", "cosCuration")
 VOXEL = 10.0
 NAMES = ("1bxn", "1qvr", "2cg9")
 CLASSES = ["1bxn", "1qvr", "2cg9", "empty", "unknown"]
-
-
-def _one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith(PREFIX)]
-    assert len(errors) == 1, stderr
-    return errors[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,31 +34,15 @@ def _one_error_line(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in NAMES]
-
-
-def _simulate(templates, per_class=12, decoys=12, empty=6, seed=0):
-    from napari_cryo_openset.progress import run_to_completion
-    from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, generate_subtomograms
-
-    params = DatasetParams(box=24, per_class=per_class, decoys=decoys, empty=empty,
-                           condition=ImagingCondition(voxel_size=VOXEL, snr=1.0), seed=seed)
-    return run_to_completion(generate_subtomograms(templates, params))
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("adapt_cli")
 
 
 @pytest.fixture(scope="module")
-def source(templates, workdir):
+def source(templates, workdir, simulated):
     from napari_cryo_openset.simulate import write_dataset
 
-    return write_dataset(_simulate(templates), workdir / "source.npz")
+    return write_dataset(simulated(templates, per_class=12, decoys=12, empty=6), workdir / "source.npz")
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +226,7 @@ def test_bad_picks(model, source, scene, tmp_path, capsys):
     _fails(argv(tmp_path / "outside.star"), ["outside.star", "outside the tomogram"], out, capsys)
 
 
-def test_bad_model_source_and_outputs(model, source, scene, templates, adapted, tmp_path, capsys):
+def test_bad_model_source_and_outputs(model, source, scene, templates, simulated, adapted, tmp_path, capsys):
     from napari_cryo_openset.simulate import write_dataset
 
     tomo, star, _ = scene
@@ -262,7 +239,7 @@ def test_bad_model_source_and_outputs(model, source, scene, templates, adapted, 
     _fails(["adapt", model, "--source", tmp_path / "none.npz", *rest], ["--source", "none.npz", "does not exist"],
            out, capsys)
     _fails(["adapt", model, "--source", tomo, *rest], ["--source", "scene.mrc", "not a simulated set"], out, capsys)
-    write_dataset(_simulate(templates[:2], per_class=4, decoys=0, empty=0), tmp_path / "other.npz")
+    write_dataset(simulated(templates[:2], per_class=4, decoys=0, empty=0), tmp_path / "other.npz")
     _fails(["adapt", model, "--source", tmp_path / "other.npz", *rest],
            ["--source", "other.npz", "model.pt", "classes"], out, capsys)
     # outputs

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_error_line as _one_error_line
 
 from napari_cryo_openset.cli import main
 
 EXE = str(Path(sys.executable).parent / "napari-cryo-openset")
-PREFIX = "napari-cryo-openset: error:"
 CONTRACT_COLUMNS = ("cosClassName", "cosConfidence", "cosUnknownScore", "cosCuration")
 VOXEL = 10.0
 
@@ -28,32 +28,9 @@ def run(*args, timeout=120):
     return subprocess.run([EXE, *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
-def _one_error_line(stderr: str) -> str:
-    """The error line; there must be exactly one and no traceback."""
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith(PREFIX)]
-    assert len(errors) == 1, stderr
-    return errors[0]
-
-
 # --------------------------------------------------------------------------------------------
 # fixtures: a tiny simulated set, a trained model, a small scene
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in ("1bxn", "1qvr", "2cg9")]
-
-
-def _simulate(templates, per_class=10, seed=0):
-    from napari_cryo_openset.progress import run_to_completion
-    from napari_cryo_openset.simulate import DatasetParams, ImagingCondition, generate_subtomograms
-
-    params = DatasetParams(box=24, per_class=per_class, condition=ImagingCondition(voxel_size=VOXEL, snr=1.0), seed=seed)
-    return run_to_completion(generate_subtomograms(templates, params))
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +39,10 @@ def workdir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def source(templates, workdir):
+def source(templates, workdir, simulated):
     from napari_cryo_openset.simulate import write_dataset
 
-    return write_dataset(_simulate(templates), workdir / "source.npz")
+    return write_dataset(simulated(templates), workdir / "source.npz")
 
 
 @pytest.fixture(scope="module")
@@ -195,18 +172,18 @@ def _fails(argv, words, out, capsys):
     assert not list(Path(out).parent.glob(f".{Path(out).stem}*"))
 
 
-def test_train_bad_sources(templates, workdir, tmp_path, capsys):
+def test_train_bad_sources(templates, workdir, simulated, tmp_path, capsys):
     from napari_cryo_openset.simulate import write_dataset
 
     out = tmp_path / "m.pt"
     _fails(["train", tmp_path / "missing.npz", "-o", out], ["SOURCE", "missing.npz", "does not exist"], out, capsys)
-    full = _simulate(templates[:2], per_class=2)
+    full = simulated(templates[:2], per_class=2)
     empty = full.__class__(**{**full.__dict__, "subtomograms": full.subtomograms[:0], "labels": full.labels[:0],
                               "template": full.template[:0], "defocus": full.defocus[:0], "snr": full.snr[:0],
                               "rotations": full.rotations[:0], "shifts": full.shifts[:0]})
     write_dataset(empty, tmp_path / "empty.npz")
     _fails(["train", tmp_path / "empty.npz", "-o", out], ["empty.npz", "empty"], out, capsys)
-    write_dataset(_simulate(templates[:1], per_class=3), tmp_path / "one.npz")
+    write_dataset(simulated(templates[:1], per_class=3), tmp_path / "one.npz")
     _fails(["train", tmp_path / "one.npz", "-o", out], ["one.npz", "single class"], out, capsys)
     (tmp_path / "text.npz").write_text("not a simulated set")
     _fails(["train", tmp_path / "text.npz", "-o", out], ["SOURCE", "text.npz"], out, capsys)

@@ -34,14 +34,6 @@ CPU = dict(device="cpu", threads=1)  # other jobs share the CPUs: one thread is 
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def bundle(easy_model):
     """A model trained on 2cg9 / 3j9i / empty at SNR 5 (the conftest ``easy_model``, own copy)."""
     return bundle_from_training(dataclasses.replace(easy_model, model=copy.deepcopy(easy_model.model)))
