@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from napari_cryo_openset._widgets.adapt import AdaptWidget
-from napari_cryo_openset._widgets.model import ModelWidget, write_predictions
-from napari_cryo_openset._widgets.session import session_for
+from napari_cryo_openset._widgets.model import ModelWidget
+from napari_cryo_openset._widgets.state import viewer_state
 from napari_cryo_openset.io.tomogram import Tomogram
 from napari_cryo_openset.layers import picks_layer, tomogram_layer
 from napari_cryo_openset.palette import UNKNOWN_COLOR, class_colors
+from napari_cryo_openset.predictions import write_predictions
 
 pytestmark = pytest.mark.gui
 
@@ -100,7 +101,7 @@ def _bundle(trained):
 # --------------------------------------------------------------------------------------------
 
 
-def test_follows_the_model_widget_through_the_session(make_napari_viewer, qtbot, trained, files):
+def test_follows_the_model_widget_through_the_viewer_state(make_napari_viewer, qtbot, trained, files):
     viewer = make_napari_viewer()
     model_widget = ModelWidget(viewer)
     adapt = AdaptWidget(viewer)
@@ -109,7 +110,7 @@ def test_follows_the_model_widget_through_the_session(make_napari_viewer, qtbot,
     assert adapt.bundle is None and not adapt.adapt_button.isEnabled()
     assert "No model" in adapt.model_label.text()
 
-    model_widget._on_trained(trained)  # as when "Simulate & train" completes
+    model_widget.use_training_result(trained)  # as when "Simulate & train" completes
     assert adapt.bundle is model_widget.bundle and adapt.source is trained.data
     assert "trained in the Model widget" in adapt.model_label.text()
     assert "in memory" in adapt.source_label.text() and "45 subtomograms" in adapt.source_label.text()
@@ -122,7 +123,7 @@ def test_follows_the_model_widget_through_the_session(make_napari_viewer, qtbot,
     loaded = model_widget.load_model(files["model"])
     assert adapt.bundle is loaded and adapt.source is trained.data
     assert "loaded from model.pt" in adapt.model_label.text()
-    assert session_for(viewer).bundle is loaded and session_for(make_napari_viewer()).bundle is None
+    assert viewer_state(viewer).source.bundle is loaded and viewer_state(make_napari_viewer()).source is None
 
 
 def test_model_and_source_set_from_files(make_napari_viewer, qtbot, files, templates, tmp_path, monkeypatch):
@@ -178,7 +179,7 @@ def test_cancel_mid_run_keeps_the_previous_predictions(make_napari_viewer, qtbot
     before = layer.features.copy()
     colours = layer.border_color.copy()
 
-    session_for(viewer).publish(_bundle(trained), source=trained.data, origin="test")
+    viewer_state(viewer).publish_source(_bundle(trained), data=trained.data, origin="test")
     adapt = AdaptWidget(viewer)
     qtbot.addWidget(adapt)
     adapt.device.setCurrentText("cpu")
@@ -199,7 +200,7 @@ def test_cancel_mid_run_keeps_the_previous_predictions(make_napari_viewer, qtbot
         assert list(layer.features[column]) == list(before[column]), column
     np.testing.assert_allclose(layer.border_color, colours)
     # the live plot got the per-round losses and discriminator accuracy
-    assert len(adapt._lines["loss_d"].get_xdata()) >= 1 or adapt.redraw_count >= 1
+    assert len(adapt.lines["loss_d"].get_xdata()) >= 1
     assert len(adapt.loss_history["loss_t"]) >= 2 and len(adapt.rate_history) >= 2
     assert all(0.0 <= acc <= 1.0 for _, acc in adapt.rate_history)
 
@@ -219,7 +220,7 @@ def test_completed_run_colours_picks_and_threshold_override_makes_both_known_and
     layer = _add_scene(viewer, scene)
     _, picks = scene
     rejected = (picks["curation"] == "rejected").to_numpy()
-    session_for(viewer).publish(_bundle(trained), source=trained.data, origin="trained in the Model widget")
+    viewer_state(viewer).publish_source(_bundle(trained), data=trained.data, origin="trained in the Model widget")
     adapt = AdaptWidget(viewer)
     viewer.window.add_dock_widget(adapt, name="Adapt & predict", area="right")
     adapt.device.setCurrentText("cpu")
@@ -246,7 +247,7 @@ def test_completed_run_colours_picks_and_threshold_override_makes_both_known_and
     assert f"{calibrated:.4g}" in adapt.threshold_label.text()
     assert adapt.threshold.value() == pytest.approx(calibrated, abs=1e-4) and adapt.threshold.isEnabled()
     assert "mluda:" in adapt.summary.text() and adapt.save_button.isEnabled()
-    assert session_for(viewer).adapted is adapt.adapted  # for the Results widget
+    assert viewer_state(viewer).adapted.bundle is adapt.adapted  # for the Results widget
     assert sum(adapt.class_counts.values()) == int((~rejected).sum())
     assert adapt.counts_table.rowCount() == len(adapt.class_counts)
 

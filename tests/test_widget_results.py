@@ -8,23 +8,17 @@ the same templates and decoys. The scene's ground-truth classes stand in for pre
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from napari_cryo_openset._widgets.model import write_predictions
-from napari_cryo_openset._widgets.results import (
-    ResultsWidget,
-    group_order,
-    pick_groups,
-)
-from napari_cryo_openset._widgets.session import session_for
+from napari_cryo_openset._widgets.results import ResultsWidget
+from napari_cryo_openset._widgets.state import viewer_state
 from napari_cryo_openset.embed import average_file_name
 from napari_cryo_openset.io.tomogram import Tomogram
-from napari_cryo_openset.layers import picks_layer, tomogram_layer
+from napari_cryo_openset.layers import group_order, pick_groups, picks_layer, tomogram_layer
 from napari_cryo_openset.palette import UNKNOWN_COLOR
+from napari_cryo_openset.predictions import write_predictions
 
 pytestmark = pytest.mark.gui
 
@@ -94,23 +88,37 @@ def _add_scene(viewer, scene):
 
 
 def _widget(viewer, qtbot, bundle, dock=False) -> ResultsWidget:
-    session_for(viewer).publish_adapted(bundle, origin="adapted in a test")
+    viewer_state(viewer).publish_adapted(bundle, origin="adapted in a test")
     widget = ResultsWidget(viewer)
     if dock:
         viewer.window.add_dock_widget(widget, name="Results", area="right")
     else:
         qtbot.addWidget(widget)
-    widget.iterations.setValue(100)
-    widget.min_cluster.setValue(2)
+    widget.settings.iterations.setValue(100)
+    widget.settings.min_cluster.setValue(2)
     return widget
 
 
 def _embed(widget, qtbot):
     worker = widget.start_embedding()
-    assert worker is not None and not widget.embed_button.isEnabled()
+    assert worker is not None and not widget.settings.embed_button.isEnabled()
     qtbot.waitUntil(lambda: widget.result is not None, timeout=60_000)
     qtbot.waitUntil(lambda: not widget.runner.running, timeout=5_000)
     return widget.result
+
+
+def _ringed(widget) -> np.ndarray:
+    """The map positions ringed as selected."""
+    x, y = widget.canvas.selection_ring.get_data()
+    return np.column_stack([np.asarray(x, float), np.asarray(y, float)])
+
+
+def _click(widget, x, y, button=1):
+    """A mouse press at display pixel (x, y) of the map, through matplotlib's event handling."""
+    from matplotlib.backend_bases import MouseEvent
+
+    event = MouseEvent("button_press_event", widget.canvas, x, y, button=button)
+    widget.canvas.callbacks.process(event.name, event)
 
 
 def _set_map(layer, seed=0):
@@ -130,7 +138,7 @@ def _set_map(layer, seed=0):
 # --------------------------------------------------------------------------------------------
 
 
-def test_uses_the_adapted_model_else_the_session_model_else_a_loaded_one(make_napari_viewer, qtbot, bundle,
+def test_uses_the_adapted_model_else_the_source_model_else_a_loaded_one(make_napari_viewer, qtbot, bundle,
                                                                          tmp_path, monkeypatch):
     import copy
 
@@ -141,32 +149,32 @@ def test_uses_the_adapted_model_else_the_session_model_else_a_loaded_one(make_na
     errors = []
     monkeypatch.setattr(notifications, "show_error", errors.append)
     viewer = make_napari_viewer()
-    session = session_for(viewer)
+    state = viewer_state(viewer)
     widget = ResultsWidget(viewer)
     qtbot.addWidget(widget)
-    assert widget.bundle is None and not widget.embed_button.isEnabled() and "No model" in widget.model_label.text()
+    assert widget.bundle is None and not widget.settings.embed_button.isEnabled() and "No model" in widget.model.label.text()
 
     source, adapted = copy.copy(bundle), copy.copy(bundle)
-    session.publish(source, origin="trained in the Model widget")
-    assert widget.bundle is source and "trained in the Model widget" in widget.model_label.text()
-    assert widget.embed_button.isEnabled()
-    session.publish_adapted(adapted, origin="adapted to 'picks' in Adapt & predict")
-    assert widget.bundle is adapted and "Adapt & predict" in widget.model_label.text()
-    assert session.bundle is source  # the source model is kept for the Adapt widget
+    state.publish_source(source, origin="trained in the Model widget")
+    assert widget.bundle is source and "trained in the Model widget" in widget.model.label.text()
+    assert widget.settings.embed_button.isEnabled()
+    state.publish_adapted(adapted, origin="adapted to 'picks' in Adapt & predict")
+    assert widget.bundle is adapted and "Adapt & predict" in widget.model.label.text()
+    assert state.source.bundle is source  # the source model is kept for the Adapt widget
     late = ResultsWidget(viewer)  # opened later: the adapted model first
     qtbot.addWidget(late)
     assert late.bundle is adapted
 
     bad = tmp_path / "bad.pt"
     bad.write_text("not a model")
-    assert widget.load_model(bad) is None and widget.bundle is adapted and len(errors) == 1
+    assert widget.model.load(bad) is None and widget.bundle is adapted and len(errors) == 1
     path = save_bundle(bundle, tmp_path / "model.pt")
-    loaded = widget.load_model(path)
-    assert widget.bundle is loaded and "loaded from model.pt" in widget.model_label.text()
+    loaded = widget.model.load(path)
+    assert widget.bundle is loaded and "loaded from model.pt" in widget.model.label.text()
 
 
 def test_an_adapted_model_leaves_the_adapt_widgets_source_model_alone(make_napari_viewer, qtbot, bundle):
-    """publish_adapted has its own listeners: the Adapt widget keeps the source model it loaded."""
+    """publish_adapted has its own signal: the Adapt widget keeps the source model it loaded."""
     import copy
 
     from napari_cryo_openset._widgets.adapt import AdaptWidget
@@ -174,12 +182,12 @@ def test_an_adapted_model_leaves_the_adapt_widgets_source_model_alone(make_napar
     viewer = make_napari_viewer()
     adapt = AdaptWidget(viewer)
     qtbot.addWidget(adapt)
-    adapt._use_model(bundle, "loaded from model.pt")  # as Load model… does (nothing published)
-    session = session_for(viewer)
+    adapt.use_model(bundle, "loaded from model.pt")  # as Load model… does (nothing published)
+    state = viewer_state(viewer)
     adapted = copy.copy(bundle)
-    session.publish_adapted(adapted, origin="adapted to 'picks' in Adapt & predict")
-    assert adapt.bundle is bundle and session.bundle is None
-    assert session.adapted is adapted and "Adapt & predict" in session.adapted_origin
+    state.publish_adapted(adapted, origin="adapted to 'picks' in Adapt & predict")
+    assert adapt.bundle is bundle and state.source is None
+    assert state.adapted.bundle is adapted and "Adapt & predict" in state.adapted.origin
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,9 +204,9 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
     colours = layer.border_color.copy()
     shown = layer.shown.copy()
     widget = _widget(viewer, qtbot, bundle)
-    assert widget.image_combo.currentText() == "scene" and widget.picks_combo.currentText() == "picks"
+    assert widget.settings.image_combo.currentText() == "scene" and widget.settings.picks_combo.currentText() == "picks"
     # the polarity the predictions were made with, not a guess
-    assert widget.polarity.currentText() == "dark" and not widget.polarity.isEnabled()
+    assert widget.settings.polarity.currentText() == "dark" and not widget.settings.polarity.isEnabled()
     # before embedding the table already counts the classes
     names = before["class_name"].astype(str).to_numpy()
     assert widget.table.rowCount() == len(set(names[1:]))
@@ -235,13 +243,13 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
 
     # the selected row's average and "Add average as layer"
     widget.select_group(order[-1])
-    assert widget.add_average_button.isEnabled() and "unaligned average of" in widget.average_label.text()
-    assert not widget.average_views[0].pixmap().isNull()
+    assert widget.average_box.add_button.isEnabled() and "unaligned average of" in widget.average_box.label.text()
+    assert not widget.average_box.views[0].pixmap().isNull()
     added = widget.add_average_layer()
     assert added.name == f"average {order[-1]}" and tuple(added.scale) == (VOXEL,) * 3
     np.testing.assert_allclose(added.data, result.averages[order[-1]][0])
-    assert widget.image_combo.currentText() == "scene"  # an average is not a tomogram to work on
-    assert [widget.image_combo.itemText(i) for i in range(widget.image_combo.count())] == ["scene"]
+    assert widget.settings.image_combo.currentText() == "scene"  # an average is not a tomogram to work on
+    assert [widget.settings.image_combo.itemText(i) for i in range(widget.settings.image_combo.count())] == ["scene"]
 
     # every average as MRC, named safely, with the voxel size
     written = widget.save_averages(tmp_path)
@@ -259,7 +267,7 @@ def test_cancel_leaves_the_layer_untouched(make_napari_viewer, qtbot, bundle, sc
     layer = _add_scene(viewer, scene)
     before = layer.features.copy()
     widget = _widget(viewer, qtbot, bundle)
-    widget.iterations.setValue(100_000)
+    widget.settings.iterations.setValue(100_000)
     worker = widget.start_embedding()
     assert worker is not None
     qtbot.waitUntil(lambda: "t-SNE" in widget.runner.status.text() and widget.runner.progress_bar.value() > 0,
@@ -267,7 +275,7 @@ def test_cancel_leaves_the_layer_untouched(make_napari_viewer, qtbot, bundle, sc
     widget.cancel()
     qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
     qtbot.wait(200)
-    assert "cancelled" in widget.runner.status.text() and widget.embed_button.isEnabled()
+    assert "cancelled" in widget.runner.status.text() and widget.settings.embed_button.isEnabled()
     assert widget.result is None and "embedding" not in layer.metadata
     pd.testing.assert_frame_equal(layer.features, before)
 
@@ -303,13 +311,13 @@ def test_hiding_a_class_hides_exactly_its_picks_and_rejected_stay_hidden(make_na
     names = layer.features["class_name"].astype(str).to_numpy()
     active = np.ones(len(names), bool)
     active[0] = False
-    assert widget.canvas.isVisibleTo(widget) and len(widget._plot_rows) == int(active.sum())
+    assert widget.canvas.isVisibleTo(widget) and len(widget.canvas.map_rows) == int(active.sum())
 
-    row = widget._order.index("1bxn")
+    row = widget.table.groups.index("1bxn")
     widget.table.item(row, 0).setCheckState(Qt.CheckState.Unchecked)  # the user unticks the row
     np.testing.assert_array_equal(layer.shown, active & (names != "1bxn"))
     assert len(layer.data) == len(names)  # hidden, not deleted
-    assert not set(widget._plot_rows) & set(np.flatnonzero(names == "1bxn"))  # greyed in the map, not clickable
+    assert not set(widget.canvas.map_rows) & set(np.flatnonzero(names == "1bxn"))  # greyed in the map, not clickable
     assert widget.table.item(row, 0).checkState() == Qt.CheckState.Unchecked
 
     widget.set_group_visible("unknown", False)
@@ -333,23 +341,23 @@ def test_clicking_the_map_selects_and_centres_the_pick_and_layer_selection_is_ri
     widget.canvas.draw()
 
     row = 7
-    x, y = widget._ax.transData.transform(xy[row])
-    widget._on_plot_click(types.SimpleNamespace(inaxes=widget._ax, x=x, y=y, button=1))
+    x, y = widget.canvas.ax.transData.transform(xy[row])
+    _click(widget, x, y)
     assert set(layer.selected_data) == {row} and viewer.layers.selection.active is layer
     world = layer.data[row] * VOXEL
     assert viewer.dims.point[0] == pytest.approx(world[0], abs=VOXEL / 2)
     np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
-    np.testing.assert_allclose(widget.ringed, xy[[row]])
+    np.testing.assert_allclose(_ringed(widget), xy[[row]])
 
     # a click far from every point changes nothing; the rejected pick is not on the map
-    widget._on_plot_click(types.SimpleNamespace(inaxes=widget._ax, x=-1000.0, y=-1000.0, button=1))
+    _click(widget, -1000.0, -1000.0)
     assert set(layer.selected_data) == {row}
     widget.select_pick(3)  # the public way
     assert set(layer.selected_data) == {3}
 
     # selecting points in the layer rings them in the map
     layer.selected_data = {2, 5}
-    np.testing.assert_allclose(sorted(map(tuple, widget.ringed)), sorted(map(tuple, xy[[2, 5]])))
+    np.testing.assert_allclose(sorted(map(tuple, _ringed(widget))), sorted(map(tuple, xy[[2, 5]])))
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,7 +391,7 @@ def test_export_writes_every_column_and_optionally_only_the_selected_row(make_na
     assert list(back["class_name"]) == list(names)
 
     widget.select_group("1bxn")
-    widget.only_selected.setChecked(True)
+    widget.export_box.only_selected.setChecked(True)
     out = widget.save_picks(tmp_path / "1bxn.csv")
     back = read_picks(out)
     assert len(back) == int(np.sum(names == "1bxn")) and set(back["class_name"]) == {"1bxn"}
@@ -415,7 +423,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     viewer.reset_view()
     names = layer.features["class_name"].astype(str).to_numpy()
     assert "unknown" in set(names)
-    widget.select_group(widget._order[-1])
+    widget.select_group(widget.table.groups[-1])
     qtbot.wait(300)
     widget.scroll.ensureWidgetVisible(widget.canvas)
     qtbot.wait(300)
@@ -439,7 +447,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     assert int((np.linalg.norm(region - _rgb(UNKNOWN_COLOR), axis=-1) < 40).sum()) > 5
 
     # the lower half of the dock: the selected row's average and the export buttons
-    widget.scroll.ensureWidgetVisible(widget.save_averages_button)
+    widget.scroll.ensureWidgetVisible(widget.export_box.save_averages_button)
     qtbot.wait(200)
-    assert not widget.average_views[0].pixmap().isNull()
+    assert not widget.average_box.views[0].pixmap().isNull()
     imsave("/tmp/results_widget_bottom.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)

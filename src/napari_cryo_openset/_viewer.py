@@ -16,3 +16,21 @@ def show_particles_across_slices(viewer, diameter_angstrom: float, axis: int = 0
     left[axis] = right[axis] = radius
     viewer.dims.margin_left = tuple(left)
     viewer.dims.margin_right = tuple(right)
+
+
+def go_to_pick(viewer, layer, row: int) -> None:
+    """Centre the view on point ``row`` of the Points ``layer``: the slice through it and the camera.
+
+    Goes through the layer's own transform (``scale`` = voxel size in Å, ``translate``), so a
+    picks layer shifted against its tomogram still lands on its point. Selects the point.
+    """
+    import numpy as np
+
+    layer.selected_data = {int(row)}
+    world = np.asarray(layer.data_to_world(np.asarray(layer.data[row], dtype=float)), dtype=float)
+    dims = viewer.dims
+    point = np.asarray(dims.point, dtype=float)
+    point[-len(world):] = world
+    for axis in dims.not_displayed:
+        dims.set_point(axis, point[axis])
+    viewer.camera.center = tuple(point[list(dims.displayed)])

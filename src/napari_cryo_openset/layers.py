@@ -20,6 +20,20 @@ from .picks import from_points, to_points
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 ANGSTROM = ("angstrom", "angstrom", "angstrom")
 
+# ``layer.metadata`` keys the readers, widgets and the demo share (spelled here only)
+#: Points: the Pick widget's live score threshold (candidates below it are left out).
+SCORE_THRESHOLD_KEY = "score_threshold"
+#: Points: how their predictions were made (model, polarity, counts, threshold …).
+PREDICTION_KEY = "prediction"
+#: Points: the map and clusters the Results widget wrote (method, perplexity, cluster sizes …).
+EMBEDDING_KEY = "embedding"
+#: Points: the groups (classes, ``unknown U<k>`` clusters) the Results widget hides.
+HIDDEN_GROUPS_KEY = "hidden_groups"
+#: Points: the particle diameter (Å) the picks were made with.
+DIAMETER_KEY = "diameter"
+#: Image: the group an average layer (added by the Results widget) is the average of.
+AVERAGE_OF_KEY = "average_of"
+
 
 def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
     """An Image layer tuple: scale = voxel size (Å, Z Y X), units Å, sampled contrast limits.
@@ -63,7 +77,7 @@ def picks_layer(
     meta = dict(metadata or {})
     meta.setdefault("voxel_size", tuple(float(v) for v in vs) if voxel_size is not None else None)
     if diameter:
-        meta["diameter"] = float(diameter)
+        meta[DIAMETER_KEY] = float(diameter)
     kwargs: dict[str, Any] = {
         "name": name,
         "scale": tuple(float(v) for v in vs),
@@ -119,8 +133,6 @@ def above_threshold(features: pd.DataFrame, threshold: float | None) -> np.ndarr
     return keep
 
 
-#: ``layer.metadata`` key of the groups (classes, ``unknown U<k>`` clusters) the Results widget hides.
-HIDDEN_GROUPS_KEY = "hidden_groups"
 #: The group of picks without a class (not predicted, added by hand).
 NO_CLASS = ""
 
@@ -142,6 +154,25 @@ def pick_groups(features: pd.DataFrame) -> np.ndarray:
     return group_names(names, cluster)
 
 
+def group_order(groups) -> list[str]:
+    """Table order of groups: known classes (sorted), clusters ``unknown U0``, ``U1``, …, the
+    unclustered ``unknown``, then :data:`NO_CLASS`."""
+    from .picks import UNKNOWN_CLASS
+
+    present = {str(g) for g in groups}
+    clusters = sorted((g for g in present if g.startswith(f"{UNKNOWN_CLASS} U")), key=lambda g: int(g.split("U")[-1]))
+    known = sorted(present - set(clusters) - {UNKNOWN_CLASS, NO_CLASS})
+    tail = [g for g in (UNKNOWN_CLASS, NO_CLASS) if g in present]
+    return known + clusters + tail
+
+
+def is_cluster(group: str) -> bool:
+    """Is ``group`` a cluster of unknown picks (``unknown U<k>``)?"""
+    from .picks import UNKNOWN_CLASS
+
+    return str(group).startswith(f"{UNKNOWN_CLASS} U")
+
+
 def visible_picks_mask(features: pd.DataFrame, threshold: float | None = None,
                        hidden_groups: Sequence[str] | None = None) -> np.ndarray:
     """``shown`` for a picks layer: above the threshold, not rejected, and not in a hidden group."""
@@ -160,5 +191,5 @@ def picks_from_layer(data, features, metadata: dict | None = None) -> pd.DataFra
     the Pick widget's slider) are left out; rejected picks stay in, marked ``rejected``.
     """
     picks = from_points(np.asarray(data), features)
-    threshold = (metadata or {}).get("score_threshold")
+    threshold = (metadata or {}).get(SCORE_THRESHOLD_KEY)
     return picks[above_threshold(picks, threshold)].reset_index(drop=True)

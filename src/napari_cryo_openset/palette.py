@@ -47,3 +47,11 @@ def class_colors(class_names: Iterable[str]) -> dict[str, str]:
     colors[UNKNOWN_CLASS] = UNKNOWN_COLOR
     colors[""] = PICK_COLOR
     return colors
+
+
+def group_color(group: str, palette: dict[str, str]) -> str:
+    """The colour of a group of picks: ``unknown`` and its clusters ``unknown U<k>`` in
+    :data:`UNKNOWN_COLOR`, a class as in ``palette`` (from :func:`class_colors`), else :data:`PICK_COLOR`."""
+    if str(group).startswith(UNKNOWN_CLASS):
+        return UNKNOWN_COLOR
+    return palette.get(str(group), PICK_COLOR)

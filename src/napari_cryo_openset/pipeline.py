@@ -257,46 +257,7 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
 
 
 def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
-    """Save the t-SNE map of ``picks`` (``tsne_x/y``, ``class_name``, ``cluster``) as a PNG, atomically."""
-    import matplotlib
+    """Save the t-SNE map of ``picks`` as a PNG, atomically (drawn by :func:`napari_cryo_openset.plots.plot_embedding`)."""
+    from .plots import plot_embedding as save_map
 
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    from .io import atomic_path
-    from .palette import class_colors
-    from .picks import UNKNOWN_CLASS
-
-    if "tsne_x" not in picks.columns:
-        raise PicksError("the picks have no map coordinates (tsne_x, tsne_y) to plot")
-    rows = picks[picks["tsne_x"].notna()]
-    names = rows["class_name"].fillna("").astype(str).to_numpy()
-    colors = class_colors(names)
-    fig = Figure(figsize=(6.4, 5.2), dpi=120)
-    ax = fig.add_subplot(111)
-    order = sorted(set(names), key=lambda n: (n == UNKNOWN_CLASS, n))
-    for name in order:
-        sel = names == name
-        ax.scatter(rows["tsne_x"].to_numpy()[sel], rows["tsne_y"].to_numpy()[sel], s=10, c=colors.get(name, "#888888"),
-                   label=f"{name or 'unclassified'} ({int(sel.sum())})", edgecolors="none", alpha=0.85)
-    if "cluster" in rows.columns:
-        clusters = rows["cluster"].to_numpy()
-        for k in sorted(set(clusters.tolist()) - {-1}):
-            sel = clusters == k
-            cx, cy = rows["tsne_x"].to_numpy()[sel].mean(), rows["tsne_y"].to_numpy()[sel].mean()
-            ax.scatter(rows["tsne_x"].to_numpy()[sel], rows["tsne_y"].to_numpy()[sel], s=16, facecolors="none",
-                       edgecolors="#222222", linewidths=0.6)
-            ax.annotate(f"U{k}", (cx, cy), fontsize=9, weight="bold", ha="center", va="center",
-                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colors[UNKNOWN_CLASS], "alpha": 0.8})
-    ax.set_xlabel("t-SNE 1")
-    ax.set_ylabel("t-SNE 2")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=1.5)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+    return save_map(picks, path, title)

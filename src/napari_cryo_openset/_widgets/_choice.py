@@ -1,9 +1,9 @@
-"""What the Model and Adapt & predict widgets share: the tomogram / picks choice, saving a bundle.
+"""What the dock widgets share about their inputs: the one layer chooser, the chosen picks, bundles.
 
-:class:`TomogramPicksChoice` is a mixin for a ``QWidget`` with ``self.viewer``,
-``self.image_combo`` and ``self.picks_combo``: it lists the 3-D image and points layers, keeps
-both combo boxes in step with the layer list and the active layer, and answers the chosen
-layers. A widget that wants to react to a new tomogram overrides :meth:`_image_chosen`.
+:class:`LayerCombo` lists the viewer's tomograms (3-D images) or picks (3-D points) and keeps in
+step with the layer list and the active layer; :func:`chosen_picks` turns a tomogram and a
+picks layer into what a core job needs; :func:`load_bundle_or_report` and
+:func:`save_bundle_as` read and write model bundles with one message on failure.
 """
 
 from __future__ import annotations
@@ -12,31 +12,96 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox
 
+from ..layers import AVERAGE_OF_KEY, SCORE_THRESHOLD_KEY
 from ._task import report_error
 
 MODEL_SUFFIX = ".pt"
-
-
-def fill_combo(combo: QComboBox, names: list[str], active_name: str | None) -> None:
-    """Refill ``combo`` with ``names``: keep its choice, else the active layer, else the newest."""
-    current = combo.currentText()
-    combo.blockSignals(True)
-    combo.clear()
-    combo.addItems(names)
-    if current in names:
-        combo.setCurrentText(current)
-    elif active_name in names:
-        combo.setCurrentText(active_name)
-    elif names:
-        combo.setCurrentIndex(len(names) - 1)
-    combo.blockSignals(False)
+TOMOGRAMS, PICKS = "tomograms", "picks"
+#: Suffix of the band-pass preview layer the Pick widget adds (not a tomogram to work on).
+DOG_SUFFIX = "DoG response"
 
 
 def is_average_layer(layer) -> bool:
     """A class / cluster average added by the Results widget (not a tomogram to work on)."""
-    return isinstance(getattr(layer, "metadata", None), dict) and "average_of" in layer.metadata
+    return isinstance(getattr(layer, "metadata", None), dict) and AVERAGE_OF_KEY in layer.metadata
+
+
+def is_tomogram_layer(layer) -> bool:
+    """A 3-D grey image that is a tomogram (not a DoG preview, not an average)."""
+    from napari.layers import Image
+
+    return (isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb and not layer.name.endswith(DOG_SUFFIX)
+            and not is_average_layer(layer))
+
+
+def is_picks_layer(layer) -> bool:
+    """3-D points (picks in a tomogram)."""
+    from napari.layers import Points
+
+    return isinstance(layer, Points) and layer.ndim == 3
+
+
+class LayerCombo(QComboBox):
+    """The layers of one kind (:data:`TOMOGRAMS` or :data:`PICKS`) a widget can work on.
+
+    Follows layers being added and removed (keeping the choice, else the active layer, else the
+    newest) and the active layer; ``layer_changed`` is emitted with the chosen layer (or None)
+    whenever it changes.
+    """
+
+    layer_changed = Signal(object)
+
+    def __init__(self, viewer, kind: str, tooltip: str = "") -> None:
+        super().__init__()
+        self.viewer = viewer
+        self._accepts = {TOMOGRAMS: is_tomogram_layer, PICKS: is_picks_layer}[kind]
+        self._chosen = None
+        if tooltip:
+            self.setToolTip(tooltip)
+        self.currentTextChanged.connect(self._emit_if_changed)
+        events = ((viewer.layers.events.inserted, self.refresh), (viewer.layers.events.removed, self.refresh),
+                  (viewer.layers.selection.events.active, self._follow_selection))
+        for emitter, slot in events:
+            emitter.connect(slot)
+        self.destroyed.connect(lambda *_: [emitter.disconnect(slot) for emitter, slot in events])
+        self.refresh()
+
+    def layers(self) -> list:
+        return [ly for ly in self.viewer.layers if self._accepts(ly)]
+
+    def layer(self):
+        """The chosen layer (None if there is none of this kind)."""
+        return next((ly for ly in self.layers() if ly.name == self.currentText()), None)
+
+    def refresh(self, event=None) -> None:
+        names = [ly.name for ly in self.layers()]
+        current = self.currentText()
+        active = self.viewer.layers.selection.active
+        self.blockSignals(True)
+        self.clear()
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        elif active is not None and active.name in names:
+            self.setCurrentText(active.name)
+        elif names:
+            self.setCurrentIndex(len(names) - 1)
+        self.blockSignals(False)
+        self._emit_if_changed()
+
+    def _follow_selection(self, event=None) -> None:
+        active = self.viewer.layers.selection.active
+        if active is not None and self._accepts(active) and active.name != self.currentText():
+            self.setCurrentText(active.name)
+
+    def _emit_if_changed(self, *_) -> None:
+        layer = self.layer()
+        if layer is not self._chosen:
+            self._chosen = layer
+            self.layer_changed.emit(layer)
 
 
 def to_image_voxels(points, image, zyx: np.ndarray) -> np.ndarray:
@@ -59,88 +124,45 @@ class ChosenPicks:
     tomogram: object  # napari_cryo_openset.io.Tomogram over the image's data
 
 
-class TomogramPicksChoice:
-    """Mixin: the tomogram (3-D image) and picks (3-D points) layers a widget works on."""
+def chosen_picks(image, points, who: str, no_picks: str) -> ChosenPicks | None:
+    """The tomogram ``image`` and picks ``points``, ready for a core job; None after one warning if one is missing.
 
-    def _connect_layer_events(self) -> None:
-        """Follow layers being added/removed and the active layer; fill the combos now."""
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.connect(self._follow_selection)
-        self._refresh_layers()
+    ``who`` prefixes the warning (the widget's name); ``no_picks`` says what to do when the
+    picks layer is missing or empty. Picks below a live score threshold are left out (their
+    rows too); coordinates are converted to the image's voxels.
+    """
+    from napari.utils.notifications import show_warning
 
-    def _images(self):
-        from napari.layers import Image
+    from ..io.tomogram import Tomogram
+    from ..layers import above_threshold, picks_from_layer
 
-        return [ly for ly in self.viewer.layers
-                if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb and not ly.name.endswith("DoG response")
-                and not is_average_layer(ly)]
+    if image is None:
+        show_warning(f"{who}: open a 3-D tomogram first (File ▸ Open, or the sample data).")
+        return None
+    if points is None or len(points.data) == 0:
+        show_warning(f"{who}: {no_picks}")
+        return None
+    picks = picks_from_layer(points.data, points.features, points.metadata)
+    rows = np.flatnonzero(above_threshold(points.features, points.metadata.get(SCORE_THRESHOLD_KEY)))
+    if len(rows) != len(picks):  # defensive: the two must agree
+        rows = np.arange(len(picks))
+    picks[["z", "y", "x"]] = to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
+    data = image.data[0] if getattr(image, "multiscale", False) else image.data
+    path = (image.metadata or {}).get("path")
+    tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]),
+                        path=Path(path) if path else None)
+    return ChosenPicks(image, points, picks, rows, tomogram)
 
-    def _points(self):
-        from napari.layers import Points
 
-        return [ly for ly in self.viewer.layers if isinstance(ly, Points) and ly.ndim == 3]
+def load_bundle_or_report(path):
+    """The model bundle at ``path``, or None after one message (a bad file, or a bug with its traceback)."""
+    from ..checkpoint import load_bundle
 
-    def _refresh_layers(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        active_name = active.name if active is not None else None
-        before = self.image_combo.currentText()
-        fill_combo(self.image_combo, [ly.name for ly in self._images()], active_name)
-        fill_combo(self.picks_combo, [ly.name for ly in self._points()], active_name)
-        if self.image_combo.currentText() != before:
-            self._image_chosen(self.image_combo.currentText())
-
-    def _follow_selection(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        if active is None:
-            return
-        if active.name in [ly.name for ly in self._images()]:
-            self.image_combo.setCurrentText(active.name)
-        elif active.name in [ly.name for ly in self._points()]:
-            self.picks_combo.setCurrentText(active.name)
-
-    def _image_chosen(self, name: str) -> None:
-        """Called when the chosen tomogram changes (override to react)."""
-
-    def image_layer(self):
-        return next((ly for ly in self._images() if ly.name == self.image_combo.currentText()), None)
-
-    def picks_layer(self):
-        return next((ly for ly in self._points() if ly.name == self.picks_combo.currentText()), None)
-
-    def chosen_picks(self, who: str, no_picks: str) -> ChosenPicks | None:
-        """The chosen tomogram and picks, ready for a core job; None after one warning if one is missing.
-
-        ``who`` prefixes the warning (the widget's name); ``no_picks`` says what to do when the
-        picks layer is missing or empty. Picks below a live score threshold are left out (their
-        rows too); coordinates are converted to the image's voxels.
-        """
-        from napari.utils.notifications import show_warning
-
-        from ..io.tomogram import Tomogram
-        from ..layers import above_threshold, picks_from_layer
-
-        image, points = self.image_layer(), self.picks_layer()
-        if image is None:
-            show_warning(f"{who}: open a 3-D tomogram first (File ▸ Open, or the sample data).")
-            return None
-        if points is None or len(points.data) == 0:
-            show_warning(f"{who}: {no_picks}")
-            return None
-        picks = picks_from_layer(points.data, points.features, points.metadata)
-        rows = np.flatnonzero(above_threshold(points.features, points.metadata.get("score_threshold")))
-        if len(rows) != len(picks):  # defensive: the two must agree
-            rows = np.arange(len(picks))
-        picks[["z", "y", "x"]] = to_image_voxels(points, image, picks[["z", "y", "x"]].to_numpy(float))
-        data = image.data[0] if getattr(image, "multiscale", False) else image.data
-        path = (image.metadata or {}).get("path")
-        tomogram = Tomogram(data=data, voxel_size=tuple(float(s) for s in image.scale[-3:]),
-                            path=Path(path) if path else None)
-        return ChosenPicks(image, points, picks, rows, tomogram)
-
-    def _schedule_redraw(self) -> None:
-        if not self._redraw_timer.isActive():
-            self._redraw_timer.start()
+    try:
+        return load_bundle(path)
+    except Exception as exc:  # noqa: BLE001 - BundleError: one clear message; others with traceback
+        report_error(exc)
+        return None
 
 
 def save_bundle_as(bundle, path, who: str, nothing_yet: str) -> Path | None:
@@ -166,3 +188,11 @@ def save_bundle_as(bundle, path, who: str, nothing_yet: str) -> Path | None:
         return None
     show_info(f"{who}: saved to {out}")
     return out
+
+
+def polarity_combo(tooltip: str = "Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?"):
+    """The polarity choice every widget offers: dark, bright or auto (a guess from the picks)."""
+    combo = QComboBox()
+    combo.addItems(["dark", "bright", "auto"])
+    combo.setToolTip(tooltip)
+    return combo

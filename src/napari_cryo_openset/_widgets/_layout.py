@@ -40,13 +40,22 @@ def scroll_into(widget: QWidget, content: QWidget) -> VerticalScrollArea:
     return scroll
 
 
-def redraw_timer(parent: QWidget, slot) -> QTimer:
-    """A single-shot timer that calls ``slot`` at most every :data:`REDRAW_MS` when (re)started."""
-    timer = QTimer(parent)
-    timer.setSingleShot(True)
-    timer.setInterval(REDRAW_MS)
-    timer.timeout.connect(slot)
-    return timer
+class Throttle(QTimer):
+    """Calls ``slot`` at most every :data:`REDRAW_MS` however often :meth:`request` is called.
+
+    A burst of requests gives one call at the end of the interval (the last state is drawn);
+    ``stop()`` then a direct call draws at once (at the end of a run).
+    """
+
+    def __init__(self, parent: QWidget, slot) -> None:
+        super().__init__(parent)
+        self.setSingleShot(True)
+        self.setInterval(REDRAW_MS)
+        self.timeout.connect(slot)
+
+    def request(self) -> None:
+        if not self.isActive():
+            self.start()
 
 
 def theme_colors(viewer) -> tuple[str, str]:

@@ -2,15 +2,18 @@
 
 A task is a core *generator* that yields :class:`~napari_cryo_openset.progress.Progress`-like
 events (``step``, ``total``, ``message``) and returns its result. It runs in a napari
-``thread_worker``; Cancel calls ``worker.quit()``, which takes effect at the next ``yield``.
-Starting a new task cancels the running one, and results of a superseded or cancelled task are
-discarded (a stale result never overwrites a newer one).
+``thread_worker``; Cancel calls ``worker.quit()``, which takes effect at the generator's next
+``yield`` — so the status says "Cancelling…" until the thread has really ended, and only then
+"cancelled". A task started while another still runs cancels that one and waits for its thread
+to end before it starts: two tasks never run at once (they would share the network and the
+CPU threads). Results of a superseded or cancelled task are discarded.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import Signal
@@ -29,16 +32,30 @@ def report_error(exc: BaseException) -> None:
         notification_manager.dispatch(ErrorNotification(exc))
 
 
+@dataclass
+class _Job:
+    worker: Any  # napari GeneratorWorker, not started until its turn
+    label: str
+    on_result: Callable[[Any], None]
+    on_progress: Callable[[Any], None] | None
+    on_error: Callable[[BaseException], None] | None
+
+
 class TaskRunner(QWidget):
-    """Progress bar + status + Cancel for one background job at a time."""
+    """Progress bar + status + Cancel for one background job at a time.
+
+    ``started`` is emitted when :meth:`start` accepts a job, ``finished`` when no job runs any
+    more (its thread has ended, and none waits to start).
+    """
 
     started = Signal()
     finished = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._token = 0
-        self._worker = None
+        self._running: _Job | None = None  # the job whose thread runs
+        self._waiting: _Job | None = None  # the job to start when that thread has ended
+        self._cancelled = False  # the running job was asked to stop
         self._t0 = 0.0
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1)
@@ -60,11 +77,14 @@ class TaskRunner(QWidget):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        """A job runs, is being cancelled, or waits for its turn."""
+        return self._running is not None or self._waiting is not None
 
     @property
     def worker(self):
-        return self._worker
+        """The worker of the latest job accepted (None when nothing runs)."""
+        job = self._waiting or self._running
+        return None if job is None else job.worker
 
     def start(
         self,
@@ -76,77 +96,99 @@ class TaskRunner(QWidget):
         label: str = "Working",
         **kwargs,
     ):
-        """Run ``generator_factory(*args, **kwargs)`` in a thread; return the worker."""
+        """Run ``generator_factory(*args, **kwargs)`` in a thread; return its worker.
+
+        If a job still runs, it is cancelled and this one starts when its thread has ended (a
+        job that was waiting is dropped for this one).
+        """
         from napari.qt.threading import create_worker
 
-        self.cancel()
-        self._token += 1
-        token = self._token
         # errors are handled below (one clear message), not re-raised in the Qt event loop
         worker = create_worker(generator_factory, *args, _start_thread=False, _ignore_errors=True, **kwargs)
-        self._worker = worker
-        self._t0 = time.perf_counter()
-        self._label = label
-        self.progress_bar.setRange(0, 0)  # busy until the first event
-        self.status.setText(f"{label}…")
-        self.cancel_button.setEnabled(True)
-
-        def _yielded(event):
-            if token != self._token:
-                return
-            total = int(getattr(event, "total", 0) or 0)
-            step = int(getattr(event, "step", 0) or 0)
-            if total > 0:
-                self.progress_bar.setRange(0, total)
-                self.progress_bar.setValue(min(step, total))
-            message = getattr(event, "message", "") or ""
-            self.status.setText(f"{label}: {message}" if message else f"{label}…")
-            if on_progress is not None:
-                on_progress(event)
-
-        def _returned(result):
-            if token != self._token:
-                return  # superseded: discard
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(1)
-            self.status.setText(f"{label}: done in {time.perf_counter() - self._t0:.1f} s")
-            on_result(result)
-
-        def _errored(exc):
-            if token != self._token:
-                return
-            self.status.setText(f"{label} failed: {exc}")
-            if on_error is not None:
-                on_error(exc)
-            else:
-                report_error(exc)
-
-        def _finished():
-            if token == self._token:
-                self._worker = None
-                self.cancel_button.setEnabled(False)
-                if self.progress_bar.maximum() == 0:
-                    self.progress_bar.setRange(0, 1)
-                self.finished.emit()
-
-        worker.yielded.connect(_yielded)
-        worker.returned.connect(_returned)
-        worker.errored.connect(_errored)
-        worker.finished.connect(_finished)
-        self.started.emit()
-        worker.start()
+        job = _Job(worker, label, on_result, on_progress, on_error)
+        worker.yielded.connect(lambda event: self._yielded(job, event))
+        worker.returned.connect(lambda result: self._returned(job, result))
+        worker.errored.connect(lambda exc: self._errored(job, exc))
+        worker.finished.connect(lambda: self._finished(job))
+        was_running = self.running
+        self._waiting = job
+        if self._running is not None:
+            self._stop_running()
+        else:
+            self._launch()
+        if not was_running:
+            self.started.emit()
         return worker
 
     def cancel(self) -> None:
-        """Ask the running task to stop at its next yield; its result will be discarded."""
-        worker = self._worker
-        if worker is None:
+        """Ask the running job to stop at its next yield (its result is discarded); drop a waiting one."""
+        self._waiting = None
+        self._stop_running()
+
+    def _stop_running(self) -> None:
+        job = self._running
+        if job is None:
             return
-        self._token += 1  # anything still coming from it is stale
-        worker.quit()
-        self._worker = None
+        if not self._cancelled:
+            self._cancelled = True
+            job.worker.quit()
         self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 0)  # busy until the thread has ended
+        self.status.setText(f"{job.label}: Cancelling…")
+
+    # --- the worker's signals (main thread) -------------------------------------------------
+    def _launch(self) -> None:
+        job, self._waiting = self._waiting, None
+        self._running, self._cancelled = job, False
+        self._t0 = time.perf_counter()
+        self.progress_bar.setRange(0, 0)  # busy until the first event
+        self.status.setText(f"{job.label}…")
+        self.cancel_button.setEnabled(True)
+        job.worker.start()
+
+    def _current(self, job: _Job) -> bool:
+        return job is self._running and not self._cancelled
+
+    def _yielded(self, job: _Job, event) -> None:
+        if not self._current(job):
+            return
+        total = int(getattr(event, "total", 0) or 0)
+        step = int(getattr(event, "step", 0) or 0)
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(step, total))
+        message = getattr(event, "message", "") or ""
+        self.status.setText(f"{job.label}: {message}" if message else f"{job.label}…")
+        if job.on_progress is not None:
+            job.on_progress(event)
+
+    def _returned(self, job: _Job, result) -> None:
+        if not self._current(job):
+            return  # cancelled or superseded: discard
         self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.status.setText(f"{getattr(self, '_label', 'Task')}: cancelled")
+        self.progress_bar.setValue(1)
+        self.status.setText(f"{job.label}: done in {time.perf_counter() - self._t0:.1f} s")
+        job.on_result(result)
+
+    def _errored(self, job: _Job, exc: BaseException) -> None:
+        if not self._current(job):
+            return
+        self.status.setText(f"{job.label} failed: {exc}")
+        (job.on_error or report_error)(exc)
+
+    def _finished(self, job: _Job) -> None:
+        if job is not self._running:
+            return  # a waiting job that was dropped never ran
+        cancelled = self._cancelled
+        self._running, self._cancelled = None, False
+        self.cancel_button.setEnabled(False)
+        if self._waiting is not None:
+            self._launch()
+            return
+        if cancelled:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.status.setText(f"{job.label}: cancelled")
+        elif self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
         self.finished.emit()

@@ -3,7 +3,7 @@
 Thin glue over :func:`napari_cryo_openset.adapt.adapt_to_tomogram` (no science here):
 
 - **Model and source set**: the model the Model widget trained, with the simulated set it
-  trained on (shared through :mod:`.session`); or a model file (**Load model…**) and its
+  trained on (shared through :mod:`.state`); or a model file (**Load model…**) and its
   simulated set (**Source set…**, the ``.npz`` from ``simulate``; filled in automatically when
   the model records where it was trained and that file exists). Both methods need the source
   set: 3D-ADA for the source side of its domain discriminator, MLUDA for its supervised loss.
@@ -43,11 +43,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._choice import TomogramPicksChoice, save_bundle_as
+from ..layers import PREDICTION_KEY
+from ..predictions import picks_at_threshold, with_threshold, write_predictions
+from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
+from ._layout import Throttle, live_plot, scroll_into
 from ._task import TaskRunner, report_error
-from ._layout import live_plot, redraw_timer, scroll_into
-from .model import write_predictions
-from .session import session_for
+from .state import follow, viewer_state
 
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
 _NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
@@ -70,26 +71,7 @@ def is_adapted(bundle) -> bool:
     return bundle is not None and bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance
 
 
-def redecide_unknowns(bundle, predictions, threshold: float):
-    """Class names and unknown flags of ``predictions`` under another unknown ``threshold``.
-
-    Re-applies the bundle's one open-set rule (:func:`napari_cryo_openset.predict.score_outputs`)
-    to the stored outputs: the calibrated probabilities p = softmax(z / T) give back logits
-    T·log p up to a constant, which leaves the softmax — and so class and confidence — as it
-    was; only the threshold changes.
-    """
-    import torch
-
-    from ..predict import score_outputs
-
-    temperature = float(bundle.openset.get("temperature") or 1.0)
-    probs = torch.as_tensor(np.asarray(predictions.probabilities, dtype=np.float64))
-    logits = torch.log(probs.clamp_min(1e-300)) * temperature
-    out = score_outputs(bundle, logits, torch.as_tensor(np.asarray(predictions.features)), float(threshold))
-    return out.class_name, out.is_unknown
-
-
-class AdaptWidget(TomogramPicksChoice, QWidget):
+class AdaptWidget(QWidget):
     """Adapt the model to a tomogram's picks and classify them (dock widget "Adapt & predict")."""
 
     def __init__(self, napari_viewer) -> None:
@@ -97,7 +79,7 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         from ..device import available_devices
 
         self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
+        self.state = viewer_state(napari_viewer)
         self.bundle = None  # the source model
         self.source = None  # the SimulatedSet it was trained on
         self.adapted = None  # the adapted ModelBundle of the last completed run
@@ -107,7 +89,6 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         self.class_counts: dict[str, int] = {}  # active picks per predicted class (as in the table)
         self.loss_history: dict[str, list[tuple[int, float]]] = {}
         self.rate_history: list[tuple[int, float]] = []  # D accuracy (3D-ADA) / target unknown fraction (MLUDA)
-        self.redraw_count = 0
         self._target = None  # (layer, number of points, rows) of the running / last run
         self._plot_method = "ada"
 
@@ -132,13 +113,10 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         ml.addLayout(row)
 
         # --- target and settings ----------------------------------------------------------
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The tomogram to adapt to")
-        self.picks_combo = QComboBox()
-        self.picks_combo.setToolTip("Its picks: the unlabelled target data; predictions go into this layer")
-        self.polarity = QComboBox()
-        self.polarity.addItems(["dark", "bright", "auto"])
-        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?")
+        self.image_combo = LayerCombo(napari_viewer, TOMOGRAMS, "The tomogram to adapt to")
+        self.picks_combo = LayerCombo(napari_viewer, PICKS,
+                                      "Its picks: the unlabelled target data; predictions go into this layer")
+        self.polarity = polarity_combo()
         self.method = QComboBox()
         for name, key in METHODS.items():
             self.method.addItem(name, key)
@@ -217,7 +195,7 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         self.canvas.setVisible(False)  # no empty axes: shown when a run starts
         layout.addStretch(1)
         self.scroll = scroll_into(self, content)
-        self._redraw_timer = redraw_timer(self, self.redraw_plot)
+        self._redraw = Throttle(self, self.redraw_plot)
 
         self.load_model_button.clicked.connect(self._choose_model)
         self.source_button.clicked.connect(self._choose_source)
@@ -227,23 +205,26 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         self.reset_threshold_button.clicked.connect(self.reset_threshold)
         self.runner.started.connect(lambda: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
-        self.session.connect(self._session_changed)
-        self._connect_layer_events()
+        follow(self.state.source_changed, self, self._source_published)
         self._update_adapt_button()
-        if self.session.bundle is not None:
-            self._session_changed(self.session)
+        if self.state.source is not None:
+            self._source_published(self.state.source)
 
     # --- model and source set -------------------------------------------------------------
-    def _session_changed(self, session) -> None:
-        """The Model widget trained or loaded a model: use it (with its training set, if known)."""
-        try:
-            self._use_model(session.bundle, session.origin or "from the Model widget")
-            if session.source is not None:
-                self._use_source(session.source, "the set it was trained on, in memory")
-        except RuntimeError:  # the Qt side of this widget is gone (dock closed)
-            self.session.disconnect(self._session_changed)
+    def image_layer(self):
+        return self.image_combo.layer()
 
-    def _use_model(self, bundle, origin: str) -> None:
+    def picks_layer(self):
+        return self.picks_combo.layer()
+
+    def _source_published(self, published) -> None:
+        """The Model widget trained or loaded a model: use it (with its training set, if known)."""
+        self.use_model(published.bundle, published.origin or "from the Model widget")
+        if published.data is not None:
+            self._use_source(published.data, "the set it was trained on, in memory")
+
+    def use_model(self, bundle, origin: str) -> None:
+        """Adapt ``bundle`` from now on (``origin`` says where it came from); a source set of another model is dropped."""
         self.bundle = bundle
         if bundle is None:
             self.model_label.setText(_NO_MODEL)
@@ -268,17 +249,13 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         """Load a source model bundle; on failure, say why and keep the current model."""
         from napari.utils.notifications import show_error, show_info
 
-        from ..checkpoint import load_bundle
-
-        try:
-            bundle = load_bundle(path)
-        except Exception as exc:  # noqa: BLE001 - BundleError: one clear message; others with traceback
-            report_error(exc)
+        bundle = load_bundle_or_report(path)
+        if bundle is None:
             return None
         if is_adapted(bundle):
             show_error(f"Adapt: '{Path(path).name}' is an adapted model; load the source model it was adapted from.")
             return None
-        self._use_model(bundle, f"loaded from {Path(path).name}")
+        self.use_model(bundle, f"loaded from {Path(path).name}")
         recorded = bundle.provenance.get("source_path") if isinstance(bundle.provenance, dict) else None
         if self.source is None and isinstance(recorded, str) and recorded and Path(recorded).is_file():
             self.set_source(recorded, quiet=True)  # the set the model records it was trained on
@@ -322,16 +299,15 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         if path:
             self.set_source(path)
 
-    # --- layers ---------------------------------------------------------------------------
     # --- plot -----------------------------------------------------------------------------
     def _build_plot(self) -> None:
         self.figure, self.canvas, ax, ax2, self._fg = live_plot(self.viewer, "adaptation round")
-        self._lines = {
+        self.lines = {
             "loss_d": ax.plot([], [], color="#56b4e9", lw=1.0, label="D loss")[0],
             "loss_t": ax.plot([], [], color="#009e73", lw=1.0, label="target loss")[0],
             "loss": ax.plot([], [], color="#56b4e9", lw=1.0, label="loss")[0],
         }
-        self._rate_line = ax2.plot([], [], color="#e69f00", lw=1.2, label="")[0]
+        self.rate_line = ax2.plot([], [], color="#e69f00", lw=1.2, label="")[0]
         self._ax, self._ax2 = ax, ax2
         self._style_plot("ada")
 
@@ -341,31 +317,30 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         if method == "ada":
             self._ax.set_ylabel("loss (D, target)", color="#56b4e9", fontsize=7)
             self._ax2.set_ylabel("D accuracy", color="#e69f00", fontsize=7)
-            self._rate_line.set_marker("")
+            self.rate_line.set_marker("")
         else:
             self._ax.set_ylabel("loss", color="#56b4e9", fontsize=7)
             self._ax2.set_ylabel("target unknown fraction", color="#e69f00", fontsize=7)
-            self._rate_line.set_marker("o")
-            self._rate_line.set_markersize(3)
+            self.rate_line.set_marker("o")
+            self.rate_line.set_markersize(3)
         legend = self._ax.get_legend()
         if legend is not None:
             legend.remove()
         names = ("loss_d", "loss_t") if method == "ada" else ("loss",)
-        handles = [self._lines[n] for n in names] + [self._rate_line]
-        labels = [self._lines[n].get_label() for n in names] + [self._ax2.get_ylabel()]
+        handles = [self.lines[n] for n in names] + [self.rate_line]
+        labels = [self.lines[n].get_label() for n in names] + [self._ax2.get_ylabel()]
         self._ax.legend(handles, labels, fontsize=6, loc="upper right", frameon=False, labelcolor=fg)
 
     def redraw_plot(self) -> None:
         """Redraw the loss / accuracy plot from ``loss_history`` and ``rate_history``."""
-        for name, line in self._lines.items():
+        for name, line in self.lines.items():
             points = self.loss_history.get(name) or []
             line.set_data(*(zip(*points) if points else ([], [])))
-        self._rate_line.set_data(*(zip(*self.rate_history) if self.rate_history else ([], [])))
+        self.rate_line.set_data(*(zip(*self.rate_history) if self.rate_history else ([], [])))
         self._ax.relim()
         self._ax.autoscale_view()
         self._ax2.set_ylim(0, 1.02)
         self.canvas.draw_idle()
-        self.redraw_count += 1
 
     def _on_progress(self, event) -> None:
         metrics = getattr(event, "metrics", None) or {}
@@ -383,7 +358,7 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
                 self.loss_history.setdefault("loss", []).append((it, float(metrics["loss"])))
             if "target_unknown_fraction" in metrics:
                 self.rate_history.append((it, float(metrics["target_unknown_fraction"])))
-        self._schedule_redraw()
+        self._redraw.request()
 
     # --- adaptation -----------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
@@ -401,7 +376,7 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
             w.setEnabled(enabled)
 
     def adapt_params(self):
-        from ..adapt.common import AdaptParams
+        from ..params import AdaptParams
 
         return AdaptParams(method=self.method.currentData(), iterations=int(self.iterations.value()),
                            seed=int(self.seed.value()), device=self.device.currentText())
@@ -422,7 +397,8 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
                          "adaptation needs the source data.")
             return None
         try:
-            chosen = self.chosen_picks("Adapt", "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            chosen = chosen_picks(self.image_layer(), self.picks_layer(), "Adapt",
+                                  "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
             if chosen is None:
                 return None
             points, picks = chosen.points, chosen.picks
@@ -452,11 +428,12 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
     def _on_adapted(self, adaptation) -> None:
         from napari.utils.notifications import show_info, show_warning
 
-        self._redraw_timer.stop()
+        self._redraw.stop()
         self.redraw_plot()
         self.adaptation = adaptation
         self.adapted = adaptation.result.bundle
-        self.session.publish_adapted(self.adapted, origin=f"adapted to '{self._target[0].name}' in Adapt & predict")
+        self._adapted_origin = f"adapted to '{self._target[0].name}' in Adapt & predict"
+        self.state.publish_adapted(self.adapted, origin=self._adapted_origin)
         self.calibrated_threshold = float(self.adapted.openset.get("threshold"))
         self.threshold_override = None
         self.threshold.blockSignals(True)
@@ -481,28 +458,17 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
     def threshold_in_use(self) -> float | None:
         return self.calibrated_threshold if self.threshold_override is None else self.threshold_override
 
-    def _current_picks(self):
-        """The adaptation's picks table with class names decided at the threshold in use."""
-        picks = self.adaptation.picks.copy()
-        if self.threshold_override is None:
-            return picks
-        active = (picks["curation"] != "rejected").to_numpy()
-        names, unknown = redecide_unknowns(self.adapted, self.adaptation.result.predictions, self.threshold_override)
-        picks.loc[active, "class_name"] = names
-        picks.loc[active, "is_unknown"] = unknown
-        return picks
-
     def _write_to_layer(self) -> bool:
         """Write the predictions (at the current threshold) into the target layer; False if it changed."""
         layer, n, rows = self._target
-        picks = self._current_picks()
+        picks = picks_at_threshold(self.adaptation, self.adapted, self.threshold_override)
         active = (picks["curation"] != "rejected").to_numpy()
         self._fill_counts(picks.loc[active, "class_name"].astype(str).to_numpy())
         if layer not in self.viewer.layers or len(layer.data) != n:
             return False
         write_predictions(layer, picks, rows)
         counts = picks.loc[active, "class_name"].astype(str).value_counts().to_dict()
-        layer.metadata["prediction"] = {
+        layer.metadata[PREDICTION_KEY] = {
             "model": self.adapted.describe(), "method": self.adapted.provenance.get("adaptation", {}).get("method"),
             "polarity": self.adaptation.polarity, "resampled": bool(self.adaptation.resampled),
             "counts": {str(k): int(v) for k, v in counts.items()}, "threshold": self.threshold_in_use,
@@ -512,12 +478,12 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
 
     def _fill_counts(self, names: np.ndarray) -> None:
         from ..palette import class_colors
+        from ..picks import class_counts
 
-        values, freq = np.unique(names, return_counts=True) if len(names) else ([], [])
-        order = sorted(zip(values, freq), key=lambda t: (t[0] == "unknown", -t[1], t[0]))
-        colors = class_colors(list(values) + list(self.bundle.class_names if self.bundle is not None else []))
-        self.counts_table.setRowCount(len(order))
-        for i, (name, count) in enumerate(order):
+        counts = class_counts(names)
+        colors = class_colors(list(counts) + list(self.bundle.class_names if self.bundle is not None else []))
+        self.counts_table.setRowCount(len(counts))
+        for i, (name, count) in enumerate(counts.items()):
             item = QTableWidgetItem(str(name))
             color = QColor(colors.get(str(name), "#ffffff"))
             item.setBackground(color)
@@ -526,8 +492,8 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
             count_item = QTableWidgetItem(str(int(count)))
             count_item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
             self.counts_table.setItem(i, 1, count_item)
-        self.class_counts = {str(n): int(c) for n, c in order}
-        self._fit_table_height(len(order))
+        self.class_counts = counts
+        self._fit_table_height(len(counts))
 
     def _fit_table_height(self, rows: int) -> None:
         """Show every class row (up to 8, then scroll), however little room the dock has."""
@@ -540,6 +506,8 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         """Re-decide ``unknown`` at threshold ``value`` without re-running; the adapted model keeps it.
 
         A value within the spin box's rounding of the calibrated threshold means the calibrated one.
+        The adapted model with the new threshold is a new bundle, published for the other widgets
+        (the one they hold is not changed under them).
         """
         if self.adaptation is None or self.adapted is None or self.calibrated_threshold is None:
             return
@@ -549,13 +517,11 @@ class AdaptWidget(TomogramPicksChoice, QWidget):
         self.threshold.blockSignals(True)
         self.threshold.setValue(self.threshold_in_use)
         self.threshold.blockSignals(False)
-        self.adapted.openset["threshold"] = float(self.threshold_in_use)
-        if self.threshold_override is None:
-            self.adapted.openset.pop("calibrated_threshold", None)
-        else:
-            self.adapted.openset["calibrated_threshold"] = float(self.calibrated_threshold)
+        calibrated = None if self.threshold_override is None else self.calibrated_threshold
+        self.adapted = with_threshold(self.adapted, self.threshold_in_use, calibrated)
         self._show_threshold()
         self._write_to_layer()
+        self.state.publish_adapted(self.adapted, origin=self._adapted_origin)
 
     def _show_threshold(self) -> None:
         rule = self.adapted.openset.get("rule", "") if self.adapted is not None else ""

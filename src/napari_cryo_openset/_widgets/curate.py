@@ -13,18 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
-    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
+
+from ..layers import DIAMETER_KEY, SCORE_THRESHOLD_KEY
+from .._viewer import go_to_pick
+from ._choice import PICKS, LayerCombo, is_tomogram_layer, to_image_voxels
+from ._views import gray_pixmap, ortho_slices, slice_views
 
 ORDERS = {
     "score (high → low)": ("score", False),
@@ -41,33 +43,6 @@ class _Change:
     shown: bool
 
 
-def ortho_slices(volume: np.ndarray, centre_zyx, half: int) -> list[np.ndarray]:
-    """XY, XZ and YZ slices (2·half+1 square, edge-padded) through ``centre_zyx`` (voxels)."""
-    c = np.round(np.asarray(centre_zyx, dtype=float)).astype(int)
-    shape = np.asarray(volume.shape)
-    lo = c - half
-    hi = c + half + 1
-    src_lo = np.clip(lo, 0, shape)
-    src_hi = np.clip(hi, 0, shape)
-    size = 2 * half + 1
-    box = np.zeros((size, size, size), dtype=np.float32)
-    if np.all(src_hi > src_lo):
-        block = np.asarray(volume[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))], dtype=np.float32)
-        pad = [(int(a - lo_), int(hi_ - b)) for a, b, lo_, hi_ in zip(src_lo, src_hi, lo, hi)]
-        box = np.pad(block, pad, mode="edge" if block.size else "constant")
-    return [box[half], box[:, half, :], box[:, :, half]]
-
-
-def _to_pixmap(image: np.ndarray, lo: float, hi: float) -> QPixmap:
-    scaled = np.clip((image - lo) / (hi - lo or 1.0) * 255.0, 0, 255).astype(np.uint8)
-    scaled = np.ascontiguousarray(scaled)
-    h, w = scaled.shape
-    qimg = QImage(scaled.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    return QPixmap.fromImage(qimg).scaled(
-        _VIEW_PX, _VIEW_PX, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.FastTransformation
-    )
-
-
 class CurateWidget(QWidget):
     """Review picks one by one (dock widget)."""
 
@@ -79,7 +54,7 @@ class CurateWidget(QWidget):
         self._pos = 0
         self._undo: list[_Change] = []
 
-        self.layer_combo = QComboBox()
+        self.layer_combo = LayerCombo(napari_viewer, PICKS, "The picks to review")
         self.order_combo = QComboBox()
         self.order_combo.addItems(list(ORDERS))
         self.prev_button = QPushButton("◀ Back (B)")
@@ -90,11 +65,7 @@ class CurateWidget(QWidget):
         self.info = QLabel("No picks layer")
         self.info.setWordWrap(True)
         self.progress_label = QLabel("")
-        self.views = [QLabel() for _ in range(3)]
-        for view in self.views:
-            view.setFixedSize(_VIEW_PX, _VIEW_PX)
-            view.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            view.setStyleSheet("background: black;")
+        grid, self.views = slice_views(_VIEW_PX)
 
         form = QFormLayout()
         form.addRow("Picks layer", self.layer_combo)
@@ -106,10 +77,6 @@ class CurateWidget(QWidget):
         decide.addWidget(self.accept_button)
         decide.addWidget(self.reject_button)
         decide.addWidget(self.undo_button)
-        grid = QGridLayout()
-        for col, (title, view) in enumerate(zip(("XY", "XZ", "YZ"), self.views)):
-            grid.addWidget(QLabel(title), 0, col, alignment=Qt.AlignmentFlag.AlignCenter)
-            grid.addWidget(view, 1, col)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(nav)
@@ -124,41 +91,17 @@ class CurateWidget(QWidget):
         self.accept_button.clicked.connect(lambda: self.decide("accepted"))
         self.reject_button.clicked.connect(lambda: self.decide("rejected"))
         self.undo_button.clicked.connect(self.undo)
-        self.layer_combo.currentTextChanged.connect(self._on_layer_chosen)
+        self.layer_combo.layer_changed.connect(self._on_layer_chosen)
         self.order_combo.currentTextChanged.connect(lambda _: self._reorder(keep_current=True))
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self.viewer.layers.selection.events.active.connect(self._follow_selection)
-        self._refresh_layers()
+        self._on_layer_chosen(self.layer_combo.layer())
 
     # --- layer bookkeeping ----------------------------------------------------------------
-    def _points_layers(self):
-        from napari.layers import Points
+    @property
+    def layer(self):
+        """The picks layer under review (None if there is none)."""
+        return self._layer
 
-        return [ly for ly in self.viewer.layers if isinstance(ly, Points)]
-
-    def _refresh_layers(self, event=None) -> None:
-        current = self.layer_combo.currentText()
-        names = [ly.name for ly in self._points_layers()]
-        self.layer_combo.blockSignals(True)
-        self.layer_combo.clear()
-        self.layer_combo.addItems(names)
-        active = self.viewer.layers.selection.active
-        preferred = current if current in names else (active.name if active is not None and active.name in names else None)
-        if preferred is None and names:
-            preferred = names[-1]
-        if preferred is not None:
-            self.layer_combo.setCurrentText(preferred)
-        self.layer_combo.blockSignals(False)
-        self._on_layer_chosen(self.layer_combo.currentText())
-
-    def _follow_selection(self, event=None) -> None:
-        active = self.viewer.layers.selection.active
-        if active is not None and active.name in [ly.name for ly in self._points_layers()]:
-            self.layer_combo.setCurrentText(active.name)
-
-    def _on_layer_chosen(self, name: str) -> None:
-        layer = next((ly for ly in self._points_layers() if ly.name == name), None)
+    def _on_layer_chosen(self, layer) -> None:
         if layer is self._layer:
             return
         if self._layer is not None:
@@ -209,7 +152,7 @@ class CurateWidget(QWidget):
             values = np.nan_to_num(layer.features[column].to_numpy(dtype=float), nan=-np.inf)
             order = np.argsort(-values, kind="stable")
         # candidates below the Pick widget's live threshold are not up for review
-        keep = above_threshold(layer.features, layer.metadata.get("score_threshold"))
+        keep = above_threshold(layer.features, layer.metadata.get(SCORE_THRESHOLD_KEY))
         order = order[keep[order]]
         self._order = order
         self._pos = 0
@@ -264,15 +207,8 @@ class CurateWidget(QWidget):
 
     # --- display --------------------------------------------------------------------------
     def _image_for(self, layer):
-        from napari.layers import Image
-
-        from ._choice import is_average_layer
-
-        images = [
-            ly for ly in self.viewer.layers
-            if isinstance(ly, Image) and ly.ndim == 3 and np.allclose(ly.scale, layer.scale)
-            and not is_average_layer(ly)
-        ]
+        """The tomogram the picks belong to: the newest one at the same voxel size."""
+        images = [ly for ly in self.viewer.layers if is_tomogram_layer(ly) and np.allclose(ly.scale, layer.scale)]
         return images[-1] if images else None
 
     def _update_view(self) -> None:
@@ -297,20 +233,17 @@ class CurateWidget(QWidget):
                 value = feats[column].iloc[i]
                 parts.append(f"{label}: {value:.3g}" if isinstance(value, (float, np.floating)) else f"{label}: {value}")
         self.info.setText(" · ".join(parts))
-        zyx = np.asarray(layer.data[i], dtype=float)
-        world = zyx * np.asarray(layer.scale)
-        layer.selected_data = {i}
-        self.viewer.dims.set_point(0, world[0])
-        self.viewer.camera.center = tuple(world[1:]) if self.viewer.dims.ndisplay == 2 else tuple(world)
+        go_to_pick(self.viewer, layer, i)
         image = self._image_for(layer)
         if image is None:
             return
-        diameter = layer.metadata.get("diameter") if isinstance(layer.metadata, dict) else None
+        diameter = layer.metadata.get(DIAMETER_KEY) if isinstance(layer.metadata, dict) else None
         half = int(round(diameter / float(np.mean(layer.scale)))) if diameter else 16
         half = max(4, min(half, 48))
         lo, hi = image.contrast_limits
+        zyx = to_image_voxels(layer, image, np.asarray(layer.data[i], dtype=float))
         for view, plane in zip(self.views, ortho_slices(image.data, zyx, half)):
-            view.setPixmap(_to_pixmap(plane, lo, hi))
+            view.setPixmap(gray_pixmap(plane, lo, hi, _VIEW_PX, smooth=False))
 
 
 def _reset_added(layer, indices) -> None:

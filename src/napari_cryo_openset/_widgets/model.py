@@ -44,33 +44,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._layout import live_plot, redraw_timer, scroll_into
-from ._choice import TomogramPicksChoice, save_bundle_as
-from ._task import TaskRunner, report_error
-from .session import session_for
+from ..layers import PREDICTION_KEY
+from ..predictions import write_predictions
+from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
+from ._layout import Throttle, live_plot, scroll_into
+from ._task import TaskRunner
+from .state import viewer_state
 
-#: Prediction columns written back into a picks layer (with their "not predicted" values).
-PREDICTION_COLUMNS = {"class_name": "", "confidence": np.nan, "unknown_score": np.nan, "is_unknown": False}
 _TEMPLATE_FILTER = (
     "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
 )
-
-
-def _train_job(builtin_names, paths, voxel_size, dataset_params, train_params):
-    """Load the chosen templates at ``voxel_size`` (Å), then simulate and train (a generator)."""
-    from ..progress import Progress
-    from ..simulate import builtin_templates, load_templates
-    from ..train import simulate_and_train
-
-    yield Progress("templates", 0, 1, "loading templates")
-    templates = []
-    if builtin_names:
-        chosen = set(builtin_names)
-        templates += [t for t in builtin_templates(voxel_size) if t.name in chosen]
-    if paths:
-        templates += load_templates(list(paths), voxel_size)
-    yield Progress("templates", 1, 1, f"{len(templates)} templates")
-    return (yield from simulate_and_train(templates, dataset_params, train_params))
 
 
 def _double(lo, hi, value, decimals=2, suffix="", step=None, tip=""):
@@ -98,7 +81,7 @@ def _int(lo, hi, value, tip="", special=""):
     return box
 
 
-class ModelWidget(TomogramPicksChoice, QWidget):
+class ModelWidget(QWidget):
     """Simulate + train a classifier, save/load it, classify picks (dock widget "Model")."""
 
     def __init__(self, napari_viewer) -> None:
@@ -112,7 +95,6 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         self.prediction = None
         self.loss_history: list[tuple[int, float]] = []  # (training step, batch loss)
         self.val_acc_history: list[tuple[int, int, float]] = []  # (training step, epoch, val acc)
-        self.redraw_count = 0
         default = ImagingCondition()
 
         # --- templates ---------------------------------------------------------------------
@@ -143,8 +125,8 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         tl.addLayout(file_row)
 
         # --- imaging condition -------------------------------------------------------------
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("Tomogram layer: its voxel size fills in the simulation's; prediction runs on it")
+        self.image_combo = LayerCombo(napari_viewer, TOMOGRAMS,
+                                      "Tomogram layer: its voxel size fills in the simulation's; prediction runs on it")
         self.voxel_size = _double(0.1, 1000.0, float(default.voxel_size), 2, " Å",
                                   tip="Voxel size of the simulated subtomograms (Å); "
                                       "filled from the tomogram layer's scale")
@@ -215,11 +197,9 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         model_row.addWidget(self.load_button)
 
         # --- prediction --------------------------------------------------------------------
-        self.picks_combo = QComboBox()
-        self.picks_combo.setToolTip("Points layer whose picks are classified (results go into its features)")
-        self.polarity = QComboBox()
-        self.polarity.addItems(["dark", "bright", "auto"])
-        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?")
+        self.picks_combo = LayerCombo(napari_viewer, PICKS,
+                                      "Points layer whose picks are classified (results go into its features)")
+        self.polarity = polarity_combo()
         self.predict_button = QPushButton("Predict")
         self.predict_summary = QLabel("")
         self.predict_summary.setWordWrap(True)
@@ -246,7 +226,7 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         layout.addWidget(predict_box)
         layout.addStretch(1)
         self.scroll = scroll_into(self, content)
-        self._redraw_timer = redraw_timer(self, self.redraw_plot)
+        self._redraw = Throttle(self, self.redraw_plot)
 
         self.add_files_button.clicked.connect(self._choose_files)
         self.add_folder_button.clicked.connect(self._choose_folder)
@@ -258,10 +238,10 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         self.per_class.valueChanged.connect(self._per_class_changed)
         self.decoys.valueChanged.connect(lambda _: self._linked.__setitem__("decoys", False))
         self.empty.valueChanged.connect(lambda _: self._linked.__setitem__("empty", False))
-        self.image_combo.currentTextChanged.connect(self._image_chosen)
+        self.image_combo.layer_changed.connect(self._image_chosen)
         self.runner.started.connect(lambda: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
-        self._connect_layer_events()
+        self._image_chosen(self.image_combo.layer())
 
     # --- the model ----------------------------------------------------------------------------
     @property
@@ -281,31 +261,35 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         self.figure, self.canvas, ax, ax2, _ = live_plot(self.viewer, "training step (batch)")
         ax.set_ylabel("loss", color="#56b4e9", fontsize=7)
         ax2.set_ylabel("val accuracy", color="#e69f00", fontsize=7)
-        (self._loss_line,) = ax.plot([], [], color="#56b4e9", lw=1.0, label="train loss (batch)")
-        (self._acc_line,) = ax2.plot([], [], color="#e69f00", marker="o", ms=3, lw=1.2, label="val accuracy (epoch)")
+        (self.loss_line,) = ax.plot([], [], color="#56b4e9", lw=1.0, label="train loss (batch)")
+        (self.acc_line,) = ax2.plot([], [], color="#e69f00", marker="o", ms=3, lw=1.2, label="val accuracy (epoch)")
         self._ax, self._ax2 = ax, ax2
 
     def redraw_plot(self) -> None:
         """Redraw the loss/accuracy plot from ``loss_history`` and ``val_acc_history``."""
         if self.loss_history:
             x, y = zip(*self.loss_history)
-            self._loss_line.set_data(x, y)
+            self.loss_line.set_data(x, y)
         else:
-            self._loss_line.set_data([], [])
+            self.loss_line.set_data([], [])
         if self.val_acc_history:
             x2, _, acc = zip(*self.val_acc_history)
-            self._acc_line.set_data(x2, acc)
+            self.acc_line.set_data(x2, acc)
         else:
-            self._acc_line.set_data([], [])
+            self.acc_line.set_data([], [])
         self._ax.relim()
         self._ax.autoscale_view()
         self._ax2.set_ylim(0, 1.02)
         self.canvas.draw_idle()
-        self.redraw_count += 1
 
     # --- layers ---------------------------------------------------------------------------
-    def _image_chosen(self, name: str) -> None:
-        layer = self.image_layer()
+    def image_layer(self):
+        return self.image_combo.layer()
+
+    def picks_layer(self):
+        return self.picks_combo.layer()
+
+    def _image_chosen(self, layer) -> None:
         if layer is None:
             return
         scale = np.asarray(layer.scale[-3:], dtype=float)
@@ -398,12 +382,15 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         self.canvas.setVisible(True)
         self.val_acc_history = []
         self.redraw_plot()
+        from ..jobs import train_job
+
         return self.runner.start(
-            _train_job, builtin, paths, float(dataset_params.condition.voxel_size), dataset_params, train_params,
-            on_result=self._on_trained, on_progress=self._on_train_progress, label="Simulate & train",
+            train_job, builtin, paths, float(dataset_params.condition.voxel_size), dataset_params, train_params,
+            on_result=self.use_training_result, on_progress=self.add_train_progress, label="Simulate & train",
         )
 
-    def _on_train_progress(self, event) -> None:
+    def add_train_progress(self, event) -> None:
+        """Take one progress event of the training job into the live plot (batch loss, epoch accuracy)."""
         metrics = getattr(event, "metrics", None) or {}
         if getattr(event, "stage", "") != "train" or "loss" not in metrics:
             return
@@ -411,17 +398,19 @@ class ModelWidget(TomogramPicksChoice, QWidget):
             self.val_acc_history.append((int(event.step), int(metrics.get("epoch", 0)), float(metrics["val_acc"])))
         else:
             self.loss_history.append((int(metrics.get("step", event.step)), float(metrics["loss"])))
-        self._schedule_redraw()
+        self._redraw.request()
 
-    def _on_trained(self, result) -> None:
+    def use_training_result(self, result) -> None:
+        """Use a completed :class:`~napari_cryo_openset.train.TrainResult`: its bundle becomes the
+        current model, published (with the set it learned) for the other widgets."""
         from napari.utils.notifications import show_info
 
         from ..checkpoint import bundle_from_training
 
         self.train_result = result
         self.bundle = bundle_from_training(result)
-        session_for(self.viewer).publish(self.bundle, source=result.data, origin="trained in the Model widget")
-        self._redraw_timer.stop()
+        viewer_state(self.viewer).publish_source(self.bundle, data=result.data, origin="trained in the Model widget")
+        self._redraw.stop()
         self.redraw_plot()
         text = (f"Validation accuracy {result.val_accuracy:.3f} (best epoch {result.best_epoch} of "
                 f"{len(result.history)}); classes: {', '.join(result.class_names)}; {result.stopped}; "
@@ -443,16 +432,12 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         """Load a model bundle from ``path``; on failure, say why and keep the current model."""
         from napari.utils.notifications import show_info
 
-        from ..checkpoint import load_bundle
-
-        try:
-            bundle = load_bundle(path)
-        except Exception as exc:  # noqa: BLE001 - BundleError: one clear message; others with traceback
-            report_error(exc)
+        bundle = load_bundle_or_report(path)
+        if bundle is None:
             return None
         self.bundle = bundle
         self.train_result = None
-        session_for(self.viewer).publish(bundle, source=None, origin=f"loaded from {Path(path).name}")
+        viewer_state(self.viewer).publish_source(bundle, origin=f"loaded from {Path(path).name}")
         training = bundle.provenance.get("training") or {}
         acc = training.get("val_accuracy")
         acc_s = f" Validation accuracy {float(acc):.3f}." if isinstance(acc, (int, float)) else ""
@@ -477,13 +462,15 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         from napari.utils.notifications import show_warning
 
         from ..errors import CryoOpensetError
-        from ..predict import PredictParams, predict_picks
+        from ..jobs import predict_job
+        from ..predict import PredictParams
 
         if self.bundle is None:
             show_warning("Model: train or load a model before predicting.")
             return None
         try:
-            chosen = self.chosen_picks("Model", "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
+            chosen = chosen_picks(self.image_layer(), self.picks_layer(), "Model",
+                                  "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
             if chosen is None:
                 return None
             params = PredictParams(polarity=self.polarity.currentText(), device=self.device.currentText())
@@ -492,7 +479,7 @@ class ModelWidget(TomogramPicksChoice, QWidget):
             return None
         points = chosen.points
         self._predict_target = (points, len(points.data), chosen.rows)
-        return self.runner.start(predict_picks, self.bundle, chosen.tomogram, chosen.picks, params,
+        return self.runner.start(predict_job, self.bundle, chosen.tomogram, chosen.picks, params,
                                  on_result=self._on_predicted, label=f"Predicting {points.name}")
 
     def _on_predicted(self, result) -> None:
@@ -504,7 +491,7 @@ class ModelWidget(TomogramPicksChoice, QWidget):
             return
         self.prediction = result
         write_predictions(layer, result.picks, rows)
-        layer.metadata["prediction"] = {
+        layer.metadata[PREDICTION_KEY] = {
             "model": self.bundle.describe() if self.bundle is not None else "",
             "polarity": result.polarity, "resampled": bool(result.resampled), "counts": dict(result.counts),
         }
@@ -512,28 +499,3 @@ class ModelWidget(TomogramPicksChoice, QWidget):
         self.predict_summary.setText(text)
         show_info(f"Model: {text}")
 
-
-def write_predictions(layer, predicted, rows) -> None:
-    """Write prediction columns into a Points layer's features for every point; colour by class.
-
-    ``predicted`` holds one row per entry of ``rows`` (indices into the layer's points); points
-    not in ``rows`` get no prediction (empty class). The border colour follows ``class_name``
-    through the one palette, as :func:`napari_cryo_openset.layers.picks_layer` sets it up.
-    """
-    import pandas as pd
-
-    from ..layers import pick_feature_defaults
-    from ..palette import class_colors
-
-    n = len(layer.data)
-    features = layer.features.copy().reset_index(drop=True)
-    for column, empty in PREDICTION_COLUMNS.items():
-        dtype = {"class_name": object, "is_unknown": bool}.get(column, float)
-        values = np.full(n, empty, dtype=dtype)
-        values[np.asarray(rows, dtype=int)] = predicted[column].to_numpy()
-        features[column] = pd.Series(values, dtype=str if column == "class_name" else dtype)
-    layer.features = features
-    layer.feature_defaults = pick_feature_defaults(features)  # hand-added points: no class
-    layer.border_color_cycle = class_colors(features["class_name"])
-    layer.border_color = "class_name"
-    layer.refresh()

@@ -27,27 +27,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..layers import ANGSTROM, picks_layer
+from ..layers import ANGSTROM, HIDDEN_GROUPS_KEY, SCORE_THRESHOLD_KEY, picks_layer
+from ._choice import DOG_SUFFIX, TOMOGRAMS, LayerCombo, polarity_combo
 from ._task import TaskRunner
 
 _SLIDER_STEPS = 1000
-#: Volumes up to this many voxels get a full-resolution DoG preview layer.
-_PREVIEW_MAX_VOXELS = 64 * 1024**2
-
-
-def _pick_job(volume, voxel_size, params, preview: bool):
-    """Run the picking generator, then (optionally) compute the DoG preview."""
-    from ..picking import dog_filter, pick_particles
-    from ..progress import Progress
-
-    result = yield from pick_particles(volume, voxel_size, params)
-    response = None
-    if preview and int(np.prod(volume.shape)) <= _PREVIEW_MAX_VOXELS:
-        yield Progress("preview", 0, 1, "band-pass preview")
-        response = dog_filter(volume, result.sigma1, result.sigma2)
-        if result.polarity == "dark":
-            response = -response
-    return result, response
 
 
 class PickWidget(QWidget):
@@ -59,16 +43,14 @@ class PickWidget(QWidget):
         self.result = None
         self.points_layer = None
 
-        self.image_combo = QComboBox()
+        self.image_combo = LayerCombo(napari_viewer, TOMOGRAMS, "The tomogram to pick particles in")
         self.diameter = QDoubleSpinBox()
         self.diameter.setRange(1.0, 100000.0)
         self.diameter.setDecimals(1)
         self.diameter.setValue(120.0)
         self.diameter.setSuffix(" Å")
         self.diameter.setToolTip("Particle diameter in Å (sets σ of the band-pass and the point size)")
-        self.polarity = QComboBox()
-        self.polarity.addItems(["dark", "bright", "auto"])
-        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?")
+        self.polarity = polarity_combo()
         self.method = QComboBox()
         self.method.addItems(["robust", "aitom", "topn"])
         self.method.setToolTip(
@@ -121,35 +103,15 @@ class PickWidget(QWidget):
         self.method.currentTextChanged.connect(self._update_enabled)
         self.task.started.connect(lambda: self.pick_button.setEnabled(False))
         self.task.finished.connect(lambda: self.pick_button.setEnabled(True))
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
-        self._refresh_images()
         self._update_enabled()
 
     # --- inputs ---------------------------------------------------------------------------
-    def _images(self):
-        from napari.layers import Image
-
-        return [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly.ndim == 3 and not ly.rgb]
-
-    def _refresh_images(self, event=None) -> None:
-        current = self.image_combo.currentText()
-        names = [ly.name for ly in self._images() if not ly.name.endswith("DoG response")]
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        active = self.viewer.layers.selection.active
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        elif active is not None and active.name in names:
-            self.image_combo.setCurrentText(active.name)
-
     def _update_enabled(self) -> None:
         method = self.method.currentText()
         self.k_mad.setEnabled(method == "robust")
 
     def image_layer(self):
-        name = self.image_combo.currentText()
-        return next((ly for ly in self._images() if ly.name == name), None)
+        return self.image_combo.layer()
 
     def params(self):
         """The :class:`~napari_cryo_openset.picking.PickingParams` the widget describes."""
@@ -174,6 +136,7 @@ class PickWidget(QWidget):
         from napari.utils.notifications import show_warning
 
         from ..errors import CryoOpensetError
+        from ..jobs import pick_job
 
         image = self.image_layer()
         if image is None:
@@ -187,7 +150,7 @@ class PickWidget(QWidget):
             return None
         self._image_name = image.name
         return self.task.start(
-            _pick_job,
+            pick_job,
             image.data,
             voxel_size,
             params,
@@ -221,7 +184,7 @@ class PickWidget(QWidget):
             self.viewer.layers.remove(existing)
         self.points_layer = self.viewer.add_points(data, **kwargs)
         if response is not None:
-            prev = f"{self._image_name} DoG response"
+            prev = f"{self._image_name} {DOG_SUFFIX}"
             if prev in self.viewer.layers:
                 self.viewer.layers.remove(prev)
             lo, hi = np.percentile(response[:: max(1, response.shape[0] // 16)], (1, 99.9))
@@ -279,9 +242,9 @@ class PickWidget(QWidget):
         layer = self.points_layer
         if layer is None or layer not in self.viewer.layers:
             return
-        from ..layers import HIDDEN_GROUPS_KEY, visible_picks_mask
+        from ..layers import visible_picks_mask
 
-        layer.metadata["score_threshold"] = float(threshold)
+        layer.metadata[SCORE_THRESHOLD_KEY] = float(threshold)
         # classes/clusters hidden in the Results widget stay hidden
         shown = visible_picks_mask(layer.features, threshold, layer.metadata.get(HIDDEN_GROUPS_KEY))
         layer.shown = shown

@@ -91,7 +91,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     results = None
     if result is not None:
         truth_layer.visible = False  # the ground truth stays one click away
-        results = _show_demo_result(viewer, result, voxel_size)
+        from .._widgets import show_run_result
+
+        results = show_run_result(viewer, result, voxel_size)
+        viewer.window.resize(1280, 1000)
     show_particles_across_slices(viewer, 200.0)
     viewer.reset_view()
     viewer.dims.set_point(0, tomo.shape[0] // 2 * tomo.voxel_size[0])
@@ -103,7 +106,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             QApplication.processEvents()
         viewer.reset_view()  # the window and the dock have their final sizes now
         if results is not None:
-            results.scroll.ensureWidgetVisible(results.canvas, 0, 10)  # the table and the map in view
+            results.scroll_to_map()  # the table and the map in view
         QApplication.processEvents()
         shot = Path(args.screenshot)
         shot.parent.mkdir(parents=True, exist_ok=True)
@@ -113,23 +116,3 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 0
     napari.run()
     return 0
-
-
-def _show_demo_result(viewer, result, voxel_size: float):
-    """The run's predictions as a points layer (class colours) and the Results dock showing the map."""
-    from .._widgets.results import ResultsWidget
-    from .._widgets.session import session_for
-    from ..layers import picks_layer
-
-    data, kwargs, _ = picks_layer(result.predictions, voxel_size=voxel_size, name="predictions", diameter=200.0)
-    kwargs.setdefault("metadata", {})["prediction"] = {"polarity": result.adaptation.polarity,
-                                                       "method": result.params.method}
-    layer = viewer.add_points(data, **kwargs)
-    session_for(viewer).publish(result.model, source=result.trained.data, origin="the demo's run")
-    session_for(viewer).publish_adapted(result.adapted, origin="the demo's run")
-    widget = ResultsWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Results", area="right")
-    widget.show_embedding(layer, result.embedded)
-    viewer.layers.selection.active = layer
-    viewer.window.resize(1280, 1000)
-    return widget
