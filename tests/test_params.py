@@ -98,3 +98,37 @@ def test_params_import_neither_torch_nor_qt():
     code = ("import sys; import napari_cryo_openset.params as p; p.RunParams(p.PickingParams(150)); "
             "sys.exit(1 if {'torch', 'qtpy', 'napari'} & set(sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.gui
+def test_widget_fields_show_the_dataclass_defaults(make_napari_viewer):
+    """Every dock field built from a parameter (``_widgets._form.param_spin``) starts at the dataclass default,
+    within the dataclass's range; the docks have such fields for the parameters the CLI also takes."""
+    from qtpy.QtWidgets import QAbstractSpinBox
+
+    from napari_cryo_openset._widgets._form import PARAM_PROPERTY
+    from napari_cryo_openset._widgets.adapt import AdaptWidget
+    from napari_cryo_openset._widgets.model import ModelWidget
+    from napari_cryo_openset._widgets.pick import PickWidget
+    from napari_cryo_openset._widgets.results import ResultsWidget
+
+    viewer = make_napari_viewer()
+    seen = set()
+    for dock in (PickWidget, ModelWidget, AdaptWidget, ResultsWidget):
+        widget = dock(viewer)
+        for box in widget.findChildren(QAbstractSpinBox):
+            tag = box.property(PARAM_PROPERTY)
+            if not tag:
+                continue
+            cls_name, name = tag.split(".")
+            s = P.spec(getattr(P, cls_name), name)
+            assert box.value() == pytest.approx(s.default), tag
+            if s.low is not None:
+                assert box.minimum() >= s.low, tag
+            if s.high is not None:
+                assert box.maximum() <= s.high, tag
+            assert box.toolTip(), tag
+            seen.add(tag)
+    assert {"PickingParams.k_mad", "DatasetParams.per_class", "DatasetParams.box", "TrainParams.epochs",
+            "TrainParams.batch_size", "ImagingCondition.defocus", "ImagingCondition.snr", "AdaptParams.iterations",
+            "EmbedParams.perplexity", "EmbedParams.min_cluster_size"} <= seen

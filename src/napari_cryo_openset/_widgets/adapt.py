@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -47,6 +46,8 @@ from ..layers import PREDICTION_KEY
 from ..predictions import picks_at_threshold, with_threshold, write_predictions
 from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
 from ._layout import Throttle, live_plot, scroll_into
+from ..params import AdaptParams
+from ._form import param_spin
 from ._task import TaskRunner, report_error
 from .state import follow, viewer_state
 
@@ -122,13 +123,9 @@ class AdaptWidget(QWidget):
             self.method.addItem(name, key)
         self.method.setToolTip("3D-ADA: adversarial feature alignment (ADDA-style); "
                                "MLUDA: margin losses + CORAL, open-set fine-tuning")
-        self.iterations = QSpinBox()
-        self.iterations.setRange(1, 1_000_000)
-        self.iterations.setValue(300)
-        self.iterations.setToolTip("Optimisation rounds (3D-ADA may stop earlier: domains aligned, or a collapse)")
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.seed.setToolTip("Seed of everything random in the adaptation")
+        self.iterations = param_spin(AdaptParams, "iterations", high=1_000_000,
+                                     tip="Optimisation rounds (3D-ADA may stop earlier: domains aligned, or a collapse)")
+        self.seed = param_spin(AdaptParams, "seed", tip="Seed of everything random in the adaptation")
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.device.setToolTip("Where the network runs (auto: cuda → mps → cpu)")

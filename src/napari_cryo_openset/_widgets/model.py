@@ -48,6 +48,8 @@ from ..layers import PREDICTION_KEY
 from ..predictions import write_predictions
 from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
 from ._layout import Throttle, live_plot, scroll_into
+from ..params import DatasetParams, TrainParams
+from ._form import param_spin
 from ._task import TaskRunner
 from .state import viewer_state
 
@@ -127,17 +129,18 @@ class ModelWidget(QWidget):
         # --- imaging condition -------------------------------------------------------------
         self.image_combo = LayerCombo(napari_viewer, TOMOGRAMS,
                                       "Tomogram layer: its voxel size fills in the simulation's; prediction runs on it")
-        self.voxel_size = _double(0.1, 1000.0, float(default.voxel_size), 2, " Å",
-                                  tip="Voxel size of the simulated subtomograms (Å); "
-                                      "filled from the tomogram layer's scale")
-        self.defocus = _double(0.1, 100.0, float(default.defocus), 2, " µm", 0.5, "Defocus, µm underfocus (positive)")
-        self.cs = _double(0.0, 10.0, float(default.cs), 2, " mm", 0.1, "Spherical aberration (mm)")
-        self.voltage = _double(10.0, 1000.0, float(default.voltage), 0, " kV", 100.0, "Acceleration voltage (kV)")
+        self.voxel_size = param_spin(default, "voxel_size", low=0.1, high=1000.0, decimals=2, suffix=" Å",
+                                     tip="Voxel size of the simulated subtomograms (Å); "
+                                         "filled from the tomogram layer's scale")
+        self.defocus = param_spin(default, "defocus", low=0.1, high=100.0, decimals=2, suffix=" µm", step=0.5,
+                                  tip="Defocus, µm underfocus (positive)")
+        self.cs = param_spin(default, "cs", low=0.0, high=10.0, decimals=2, suffix=" mm", step=0.1)
+        self.voltage = param_spin(default, "voltage", low=10.0, high=1000.0, decimals=0, suffix=" kV", step=100.0)
         self.tilt_min = _double(-90.0, 90.0, float(default.tilt_range[0]), 1, "°", 5.0, "Lowest tilt angle (degrees)")
         self.tilt_max = _double(-90.0, 90.0, float(default.tilt_range[1]), 1, "°", 5.0, "Highest tilt angle (degrees)")
-        self.tilt_step = _double(0.1, 30.0, float(default.tilt_step), 1, "°", 0.5, "Angle between tilts (degrees)")
-        self.snr = _double(0.001, 100.0, float(default.snr), 3, "", 0.05,
-                           "Signal-to-noise ratio per projection: var(signal)/var(noise)")
+        self.tilt_step = param_spin(default, "tilt_step", low=0.1, high=30.0, decimals=1, suffix="°", step=0.5)
+        self.snr = param_spin(default, "snr", low=0.001, high=100.0, decimals=3, step=0.05,
+                              tip="Signal-to-noise ratio per projection: var(signal)/var(noise)")
         imaging_box = QGroupBox("Imaging")
         grid = QGridLayout(imaging_box)
         grid.addWidget(QLabel("Tomogram"), 0, 0)
@@ -156,13 +159,13 @@ class ModelWidget(QWidget):
                 grid.addWidget(field, row, 2 * col + 1)
 
         # --- data set and training ---------------------------------------------------------
-        self.per_class = _int(1, 100_000, 100, "Simulated subtomograms per template")
-        self.box = _int(16, 256, 32, "Subtomogram edge (voxels)")
+        self.per_class = param_spin(DatasetParams, "per_class", high=100_000, tip="Simulated subtomograms per template")
+        self.box = param_spin(DatasetParams, "box", high=256, tip="Subtomogram edge (voxels)")
         self.decoys = _int(0, 100_000, 100, "Procedural decoy subtomograms, labelled 'unknown' (default = per class)")
         self.empty = _int(0, 100_000, 50, "Empty (noise-only) subtomograms (default = per class ÷ 2)")
-        self.epochs = _int(1, 10_000, 30, "Maximum passes over the training set")
-        self.batch_size = _int(2, 4096, 64, "Subtomograms per training step")
-        self.seed = _int(0, 2**31 - 1, 0, "Seed for simulation, split and training")
+        self.epochs = param_spin(TrainParams, "epochs", high=10_000, tip="Maximum passes over the training set")
+        self.batch_size = param_spin(TrainParams, "batch_size", high=4096, tip="Subtomograms per training step")
+        self.seed = param_spin(TrainParams, "seed", tip="Seed for simulation, split and training")
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.device.setToolTip("Where the network runs (auto: cuda → mps → cpu)")

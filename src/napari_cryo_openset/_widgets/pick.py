@@ -29,6 +29,8 @@ from qtpy.QtWidgets import (
 
 from ..layers import ANGSTROM, HIDDEN_GROUPS_KEY, SCORE_THRESHOLD_KEY, picks_layer
 from ._choice import DOG_SUFFIX, TOMOGRAMS, LayerCombo, polarity_combo
+from ..params import PickingParams
+from ._form import param_spin
 from ._task import TaskRunner
 
 _SLIDER_STEPS = 1000
@@ -56,9 +58,7 @@ class PickWidget(QWidget):
         self.method.setToolTip(
             "robust: median + k·MAD of the response; aitom: m + 3(M−m)/20 of the peaks; topn: the N best"
         )
-        self.k_mad = QDoubleSpinBox()
-        self.k_mad.setRange(0.0, 50.0)
-        self.k_mad.setValue(4.0)
+        self.k_mad = param_spin(PickingParams, "k_mad", low=0.0, high=50.0)
         self.max_picks = QSpinBox()
         self.max_picks.setRange(0, 10_000_000)
         self.max_picks.setValue(0)

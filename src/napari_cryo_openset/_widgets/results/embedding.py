@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QPushButton, QSpinBox
+from qtpy.QtWidgets import QFormLayout, QGroupBox, QPushButton
 
 from ...layers import EMBEDDING_KEY, HIDDEN_GROUPS_KEY, PREDICTION_KEY, is_cluster
 from .._choice import PICKS, TOMOGRAMS, LayerCombo, polarity_combo
+from .._form import param_spin
 from .groups import hidden_groups
 
 _POLARITY_TIP = "Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?"
@@ -39,20 +40,12 @@ class EmbedSettings(QGroupBox):
         self.picks_combo = LayerCombo(viewer, PICKS, "Picks with predictions (class_name, from Predict or "
                                                      "Adapt & predict); the map and clusters go into its features")
         self.polarity = polarity_combo(_POLARITY_TIP)
-        self.perplexity = QDoubleSpinBox()
-        self.perplexity.setRange(2.0, 500.0)
-        self.perplexity.setDecimals(0)
-        self.perplexity.setValue(defaults.perplexity)
-        self.perplexity.setToolTip("t-SNE neighbourhood size (capped at (picks − 1) / 3)")
-        self.min_cluster = QSpinBox()
-        self.min_cluster.setRange(2, 100_000)
-        self.min_cluster.setValue(defaults.min_cluster_size)
-        self.min_cluster.setToolTip("The fewest unknown picks reported as a cluster (a candidate new structure)")
-        self.iterations = QSpinBox()
-        self.iterations.setRange(0, 100_000)
-        self.iterations.setSingleStep(100)
-        self.iterations.setValue(defaults.iterations)
-        self.iterations.setToolTip("t-SNE rounds after the 250 early-exaggeration ones")
+        self.perplexity = param_spin(defaults, "perplexity", low=2.0, high=500.0, decimals=0,
+                                     tip="t-SNE neighbourhood size (capped at (picks − 1) / 3)")
+        self.min_cluster = param_spin(defaults, "min_cluster_size", high=100_000,
+                                      tip="The fewest unknown picks reported as a cluster (a candidate new structure)")
+        self.iterations = param_spin(defaults, "iterations", high=100_000, step=100,
+                                     tip="t-SNE rounds after the 250 early-exaggeration ones")
         self.embed_button = QPushButton("Embed && cluster")
         self.embed_button.setToolTip("Map the classified picks with t-SNE, cluster the unknown ones and average "
                                      "every class and cluster (in the background)")
