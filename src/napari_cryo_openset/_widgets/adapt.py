@@ -23,30 +23,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtCore import Qt
-from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from ..adapt.common import is_adapted, source_mismatch
 from ..layers import PREDICTION_KEY
 from ..predictions import picks_at_threshold, with_threshold, write_predictions
 from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
 from ._layout import Throttle, live_plot, scroll_into
 from ..params import AdaptParams
+from ._counts import CountsTable
 from ._form import param_spin
 from ._task import TaskRunner, report_error
 from .state import follow, viewer_state
@@ -54,22 +50,6 @@ from .state import follow, viewer_state
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
 _NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
 _NO_SOURCE = "No source set: adaptation needs the simulated set the model was trained on (Source set…)"
-
-
-def source_mismatch(bundle, source) -> str | None:
-    """Why ``source`` (a SimulatedSet) is not the set ``bundle`` was trained on (None if it fits)."""
-    if bundle is None or source is None:
-        return None
-    if list(source.class_names) != list(bundle.class_names):
-        return (f"the source set's classes ({', '.join(source.class_names)}) are not the model's "
-                f"({', '.join(bundle.class_names)})")
-    if int(source.box) != int(bundle.box_size):
-        return f"the source set has {source.box}³ boxes but the model expects {bundle.box_size}³"
-    return None
-
-
-def is_adapted(bundle) -> bool:
-    return bundle is not None and bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance
 
 
 class AdaptWidget(QWidget):
@@ -148,15 +128,7 @@ class AdaptWidget(QWidget):
         # --- results ----------------------------------------------------------------------
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
-        self.counts_table = QTableWidget(0, 2)
-        self.counts_table.setHorizontalHeaderLabels(["class", "picks"])
-        self.counts_table.verticalHeader().setVisible(False)
-        self.counts_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.counts_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.counts_table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.counts_table.verticalHeader().setDefaultSectionSize(20)
-        self.counts_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        self._fit_table_height(0)
+        self.counts_table = CountsTable()
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1e9)
         self.threshold.setDecimals(4)
@@ -474,29 +446,7 @@ class AdaptWidget(QWidget):
         return True
 
     def _fill_counts(self, names: np.ndarray) -> None:
-        from ..palette import class_colors
-        from ..picks import class_counts
-
-        counts = class_counts(names)
-        colors = class_colors(list(counts) + list(self.bundle.class_names if self.bundle is not None else []))
-        self.counts_table.setRowCount(len(counts))
-        for i, (name, count) in enumerate(counts.items()):
-            item = QTableWidgetItem(str(name))
-            color = QColor(colors.get(str(name), "#ffffff"))
-            item.setBackground(color)
-            item.setForeground(QColor("#000000") if color.lightness() > 110 else QColor("#ffffff"))
-            self.counts_table.setItem(i, 0, item)
-            count_item = QTableWidgetItem(str(int(count)))
-            count_item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
-            self.counts_table.setItem(i, 1, count_item)
-        self.class_counts = counts
-        self._fit_table_height(len(counts))
-
-    def _fit_table_height(self, rows: int) -> None:
-        """Show every class row (up to 8, then scroll), however little room the dock has."""
-        header = self.counts_table.horizontalHeader().sizeHint().height()
-        rows_px = self.counts_table.verticalHeader().defaultSectionSize() * max(1, min(rows, 8))
-        self.counts_table.setFixedHeight(header + rows_px + 2 * self.counts_table.frameWidth() + 2)
+        self.class_counts = self.counts_table.fill(names, self.bundle.class_names if self.bundle is not None else ())
 
     # --- threshold override ---------------------------------------------------------------
     def set_threshold(self, value: float) -> None:

@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -39,7 +38,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -49,38 +47,13 @@ from ..predictions import write_predictions
 from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
 from ._layout import Throttle, live_plot, scroll_into
 from ..params import DatasetParams, TrainParams
-from ._form import param_spin
+from ._form import param_spin, spin
 from ._task import TaskRunner
 from .state import viewer_state
 
 _TEMPLATE_FILTER = (
     "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
 )
-
-
-def _double(lo, hi, value, decimals=2, suffix="", step=None, tip=""):
-    box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setDecimals(decimals)
-    box.setValue(value)
-    if suffix:
-        box.setSuffix(suffix)
-    if step is not None:
-        box.setSingleStep(step)
-    if tip:
-        box.setToolTip(tip)
-    return box
-
-
-def _int(lo, hi, value, tip="", special=""):
-    box = QSpinBox()
-    box.setRange(lo, hi)
-    box.setValue(value)
-    if tip:
-        box.setToolTip(tip)
-    if special:
-        box.setSpecialValueText(special)
-    return box
 
 
 class ModelWidget(QWidget):
@@ -136,8 +109,10 @@ class ModelWidget(QWidget):
                                   tip="Defocus, µm underfocus (positive)")
         self.cs = param_spin(default, "cs", low=0.0, high=10.0, decimals=2, suffix=" mm", step=0.1)
         self.voltage = param_spin(default, "voltage", low=10.0, high=1000.0, decimals=0, suffix=" kV", step=100.0)
-        self.tilt_min = _double(-90.0, 90.0, float(default.tilt_range[0]), 1, "°", 5.0, "Lowest tilt angle (degrees)")
-        self.tilt_max = _double(-90.0, 90.0, float(default.tilt_range[1]), 1, "°", 5.0, "Highest tilt angle (degrees)")
+        self.tilt_min = spin(-90.0, 90.0, default.tilt_range[0], decimals=1, suffix="°", step=5.0,
+                             tip="Lowest tilt angle (degrees)")
+        self.tilt_max = spin(-90.0, 90.0, default.tilt_range[1], decimals=1, suffix="°", step=5.0,
+                             tip="Highest tilt angle (degrees)")
         self.tilt_step = param_spin(default, "tilt_step", low=0.1, high=30.0, decimals=1, suffix="°", step=0.5)
         self.snr = param_spin(default, "snr", low=0.001, high=100.0, decimals=3, step=0.05,
                               tip="Signal-to-noise ratio per projection: var(signal)/var(noise)")
@@ -161,8 +136,9 @@ class ModelWidget(QWidget):
         # --- data set and training ---------------------------------------------------------
         self.per_class = param_spin(DatasetParams, "per_class", high=100_000, tip="Simulated subtomograms per template")
         self.box = param_spin(DatasetParams, "box", high=256, tip="Subtomogram edge (voxels)")
-        self.decoys = _int(0, 100_000, 100, "Procedural decoy subtomograms, labelled 'unknown' (default = per class)")
-        self.empty = _int(0, 100_000, 50, "Empty (noise-only) subtomograms (default = per class ÷ 2)")
+        self.decoys = spin(0, 100_000, 100, integer=True,
+                           tip="Procedural decoy subtomograms, labelled 'unknown' (default = per class)")
+        self.empty = spin(0, 100_000, 50, integer=True, tip="Empty (noise-only) subtomograms (default = per class ÷ 2)")
         self.epochs = param_spin(TrainParams, "epochs", high=10_000, tip="Maximum passes over the training set")
         self.batch_size = param_spin(TrainParams, "batch_size", high=4096, tip="Subtomograms per training step")
         self.seed = param_spin(TrainParams, "seed", tip="Seed for simulation, split and training")

@@ -14,5 +14,24 @@ from ..params import DEFAULT_LEARNING_RATE, METHODS, AdaptParams  # noqa: F401 (
 #: Fewer active picks than this are refused: the target batch statistics would be noise.
 MIN_TARGET_PICKS = 16
 
+
+
+def source_mismatch(bundle, source) -> str | None:
+    """Why ``source`` (a simulated set) is not the set ``bundle`` was trained on (None if it fits)."""
+    if bundle is None or source is None:
+        return None
+    if list(source.class_names) != list(bundle.class_names):
+        return (f"the source set's classes ({', '.join(source.class_names)}) are not the model's "
+                f"({', '.join(bundle.class_names)})")
+    if int(source.box) != int(bundle.box_size):
+        return f"the source set has {source.box}³ boxes but the model expects {bundle.box_size}³"
+    return None
+
+
+def is_adapted(bundle) -> bool:
+    """Whether ``bundle`` is the result of an adaptation (adapt the source model, not this one)."""
+    return bundle is not None and bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance
+
+
 # load_source, re-exported without loading torch here
 __getattr__, __dir__ = lazy_exports(globals(), {"load_source": "source"})

@@ -13,7 +13,7 @@ from ..checkpoint import ModelBundle
 from ..errors import ParameterError, PicksError
 from ..picks import validate_picks
 from ..progress import Progress
-from .common import AdaptParams
+from .common import AdaptParams, is_adapted
 from .source import SourceData, load_source
 from .result import AdaptResult
 
@@ -29,7 +29,7 @@ def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, 
     from .mluda import adapt_mluda
 
     params = params or AdaptParams()
-    if bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance:
+    if is_adapted(bundle):
         raise ParameterError("this model is already adapted; adapt the source model instead")
     src = source if isinstance(source, SourceData) else load_source(source, bundle)
     target = torch.as_tensor(np.asarray(target, dtype=np.float32)) if isinstance(target, np.ndarray) else target

@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import ModelBundle
 from ..errors import ParameterError
+from .common import source_mismatch
 from ..picks import UNKNOWN_CLASS
 
 
@@ -58,13 +59,9 @@ def load_source(source, bundle: ModelBundle) -> SourceData:
             "(the output of 'napari-cryo-openset simulate'), or simulate and train in the Model widget first"
         )
     data = source if isinstance(source, SimulatedSet) else load_dataset(source)
-    if list(data.class_names) != list(bundle.class_names):
-        raise ParameterError(
-            f"the source set's classes ({', '.join(data.class_names)}) are not the model's "
-            f"({', '.join(bundle.class_names)}): use the set the model was trained on"
-        )
-    if int(data.box) != int(bundle.box_size):
-        raise ParameterError(f"the source set has {data.box}³ boxes but the model expects {bundle.box_size}³")
+    why = source_mismatch(bundle, data)
+    if why:
+        raise ParameterError(f"{why}: use the set the model was trained on")
     if len(data) < 8:
         raise ParameterError(f"the source set has {len(data)} subtomograms: too few to adapt with")
     training = bundle.provenance.get("training", {}) if isinstance(bundle.provenance, dict) else {}

@@ -152,13 +152,13 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     params = adapt_params_from_args(args)
     check_device(params.device)
 
-    from ..adapt.common import MIN_TARGET_PICKS
+    from ..adapt.common import MIN_TARGET_PICKS, is_adapted
     from ..adapt import adapt_to_tomogram
     from ..checkpoint import load_bundle, save_bundle
     from ..progress import run_with_tqdm
 
     bundle = load_model(model_path)
-    if bundle.openset.get("method") == "centre" and "adaptation" in bundle.provenance:
+    if is_adapted(bundle):
         raise ParameterError(f"MODEL.pt '{model_path}' is already adapted "
                              f"({bundle.provenance['adaptation'].get('method', '?')}); adapt the source model instead")
     say(f"adapt: model {model_path}: {bundle.describe()}")
