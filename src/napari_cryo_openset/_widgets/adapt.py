@@ -44,16 +44,8 @@ from qtpy.QtWidgets import (
 
 from ..layers import PREDICTION_KEY
 from ..predictions import picks_at_threshold, with_threshold, write_predictions
-from ._choice import (
-    PICKS,
-    TOMOGRAMS,
-    LayerCombo,
-    ask_bundle_path,
-    chosen_picks,
-    load_bundle_or_report,
-    polarity_combo,
-    save_bundle_as,
-)
+from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, polarity_combo
+from ._choice import ask_bundle_path, load_bundle_or_report, save_bundle_as
 from ._layout import Throttle, form, live_plot, scroll_into
 from ._task import TaskRunner, report_error
 from .state import follow, viewer_state
