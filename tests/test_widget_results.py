@@ -8,6 +8,8 @@ the same templates and decoys. The scene's ground-truth classes stand in for pre
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -451,3 +453,33 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     qtbot.wait(200)
     assert not widget.average_box.views[0].pixmap().isNull()
     imsave("/tmp/results_widget_bottom.png", viewer.screenshot(canvas_only=False, flash=False), check_contrast=False)
+
+
+def test_show_run_result_adds_the_predictions_and_docks_the_map(make_napari_viewer, qtbot, bundle, scene):
+    """What the demo does with a finished run: predictions layer, both models published, the map shown."""
+    from napari_cryo_openset._widgets import show_run_result
+    from napari_cryo_openset.layers import PREDICTION_KEY
+
+    _, truth = scene
+    n = len(truth)
+    rng = np.random.default_rng(0)
+    predictions = truth.assign(confidence=0.9, unknown_score=0.1, is_unknown=truth["class_name"] == "unknown",
+                               tsne_x=rng.normal(size=n), tsne_y=rng.normal(size=n), cluster=-1)
+    embedding = types.SimpleNamespace(method="t-SNE", perplexity=5.0, cluster_sizes={}, seconds=1.0,
+                                      summary=lambda: "a map")
+    embedded = types.SimpleNamespace(picks=predictions, embedding=embedding, averages={}, voxel_size=VOXEL,
+                                     polarity="dark", summary=lambda: "a map")
+    source, adapted = object(), bundle
+    result = types.SimpleNamespace(predictions=predictions, adaptation=types.SimpleNamespace(polarity="dark"),
+                                   params=types.SimpleNamespace(method="mluda"), model=bundle,
+                                   trained=types.SimpleNamespace(data=source), adapted=adapted, embedded=embedded)
+    viewer = make_napari_viewer()
+    widget = show_run_result(viewer, result, VOXEL)
+    layer = viewer.layers["predictions"]
+    assert viewer.layers.selection.active is layer and tuple(layer.scale) == (VOXEL,) * 3
+    assert layer.metadata[PREDICTION_KEY] == {"polarity": "dark", "method": "mluda"}
+    state = viewer_state(viewer)
+    assert state.source.bundle is bundle and state.source.data is source and state.adapted.bundle is adapted
+    assert widget.bundle is adapted and widget.result is embedded
+    assert widget.canvas.isVisibleTo(widget) and len(widget.canvas.map_rows) == n
+    widget.scroll_to_map()

@@ -19,6 +19,7 @@ from ..layers import AVERAGE_OF_KEY, SCORE_THRESHOLD_KEY
 from ._task import report_error
 
 MODEL_SUFFIX = ".pt"
+BUNDLE_FILTER = "Model bundle (*.pt);;All files (*)"
 TOMOGRAMS, PICKS = "tomograms", "picks"
 #: Suffix of the band-pass preview layer the Pick widget adds (not a tomogram to work on).
 DOG_SUFFIX = "DoG response"
@@ -196,3 +197,12 @@ def polarity_combo(tooltip: str = "Is protein dark (raw reconstruction) or brigh
     combo.addItems(["dark", "bright", "auto"])
     combo.setToolTip(tooltip)
     return combo
+
+
+def ask_bundle_path(parent, title: str, save_as: str | None = None) -> str:
+    """A model bundle file from a file dialog: one to open, or (``save_as``: the suggested name) to write; "" if cancelled."""
+    from qtpy.QtWidgets import QFileDialog
+
+    if save_as is None:
+        return QFileDialog.getOpenFileName(parent, title, "", BUNDLE_FILTER)[0]
+    return QFileDialog.getSaveFileName(parent, title, save_as, BUNDLE_FILTER)[0]

@@ -4,7 +4,7 @@ two-axis plot."""
 from __future__ import annotations
 
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 REDRAW_MS = 200  # ≤ 5 plot redraws per second
 
@@ -25,6 +25,14 @@ class VerticalScrollArea(QScrollArea):
         content = self.widget()
         hint = super().sizeHint()
         return hint if content is None else self._with_content_width(hint, content.sizeHint())
+
+
+def form(rows, parent: QWidget | None = None) -> QFormLayout:
+    """A form of ``(label, field)`` rows (a row without a label: just the widget), on ``parent`` if given."""
+    layout = QFormLayout(parent) if parent is not None else QFormLayout()
+    for row in rows:
+        layout.addRow(*row) if isinstance(row, tuple) else layout.addRow(row)
+    return layout
 
 
 def scroll_into(widget: QWidget, content: QWidget) -> VerticalScrollArea:

@@ -27,7 +27,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -39,8 +38,9 @@ from qtpy.QtWidgets import (
 from ..adapt.common import is_adapted, source_mismatch
 from ..layers import PREDICTION_KEY
 from ..predictions import picks_at_threshold, with_threshold, write_predictions
-from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
-from ._layout import Throttle, live_plot, scroll_into
+from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, polarity_combo
+from ._choice import ask_bundle_path, load_bundle_or_report, save_bundle_as
+from ._layout import Throttle, form, live_plot, scroll_into
 from ..params import AdaptParams
 from ._counts import CountsTable
 from ._form import param_spin
@@ -112,15 +112,9 @@ class AdaptWidget(QWidget):
         self.adapt_button = QPushButton("Adapt")
         self.adapt_button.setToolTip("Adapt the model to the picks, then classify them (known class or unknown)")
         settings_box = QGroupBox("Adapt to this tomogram")
-        form = QFormLayout(settings_box)
-        form.addRow("Tomogram", self.image_combo)
-        form.addRow("Picks layer", self.picks_combo)
-        form.addRow("Polarity", self.polarity)
-        form.addRow("Method", self.method)
-        form.addRow("Iterations", self.iterations)
-        form.addRow("Seed", self.seed)
-        form.addRow("Device", self.device)
-        form.addRow(self.adapt_button)
+        form([("Tomogram", self.image_combo), ("Picks layer", self.picks_combo), ("Polarity", self.polarity),
+              ("Method", self.method), ("Iterations", self.iterations), ("Seed", self.seed),
+              ("Device", self.device), self.adapt_button], settings_box)
 
         self.runner = TaskRunner()
         self._build_plot()
@@ -259,7 +253,7 @@ class AdaptWidget(QWidget):
         return data
 
     def _choose_model(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load source model", "", "Model bundle (*.pt);;All files (*)")
+        path = ask_bundle_path(self, "Load source model")
         if path:
             self.load_model(path)
 
@@ -487,7 +481,6 @@ class AdaptWidget(QWidget):
         return save_bundle_as(self.adapted, path, "Adapt", "there is no adapted model to save yet (run Adapt).")
 
     def _choose_save_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save adapted model", "adapted.pt",
-                                              "Model bundle (*.pt);;All files (*)")
+        path = ask_bundle_path(self, "Save adapted model", save_as="adapted.pt")
         if path:
             self.save_adapted(path)

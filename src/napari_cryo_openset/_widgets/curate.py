@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 from qtpy.QtWidgets import (
     QComboBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -26,6 +25,7 @@ from qtpy.QtWidgets import (
 from ..layers import DIAMETER_KEY, SCORE_THRESHOLD_KEY
 from .._viewer import go_to_pick
 from ._choice import PICKS, LayerCombo, is_tomogram_layer, to_image_voxels
+from ._layout import form
 from ._views import gray_pixmap, ortho_slices, slice_views
 
 ORDERS = {
@@ -67,9 +67,6 @@ class CurateWidget(QWidget):
         self.progress_label = QLabel("")
         grid, self.views = slice_views(_VIEW_PX)
 
-        form = QFormLayout()
-        form.addRow("Picks layer", self.layer_combo)
-        form.addRow("Order", self.order_combo)
         nav = QHBoxLayout()
         nav.addWidget(self.prev_button)
         nav.addWidget(self.next_button)
@@ -78,7 +75,7 @@ class CurateWidget(QWidget):
         decide.addWidget(self.reject_button)
         decide.addWidget(self.undo_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addLayout(form([("Picks layer", self.layer_combo), ("Order", self.order_combo)]))
         layout.addLayout(nav)
         layout.addLayout(decide)
         layout.addLayout(grid)

@@ -31,7 +31,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
-    QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -44,8 +43,9 @@ from qtpy.QtWidgets import (
 
 from ..layers import PREDICTION_KEY
 from ..predictions import write_predictions
-from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, load_bundle_or_report, polarity_combo, save_bundle_as
-from ._layout import Throttle, live_plot, scroll_into
+from ._choice import PICKS, TOMOGRAMS, LayerCombo, chosen_picks, polarity_combo
+from ._choice import ask_bundle_path, load_bundle_or_report, save_bundle_as
+from ._layout import Throttle, form, live_plot, scroll_into
 from ..params import DatasetParams, TrainParams
 from ._form import param_spin, spin
 from ._task import TaskRunner
@@ -183,11 +183,8 @@ class ModelWidget(QWidget):
         self.predict_summary = QLabel("")
         self.predict_summary.setWordWrap(True)
         predict_box = QGroupBox("Predict")
-        form = QFormLayout(predict_box)
-        form.addRow("Picks layer", self.picks_combo)
-        form.addRow("Polarity", self.polarity)
-        form.addRow(self.predict_button)
-        form.addRow(self.predict_summary)
+        form([("Picks layer", self.picks_combo), ("Polarity", self.polarity), self.predict_button,
+              self.predict_summary], predict_box)
 
         self.runner = TaskRunner()
 
@@ -425,13 +422,12 @@ class ModelWidget(QWidget):
         return bundle
 
     def _choose_save_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model bundle", "model.pt",
-                                              "Model bundle (*.pt);;All files (*)")
+        path = ask_bundle_path(self, "Save model bundle", save_as="model.pt")
         if path:
             self.save_model(path)
 
     def _choose_load_path(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model bundle", "", "Model bundle (*.pt);;All files (*)")
+        path = ask_bundle_path(self, "Load model bundle")
         if path:
             self.load_model(path)
 

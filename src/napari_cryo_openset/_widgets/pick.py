@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -29,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ..layers import ANGSTROM, HIDDEN_GROUPS_KEY, SCORE_THRESHOLD_KEY, picks_layer
 from ._choice import DOG_SUFFIX, TOMOGRAMS, LayerCombo, polarity_combo
+from ._layout import form
 from ..params import PickingParams
 from ._form import param_spin
 from ._task import TaskRunner
@@ -77,16 +77,10 @@ class PickWidget(QWidget):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Tomogram", self.image_combo)
-        form.addRow("Particle diameter", self.diameter)
-        form.addRow("Polarity", self.polarity)
-        form.addRow("Threshold rule", self.method)
-        form.addRow("k (robust)", self.k_mad)
-        form.addRow("Max picks", self.max_picks)
-        form.addRow("Min distance", self.min_distance)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addLayout(form([("Tomogram", self.image_combo), ("Particle diameter", self.diameter),
+                               ("Polarity", self.polarity), ("Threshold rule", self.method), ("k (robust)", self.k_mad),
+                               ("Max picks", self.max_picks), ("Min distance", self.min_distance)]))
         layout.addWidget(self.preview)
         layout.addWidget(self.pick_button)
         layout.addWidget(self.task)

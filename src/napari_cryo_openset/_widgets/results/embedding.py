@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QFormLayout, QGroupBox, QPushButton
+from qtpy.QtWidgets import QGroupBox, QPushButton
 
 from ...layers import EMBEDDING_KEY, HIDDEN_GROUPS_KEY, PREDICTION_KEY, is_cluster
 from .._choice import PICKS, TOMOGRAMS, LayerCombo, polarity_combo
 from .._form import param_spin
+from .._layout import form
 from .groups import hidden_groups
 
 _POLARITY_TIP = "Is protein dark (raw reconstruction) or bright (inverted) in this tomogram?"
@@ -49,12 +50,9 @@ class EmbedSettings(QGroupBox):
         self.embed_button = QPushButton("Embed && cluster")
         self.embed_button.setToolTip("Map the classified picks with t-SNE, cluster the unknown ones and average "
                                      "every class and cluster (in the background)")
-        form = QFormLayout(self)
-        for label, field in (("Tomogram", self.image_combo), ("Picks layer", self.picks_combo),
-                             ("Polarity", self.polarity), ("Perplexity", self.perplexity),
-                             ("t-SNE rounds", self.iterations), ("Min cluster size", self.min_cluster)):
-            form.addRow(label, field)
-        form.addRow(self.embed_button)
+        form([("Tomogram", self.image_combo), ("Picks layer", self.picks_combo), ("Polarity", self.polarity),
+              ("Perplexity", self.perplexity), ("t-SNE rounds", self.iterations),
+              ("Min cluster size", self.min_cluster), self.embed_button], self)
 
     def params(self):
         """The :class:`~napari_cryo_openset.embed.EmbedParams` the settings describe."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QLabel, QPushButton, QVBoxLayout
+from qtpy.QtWidgets import QGroupBox, QLabel, QPushButton, QVBoxLayout
 
-from .._choice import load_bundle_or_report
+from .._choice import ask_bundle_path, load_bundle_or_report
 from ..state import follow, viewer_state
 
 _NO_MODEL = ("No model: train one in the Model widget, adapt it in Adapt & predict, or Load model… "
@@ -65,6 +65,6 @@ class ModelChoice(QGroupBox):
         return bundle
 
     def _choose(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "Model bundle (*.pt);;All files (*)")
+        path = ask_bundle_path(self, "Load model")
         if path:
             self.load(path)
