@@ -43,6 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 PREFIX = "napari-cryo-openset: error:"
 
 
+def rgb(hex_color: str) -> np.ndarray:
+    """``#rrggbb`` → (r, g, b) floats 0–255 (to find a palette colour on a screenshot)."""
+    h = hex_color.lstrip("#")
+    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
+
+
 def one_error_line(stderr: str) -> str:
     """The CLI's error line: there must be exactly one, and no traceback."""
     assert "Traceback" not in stderr

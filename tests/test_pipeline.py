@@ -32,13 +32,6 @@ def _run_params(diameter, *, method="mluda", polarity="dark", max_picks=None, ne
 
 
 @pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in NAMES]
-
-
-@pytest.fixture(scope="module")
 def scene_files(templates, tmp_path_factory):
     """A 64×128×128 simulated scene (3 templates + decoys) on disk, with its true positions as picks."""
     from napari_cryo_openset.io import write_picks, write_tomogram

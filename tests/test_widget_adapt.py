@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import rgb as _rgb
 
 from napari_cryo_openset._widgets.adapt import AdaptWidget
 from napari_cryo_openset._widgets.model import ModelWidget
@@ -25,18 +26,6 @@ pytestmark = pytest.mark.gui
 VOXEL = 10.0
 NAMES = ("1bxn", "1qvr", "2cg9")
 CLASSES = ["1bxn", "1qvr", "2cg9", "empty", "unknown"]
-
-
-def _rgb(hex_color: str) -> np.ndarray:
-    h = hex_color.lstrip("#")
-    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
-
-
-@pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in NAMES]
 
 
 def _simulate(templates, per_class=10, decoys=10, empty=5):

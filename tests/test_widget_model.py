@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import rgb as _rgb
 import torch
 
 from napari_cryo_openset._widgets.model import ModelWidget
@@ -18,11 +19,6 @@ from napari_cryo_openset.palette import PICK_COLOR, UNKNOWN_COLOR, class_colors
 pytestmark = pytest.mark.gui
 
 CLASSES = ["1bxn", "2cg9", "empty", "unknown"]  # two small built-ins (~13 nm): a 24³ box holds them
-
-
-def _rgb(hex_color: str) -> np.ndarray:
-    h = hex_color.lstrip("#")
-    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
 
 
 def _random_bundle(threshold=None) -> ModelBundle:

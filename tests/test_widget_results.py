@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import rgb as _rgb
 
 from napari_cryo_openset._widgets.results import ResultsWidget
 from napari_cryo_openset._widgets.state import viewer_state
@@ -28,18 +29,6 @@ VOXEL = 10.0
 NAMES = ("1bxn", "1qvr", "2cg9")
 STAR_CONTRACT = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ", "rlnAutopickFigureOfMerit", "cosClassName",
                  "cosConfidence", "cosUnknownScore", "cosCuration", "cosTsneX", "cosTsneY", "cosCluster")
-
-
-def _rgb(hex_color: str) -> np.ndarray:
-    h = hex_color.lstrip("#")
-    return np.array([int(h[i:i + 2], 16) for i in (0, 2, 4)], dtype=float)
-
-
-@pytest.fixture(scope="module")
-def templates():
-    from napari_cryo_openset.simulate import builtin_templates
-
-    return [t for t in builtin_templates(VOXEL) if t.name in NAMES]
 
 
 @pytest.fixture(scope="module")
