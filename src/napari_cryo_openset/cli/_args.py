@@ -20,7 +20,7 @@ from dataclasses import MISSING, replace
 from pathlib import Path
 
 from ..errors import CryoOpensetError, ParameterError, PicksError
-from ..params import Spec, spec
+from ..params import Spec, spec, specs
 
 PROG = "napari-cryo-openset"
 _UNIT_METAVARS = {"degrees": "DEG", "voxels": "N"}
@@ -89,19 +89,17 @@ def _help(s: Spec, default, required: bool = False) -> str:
     return text.replace("%", "%%")
 
 
-def add_options(parser, base, names: Iterable[str], *, required: Iterable[str] = (), dest: str = "",
-                **flags: str) -> None:
+def add_options(parser, base, names: Iterable[str], *, required: Iterable[str] = (), **flags: str) -> None:
     """Add one option per field of ``base`` (a parameter dataclass, or an instance whose values are
-    the defaults). ``dest`` prefixes the argparse destinations (``run`` holds several sets);
-    ``flags`` renames an option (``snr="--snr"``). Booleans that default to True become
-    ``--no-NAME``."""
+    the defaults); ``flags`` renames an option (``allow_resampling="--no-resample"``). Booleans that
+    default to True become ``--no-NAME``."""
     required = set(required)
     cls = _cls(base)
     for name in names:
         s = spec(cls, name)
         default = _default(base, name)
         flag = flags.get(name, s.cli_flag)
-        kwargs = {"dest": dest + name, "default": None, "help": _help(s, default, name in required)}
+        kwargs = {"dest": name, "default": None, "help": _help(s, default, name in required)}
         if s.kind == "bool":
             if default:
                 flag = flags.get(name, "--no-" + name.replace("_", "-"))
@@ -122,28 +120,27 @@ def add_options(parser, base, names: Iterable[str], *, required: Iterable[str] =
         parser.add_argument(flag, **kwargs)
 
 
-def given(args: argparse.Namespace, names: Iterable[str], dest: str = "") -> dict:
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict:
     """The options of ``names`` the user set (``None`` = not given: the dataclass default applies)."""
     out = {}
     for name in names:
-        value = getattr(args, dest + name, None)
+        value = getattr(args, name, None)
         if value is not None:
             out[name] = tuple(value) if isinstance(value, list) else value
     return out
 
 
-def build(base, args: argparse.Namespace, names: Iterable[str], *, dest: str = "", flags: Mapping[str, str] = (),
-          **fixed):
-    """``base`` (class → new instance, instance → a copy) with the given options and ``fixed`` values;
+def build(base, args: argparse.Namespace, names: Iterable[str], *, flags: Mapping[str, str] = (), **fixed):
+    """``base`` (class → new instance, instance → a copy) with the given options and ``fixed`` values,
+    validated (``__post_init__``, and ``validate()`` where a set has one, as PickingParams does);
     a bad value raises ParameterError naming the option."""
-    names = list(names)
-    values = {**given(args, names, dest), **fixed}
+    values = {**given(args, names), **fixed}
     cls = _cls(base)
     try:
-        return cls(**values) if isinstance(base, type) else replace(base, **values)
+        params = cls(**values) if isinstance(base, type) else replace(base, **values)
+        return params.validate() if hasattr(params, "validate") else params
     except ParameterError as exc:
-        named = [n for n in values if "param" in getattr(cls.__dataclass_fields__.get(n), "metadata", {})]
-        raise option_error(exc, {n: dict(flags).get(n, spec(cls, n).cli_flag) for n in named}) from None
+        raise option_error(exc, {n: dict(flags).get(n, s.cli_flag) for n, s in specs(cls).items()}) from None
 
 
 def option_error(exc: ParameterError, names: Mapping[str, str]) -> ParameterError:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ParameterError
-from ..params import PickingParams, flag_of, specs
-from ._args import add_options, build, input_file, option_error, output_file, say, write_table
+from ..params import PickingParams
+from ._args import add_options, build, input_file, output_file, say, write_table
 
 _DESCRIPTION = (
     "Pick particles in a tomogram by Difference of Gaussians (σ1 = particle radius, σ2 = 1.1 σ1), "
@@ -47,11 +47,7 @@ def params_from_args(args: argparse.Namespace) -> PickingParams:
         method = "topn"
     else:
         method = "robust"
-    params = build(PickingParams, args, _OPTIONS + ("threshold", "max_picks"), threshold_method=method)
-    try:
-        return params.validate()
-    except ParameterError as exc:
-        raise option_error(exc, {n: flag_of(PickingParams, n) for n in specs(PickingParams)}) from None
+    return build(PickingParams, args, _OPTIONS + ("threshold", "max_picks"), threshold_method=method)
 
 
 def cmd_pick(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..errors import ParameterError, PicksError
-from ..params import AdaptParams, PickingParams, RunParams, flag_of, specs
+from ..errors import PicksError
+from ..params import AdaptParams, PickingParams, RunParams
 from ._args import (
     add_device_options,
     add_options,
@@ -22,7 +22,6 @@ from ._args import (
     check_device,
     check_picks_inside,
     input_file,
-    option_error,
     output_dir,
     say,
 )
@@ -70,10 +69,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run_params_from_args(args: argparse.Namespace) -> RunParams:
     """:class:`~napari_cryo_openset.params.RunParams` from parsed arguments (validated)."""
     picking = build(PickingParams, args, _PICKING)
-    try:
-        picking.validate()
-    except ParameterError as exc:
-        raise option_error(exc, {n: flag_of(PickingParams, n) for n in specs(PickingParams)}) from None
     condition = build(_DEFAULTS.source.condition, args, _IMAGING)
     source = build(_DEFAULTS.source, args, _CROWDING, condition=condition)
     adapt = build(AdaptParams, args, ("method",))
