@@ -144,13 +144,16 @@ def _jsonable(obj):
 
 
 def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
-                 ) -> Generator[Progress, None, RunResult]:
+                 trained=None) -> Generator[Progress, None, RunResult]:
     """Pick (unless ``picks`` are given), simulate, train, adapt and embed; return a :class:`RunResult`.
 
     ``tomogram``: a :class:`~napari_cryo_openset.io.Tomogram`; ``templates``: loaded at the
     tomogram's voxel size (:func:`~napari_cryo_openset.simulate.load_templates`), re-sampled
     here if the run works binned. Given ``picks`` keep their curation: rejected ones are
-    left out of adaptation and prediction but stay in the tables.
+    left out of adaptation and prediction but stay in the tables. ``trained``: a
+    :class:`~napari_cryo_openset.train.TrainResult` of an earlier run on the same tomogram with
+    the same source parameters (benchmarks compare methods on one source model); simulation and
+    training are skipped.
     """
     from .adapt import adapt_to_tomogram
     from .adapt.common import MIN_TARGET_PICKS
@@ -201,7 +204,8 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     data_params = params.source_params(box, model_vs)
     train_params = params.train_params()
     t0 = time.perf_counter()
-    trained = yield from simulate_and_train(templates, data_params, train_params)
+    if trained is None:
+        trained = yield from simulate_and_train(templates, data_params, train_params)
     timings["simulate+train"] = time.perf_counter() - t0
     model = bundle_from_training(trained)
 

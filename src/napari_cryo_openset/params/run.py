@@ -19,6 +19,14 @@ from .learning import AdaptParams, EmbedParams, TrainParams
 from .picking import PickingParams
 from .simulation import DatasetParams, ImagingCondition
 
+#: How a run simulates its source set: ``scenes`` — whole crowded tomograms simulated at the target's
+#: condition, picked with the target's picker and parameters, boxes extracted as the target's
+#: (:mod:`napari_cryo_openset.simulate.scene_source`); ``isolated`` — one particle per box
+#: (:mod:`napari_cryo_openset.simulate.generate`, the papers' protocol).
+SOURCE_KINDS = ("scenes", "isolated")
+#: Fields of the imaging condition a run can read from the tomogram when the user gives nothing.
+ESTIMABLE = ("tilt_range", "snr")
+
 #: Sizes of a run by preset: (boxes per class, training epochs, adaptation rounds).
 FULL_SIZES = (300, 15, 300)
 FAST_SIZES = (150, 10, 100)
@@ -69,6 +77,12 @@ class RunParams:
                                                  f"--fast {FAST_SIZES[1]})")
     iterations: int | None = param(None, low=1, help=f"adaptation rounds (default {FULL_SIZES[2]}; "
                                                      f"--fast {FAST_SIZES[2]})")
+    source_kind: str = param("scenes", choices=SOURCE_KINDS, flag="--source",
+                             help="scenes: simulate whole crowded tomograms and pick them as the target is picked; "
+                                  "isolated: one simulated particle per box (the papers' protocol)")
+    given: tuple[str, ...] | None = param(None, help="names of the imaging-condition fields the user gave (None: all "
+                                                     "of source.condition is the user's); the others are read from "
+                                                     "the tomogram where it tells (tilt range, SNR, slab)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.picking, PickingParams):
@@ -79,6 +93,14 @@ class RunParams:
             if not isinstance(getattr(self, name), cls):
                 raise ParameterError(f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
         check_fields(self)
+        if self.given is not None:
+            given = tuple(str(g) for g in self.given)
+            known = set(self.source.condition.__dataclass_fields__)
+            bad = [g for g in given if g not in known]
+            if bad:
+                raise ParameterError(f"given must name imaging-condition fields ({', '.join(sorted(known))}), "
+                                     f"got {', '.join(bad)}")
+            object.__setattr__(self, "given", given)
 
     # the run's choices -----------------------------------------------------------------------
 
@@ -131,7 +153,8 @@ class RunParams:
             "method": self.method, "diameter": self.diameter, "polarity": self.polarity,
             "max_picks": self.picking.max_picks, "seed": self.seed, "device": self.device, "threads": self.threads,
             "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
-            "iterations": self.n_iterations,
+            "iterations": self.n_iterations, "source_kind": self.source_kind,
+            "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
         }
