@@ -8,6 +8,7 @@ default unset (``None``: the dataclass default applies) and (2) show the datacla
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -67,7 +68,9 @@ def test_unset_options_build_the_dataclass_defaults():
     ns = build_parser().parse_args(["run", "--tomo", "t.mrc", "--templates", "builtin", "--diameter", "150",
                                     "--method", "mluda", "-o", "out"])
     params = run.run_params_from_args(ns)
-    assert params == P.RunParams(P.PickingParams(150.0))
+    # the command line says which condition values the user gave (here: none but the header's voxel size)
+    assert params.given == ("voxel_size",)
+    assert replace(params, given=None) == P.RunParams(P.PickingParams(150.0))
     assert (params.source.neighbours, params.source.background, params.source.max_shift) == (1.0, 0.05, 2.0)
 
 

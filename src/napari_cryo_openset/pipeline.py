@@ -32,7 +32,7 @@ import json
 import math
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,12 +80,19 @@ class RunResult:
     embedded: object  # PicksEmbedding
     geometry: dict
     timings: dict
+    condition: object = None  # ResolvedCondition: the condition simulated and where each value came from
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
         from .picks import class_counts
 
         return class_counts(self.predictions.loc[active, "class_name"].astype(str))
+
+    def unknown_fraction(self) -> float | None:
+        """Share of the active picks called ``unknown``."""
+        active = self.predictions["curation"] != "rejected"
+        n = int(active.sum())
+        return float((self.predictions.loc[active, "class_name"] == "unknown").sum() / n) if n else None
 
     def report(self) -> dict:
         from . import __version__
@@ -114,6 +121,10 @@ class RunResult:
                            "threshold_rule": self.adapted.openset.get("rule"),
                            "calibration": _jsonable(res.calibration), "polarity": self.adaptation.polarity,
                            "resampled": bool(self.adaptation.resampled)},
+            "condition": self.condition.to_dict() if self.condition is not None else None,
+            "open_set": {"expected_unknown_fraction": (res.calibration.get("transfer") or {}).get(
+                             "expected_unknown_fraction"),
+                         "called_unknown_fraction": self.unknown_fraction()},
             "class_counts": self.class_counts(),
             "embedding": {"method": self.embedded.embedding.method, "perplexity": self.embedded.embedding.perplexity,
                           "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
@@ -194,14 +205,21 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
                 "pick more particles, lower the threshold, or check --diameter and --polarity")
         raise PicksError(f"{how} {n_active} active picks; the run needs at least {MIN_TARGET_PICKS} ({hint})")
 
-    # 2. simulate + train at the working voxel size
+    # 2. the imaging condition: the user's values, the tomogram's own where the user gave none
+    t0 = time.perf_counter()
+    yield Progress("condition", 0, 1, "reading the imaging condition from the tomogram")
+    resolved = resolve_run_condition(tomogram, params)
+    yield Progress("condition", 1, 1, resolved.summary())
+    timings["condition"] = time.perf_counter() - t0
+
+    # 3. simulate + train at the working voxel size
     largest = max([params.diameter] + [float(t.diameter) for t in templates])
     model_vs, box, binning = working_geometry(tomo_vs, largest, params.box)
     if binning > 1:
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
                 "largest_structure_A": largest, "tomogram_shape": list(map(int, tomogram.shape))}
-    data_params = params.source_params(box, model_vs)
+    data_params = params.source_params(box, model_vs, resolved.condition)
     train_params = params.train_params()
     t0 = time.perf_counter()
     if trained is None:
@@ -209,14 +227,14 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     timings["simulate+train"] = time.perf_counter() - t0
     model = bundle_from_training(trained)
 
-    # 3. adapt to the picks, predicting every active pick
+    # 4. adapt to the picks, predicting every active pick
     t0 = time.perf_counter()
     adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, params.adapt_params(),
                                               polarity=polarity)
     timings["adapt"] = time.perf_counter() - t0
     adapted = adaptation.result.bundle
 
-    # 4. map, clusters of unknowns, averages
+    # 5. map, clusters of unknowns, averages
     t0 = time.perf_counter()
     embedded = yield from embed_picks(adapted, tomogram, adaptation.picks, adaptation.polarity, params.embed_params(),
                                       device=params.device)
@@ -224,7 +242,23 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     timings["total"] = time.perf_counter() - t_all
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
-                     adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings)
+                     adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
+                     condition=resolved)
+
+
+def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None):
+    """The imaging condition the run simulates (:func:`~napari_cryo_openset.estimate.condition.resolve_condition`):
+    the tomogram is estimated unless every value is the user's (``params.given`` None)."""
+    from .estimate import estimate_volume
+    from .estimate.condition import resolve_condition
+
+    estimate = None
+    try:
+        estimate = estimate_volume(tomogram, diameter=params.diameter)
+    except ParameterError as exc:  # a volume the estimator cannot read: say so, use the given/defaults
+        resolved = resolve_condition(params.source.condition, params.given, None)
+        return replace(resolved, notes=resolved.notes + (f"no estimate: {exc}",))
+    return resolve_condition(params.source.condition, params.given, estimate, snr_calibrator)
 
 
 OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.json", "embedding.png")

@@ -7,7 +7,8 @@ target labels:
   source *training* split, in the method's metric space (3D-ADA: the frozen source encoder's
   features; MLUDA: L2-normalised features of the adapted encoder);
 - unknown score: distance to the nearest centre;
-- threshold: :func:`.calibrate.calibrate_open_set` on source-validation known vs. decoy scores;
+- threshold: :func:`.calibrate.calibrate_open_set` on source-validation known vs. decoy scores,
+  then checked on the target's score distribution without labels (:mod:`.transfer`);
 - confidence: softmax with a temperature fitted on source-validation logits.
 """
 
@@ -26,6 +27,7 @@ from ..picks import class_counts
 from ..progress import Progress
 from .calibrate import calibrate_open_set, fit_temperature
 from .common import AdaptParams
+from .transfer import transfer_threshold
 from .source import SourceData
 
 
@@ -111,6 +113,17 @@ def finish_open_set(bundle: ModelBundle, model, source: SourceData, target: torc
         logits_t = dev_model.head(h_t.to(device)).float().cpu()
     adapted.model = dev_model.to("cpu").to(memory_format=torch.contiguous_format)
     predictions = score_outputs(adapted, logits_t, h_t)
-    yield Progress("calibrate", 1, 1, f"threshold {calibration.threshold:.3g} ({calibration.rule})")
+    # does the source threshold hold on the target? (label-free: the target's score distribution)
+    last = (history or [{}])[-1] if history else {}
+    threshold, transfer = transfer_threshold(calibration.threshold, predictions.unknown_score,
+                                             params.threshold_transfer, last.get("target_unknown_fraction"),
+                                             seed=params.seed)
+    adapted.openset["transfer"] = transfer
+    if threshold != calibration.threshold:
+        adapted.openset["source_threshold"] = float(calibration.threshold)
+        adapted.openset["threshold"] = float(threshold)
+        predictions = score_outputs(adapted, logits_t, h_t)
+    cal = {**calibration.to_dict(), "transfer": transfer}
+    yield Progress("calibrate", 1, 1, f"threshold {threshold:.3g} ({calibration.rule}; {transfer['why']})")
     return AdaptResult(bundle=adapted, predictions=predictions, history=list(history or []), stopped=stopped,
-                       seconds=time.perf_counter() - t0, calibration=calibration.to_dict())
+                       seconds=time.perf_counter() - t0, calibration=cal)

@@ -21,6 +21,7 @@ from ._args import (
     build,
     check_device,
     check_picks_inside,
+    given,
     input_file,
     output_dir,
     say,
@@ -29,7 +30,7 @@ from ._args import (
 _PICKING = ("diameter", "polarity", "max_picks")
 _IMAGING = ("defocus", "cs", "voltage", "tilt_range", "tilt_step", "snr")
 _CROWDING = ("neighbours", "background")
-_RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads")
+_RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads", "source_kind")
 _DEFAULTS = RunParams(PickingParams(diameter=1.0))  # the run's own defaults (crowded source, mluda)
 
 
@@ -59,6 +60,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("imaging condition of the simulation (voxel size: the tomogram's)")
     add_options(g, _DEFAULTS.source.condition, _IMAGING)
     add_options(g, _DEFAULTS.source, _CROWDING)
+    add_options(g, _DEFAULTS, ("source_kind",))
+    g.add_argument("--no-estimate", action="store_true",
+                   help="simulate with the defaults for what is not given, without reading the tilt range and SNR "
+                        "from the tomogram (by default they are estimated from the volume and reported)")
     g = p.add_argument_group("model and adaptation")
     add_options(g, _DEFAULTS, ("box", "per_class", "epochs", "iterations"))
     add_device_options(p, _DEFAULTS)
@@ -72,7 +77,8 @@ def run_params_from_args(args: argparse.Namespace) -> RunParams:
     condition = build(_DEFAULTS.source.condition, args, _IMAGING)
     source = build(_DEFAULTS.source, args, _CROWDING, condition=condition)
     adapt = build(AdaptParams, args, ("method",))
-    return build(RunParams, args, _RUN, picking=picking, source=source, adapt=adapt)
+    told = None if getattr(args, "no_estimate", False) else ("voxel_size", *given(args, _IMAGING))
+    return build(RunParams, args, _RUN, picking=picking, source=source, adapt=adapt, given=told)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -107,6 +113,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_with_tqdm(job, desc="run", disable=args.quiet or None)
     if result.picking is not None:
         say(f"run: pick: {result.picking.summary()}")
+    if result.condition is not None:
+        say(f"run: imaging condition: {result.condition.summary()}")
+        for note in result.condition.notes:
+            say(f"run: note: {note}")
     g = result.geometry
     say(f"run: model: {g['box']}³ boxes at {g['model_voxel_size']:g} Å (bin {g['bin']}); source validation "
         f"accuracy {result.trained.val_accuracy:.3f}; {result.trained.stopped}")

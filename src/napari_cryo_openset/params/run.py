@@ -128,12 +128,14 @@ class RunParams:
     def n_iterations(self) -> int:
         return self.iterations or (FAST_SIZES if self.fast else FULL_SIZES)[2]
 
-    def source_params(self, box: int, voxel_size: float) -> DatasetParams:
+    def source_params(self, box: int, voxel_size: float, condition: ImagingCondition | None = None) -> DatasetParams:
         """The source set at the working ``box`` (voxels) and ``voxel_size`` (Å): ``n_per_class``
         boxes per template, as many procedural decoys (the source ``unknown`` class that feeds
-        MLUDA's L_c and calibrates the unknown threshold) and half as many empty boxes."""
+        MLUDA's L_c and calibrates the unknown threshold) and half as many empty boxes.
+        ``condition``: the resolved one (given values + the tomogram's estimates), default
+        ``source.condition``."""
         n = self.n_per_class
-        condition: ImagingCondition = self.source.condition.replace(voxel_size=voxel_size)
+        condition = (condition or self.source.condition).replace(voxel_size=voxel_size)
         return replace(self.source, box=box, per_class=n, decoys=n, empty=max(1, n // 2), condition=condition,
                        seed=self.seed)
 
