@@ -133,6 +133,14 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["picking"]["n_picks"] >= 16 and report["parameters"]["max_picks"] == 40
+    # told nothing but the voxel size: the tilt range is read from the volume and reported as estimated
+    cond = report["condition"]
+    assert cond["sources"]["voxel_size"] == "given" and cond["sources"]["defocus"] == "default"
+    assert cond["sources"]["tilt_range"] == "estimated", cond["notes"]
+    lo, hi = cond["values"]["tilt_range"]
+    assert abs(lo + 60) <= 5 and abs(hi - 60) <= 5  # the scene's ±60°
+    assert "run: imaging condition: tilt" in err
+    assert "transfer" in report["adaptation"]["calibration"]
     # the DoG picks land on the scene's particles
     from napari_cryo_openset.io.picks_io import read_picks
 
