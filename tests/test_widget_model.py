@@ -234,3 +234,22 @@ def test_save_and_load_round_trip_and_bad_file_keeps_model(make_napari_viewer, q
     assert len(errors) == 1 and "not a napari-cryo-openset model bundle" in str(errors[0])
     assert widget.load_model(tmp_path / "missing.pt") is None and len(errors) == 2
     assert widget.bundle is loaded
+
+
+def test_read_from_tomogram_fills_the_tilt_range_in_the_background(make_napari_viewer, qtbot):
+    from napari_cryo_openset.params import ImagingCondition
+    from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
+
+    volume, _ = make_scene(SceneParams(shape=(64, 96, 96), n_particles=20, background=0.05, seed=3,
+                                       condition=ImagingCondition(voxel_size=10.0, tilt_range=(-45.0, 45.0))))
+    viewer = make_napari_viewer()
+    viewer.add_image(volume, scale=(10, 10, 10), name="tomo")
+    widget = ModelWidget(viewer)
+    qtbot.addWidget(widget)
+    assert "defaults" in widget.condition_note.text()
+    worker = widget.read_condition()
+    assert worker is not None
+    qtbot.waitUntil(lambda: widget.estimate is not None, timeout=30_000)
+    assert abs(widget.tilt_min.value() + 45) <= 5 and abs(widget.tilt_max.value() - 45) <= 5
+    assert "read from the tomogram" in widget.condition_note.text()
+    assert widget.imaging_condition().tilt_range == (widget.tilt_min.value(), widget.tilt_max.value())

@@ -58,6 +58,18 @@ def train_job(builtin_names, paths, voxel_size: float, dataset_params, train_par
     return (yield from simulate_and_train(templates, dataset_params, train_params))
 
 
+def estimate_job(volume, voxel_size: float):
+    """Read the imaging condition of a (Z, Y, X) ``volume`` at ``voxel_size`` Å
+    (:func:`~napari_cryo_openset.estimate.estimate_volume`); returns the VolumeEstimate."""
+    from .estimate import estimate_volume
+    from .progress import Progress
+
+    yield Progress("estimate", 0, 1, "reading the tilt range, slab and noise")
+    found = estimate_volume(volume, voxel_size)
+    yield Progress("estimate", 1, 1, "done")
+    return found
+
+
 def predict_job(bundle, tomogram, picks, params):
     """Classify the active ``picks`` of ``tomogram`` with ``bundle`` (see
     :func:`~napari_cryo_openset.predict.predict_picks`).

@@ -116,6 +116,12 @@ class ModelWidget(QWidget):
         self.tilt_step = param_spin(default, "tilt_step", low=0.1, high=30.0, decimals=1, suffix="°", step=0.5)
         self.snr = param_spin(default, "snr", low=0.001, high=100.0, decimals=3, step=0.05,
                               tip="Signal-to-noise ratio per projection: var(signal)/var(noise)")
+        self.read_button = QPushButton("Read from tomogram")
+        self.read_button.setToolTip("Estimate the tilt range (missing wedge), slab and polarity from the tomogram "
+                                    "layer and fill in the tilt range (runs in the background)")
+        self.condition_note = QLabel("Tilt range: defaults (Read from tomogram to use the tomogram's own).")
+        self.condition_note.setWordWrap(True)
+        self.estimate = None
         imaging_box = QGroupBox("Imaging")
         grid = QGridLayout(imaging_box)
         grid.addWidget(QLabel("Tomogram"), 0, 0)
@@ -132,6 +138,8 @@ class ModelWidget(QWidget):
             for col, (label, field) in enumerate(pairs):
                 grid.addWidget(QLabel(label), row, 2 * col)
                 grid.addWidget(field, row, 2 * col + 1)
+        grid.addWidget(self.read_button, 5, 0, 1, 4)
+        grid.addWidget(self.condition_note, 6, 0, 1, 4)
 
         # --- data set and training ---------------------------------------------------------
         self.per_class = param_spin(DatasetParams, "per_class", high=100_000, tip="Simulated subtomograms per template")
@@ -208,6 +216,7 @@ class ModelWidget(QWidget):
         self.add_folder_button.clicked.connect(self._choose_folder)
         self.remove_button.clicked.connect(self.remove_selected_templates)
         self.train_button.clicked.connect(self.start_training)
+        self.read_button.clicked.connect(self.read_condition)
         self.predict_button.clicked.connect(self.start_prediction)
         self.save_button.clicked.connect(self._choose_save_path)
         self.load_button.clicked.connect(self._choose_load_path)
@@ -272,6 +281,36 @@ class ModelWidget(QWidget):
         if np.all(scale > 0):
             self.voxel_size.setValue(float(np.mean(scale)))
 
+    def read_condition(self):
+        """Estimate the imaging condition of the tomogram layer in the background; returns the worker."""
+        from napari.utils.notifications import show_warning
+
+        layer = self.image_layer()
+        if layer is None:
+            show_warning("Model: choose a tomogram layer to read its imaging condition from.")
+            return None
+        from ..jobs import estimate_job
+
+        return self.runner.start(estimate_job, layer.data, float(self.voxel_size.value()),
+                                 on_result=self.use_estimate, label="Read the imaging condition")
+
+    def use_estimate(self, estimate) -> None:
+        """Fill in what the tomogram tells (the tilt range) and say what it could not read."""
+        self.estimate = estimate
+        lines = []
+        if estimate.tilt_range is not None:
+            lo, hi = (round(v) for v in estimate.tilt_range)
+            self.tilt_min.setValue(float(lo))
+            self.tilt_max.setValue(float(hi))
+            lines.append(f"Tilt range {lo:+d}…{hi:+d}° read from the tomogram (missing wedge about "
+                         f"{estimate.tilt_axis}, depth {estimate.tilt_quality:.2f}).")
+        else:
+            lines.append(f"Tilt range not readable ({estimate.tilt_range_reason}): keeping "
+                         f"{self.tilt_min.value():+.0f}…{self.tilt_max.value():+.0f}°.")
+        if estimate.thickness_angstrom is not None:
+            lines.append(f"Slab {estimate.thickness_angstrom:.0f} Å thick; polarity {estimate.polarity}.")
+        self.condition_note.setText(" ".join(lines))
+
     def selected_builtin(self) -> list[str]:
         return [name for name, check in self.template_checks.items() if check.isChecked()]
 
@@ -334,6 +373,7 @@ class ModelWidget(QWidget):
     # --- training -------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
         self.train_button.setEnabled(not busy)
+        self.read_button.setEnabled(not busy)
         self.predict_button.setEnabled(not busy)
         self.load_button.setEnabled(not busy)
         self.save_button.setEnabled(not busy and self.bundle is not None)
