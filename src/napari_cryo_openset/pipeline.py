@@ -219,6 +219,14 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
                 "largest_structure_A": largest, "tomogram_shape": list(map(int, tomogram.shape))}
+    if resolved.slab is not None:
+        thickness = (resolved.slab[1] - resolved.slab[0]) * tomo_vs
+        if thickness < largest:
+            big = ", ".join(t.name for t in templates if float(t.diameter) > thickness) or f"{largest:.0f} Å"
+            resolved = replace(resolved, notes=resolved.notes + (
+                f"the slab read from the tomogram ({thickness:.0f} Å) is thinner than the largest structure ({big}): "
+                "such particles cannot lie whole in it; the simulated scenes use a slab that holds them — check the "
+                "templates, or give the slab",))
     data_params = params.source_params(box, model_vs, resolved.condition)
     train_params = params.train_params()
     t0 = time.perf_counter()

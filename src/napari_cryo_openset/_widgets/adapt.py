@@ -466,7 +466,10 @@ class AdaptWidget(QWidget):
 
     def _show_threshold(self) -> None:
         rule = self.adapted.openset.get("rule", "") if self.adapted is not None else ""
-        text = f"calibrated on held-out source data: {self.calibrated_threshold:.4g}" + (f" ({rule})" if rule else "")
+        text = f"calibrated: {self.calibrated_threshold:.4g}" + (f" ({rule})" if rule else "")
+        transfer = self.adapted.openset.get("transfer") if self.adapted is not None else None
+        if transfer:
+            text += f"; {transfer_text(transfer)}"
         if self.threshold_override is not None:
             text += f"; in use: {self.threshold_override:.4g} (overridden)"
         self.threshold_label.setText(text)
@@ -484,3 +487,16 @@ class AdaptWidget(QWidget):
         path = ask_bundle_path(self, "Save adapted model", save_as="adapted.pt")
         if path:
             self.save_adapted(path)
+
+
+def transfer_text(transfer: dict) -> str:
+    """One line on the label-free check of the threshold on the target (adapt/transfer.py)."""
+    expected = transfer.get("expected_unknown_fraction")
+    at_source = transfer.get("fraction_at_source")
+    if transfer.get("threshold") != transfer.get("source_threshold"):
+        return (f"moved from the source's {transfer['source_threshold']:.4g}: {transfer.get('why')}")
+    if expected is not None:
+        return f"the target's scores expect ~{expected:.0%} unknown; this threshold calls {at_source:.0%}"
+    reason = (transfer.get("mixture") or {}).get("reason", "")
+    return f"expected unknown fraction not known ({reason})" if reason else "kept from the source"
+
