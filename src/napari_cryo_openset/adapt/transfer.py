@@ -21,8 +21,12 @@ Rules (``AdaptParams.threshold_transfer``):
 ``mixture``  the mixture's threshold when the mixture is trusted, else the source τ.
 ``auto``     the source τ unless it calls more than :data:`EXCESS` (absolute) more of the target
              unknown than the trusted mixture expects; then the mixture's threshold. When the
-             mixture is not trusted (one population: no separate unknowns, or no separation),
-             τ stays — and the report says that the expected fraction is not known.
+             mixture is not trusted (one population: no separate unknowns, or no separation)
+             but adaptation saw an unknown fraction (MLUDA: target features farther than the
+             margin midpoint ½(m1 + m3) from every centre) and the source τ calls more than
+             :data:`EXCESS` more than that, τ moves to the target-score quantile that calls the
+             adaptation's fraction; otherwise τ stays — and the report says that the expected
+             fraction is not known.
 
 Where it fails: unknowns that look like a known class (the mixture sees one population and
 the source τ decides); a target with unknowns but a source τ far too high (few called, the
@@ -102,14 +106,22 @@ def transfer_threshold(source_threshold: float, target_scores: np.ndarray, rule:
     at_source = float(np.mean(s > source_threshold)) if s.size else float("nan")
     mix = score_mixture(s, seed) if rule != "source" else {"trusted": False, "reason": "rule 'source'"}
     chosen, why = float(source_threshold), "source calibration"
+    expected = None
     if mix.get("trusted"):
+        expected = mix["expected_unknown_fraction"]
         if rule == "mixture":
             chosen, why = mix["threshold"], "target score mixture"
-        elif rule == "auto" and at_source - mix["expected_unknown_fraction"] > EXCESS:
+        elif rule == "auto" and at_source - expected > EXCESS:
             chosen, why = mix["threshold"], (f"the source threshold calls {at_source:.0%} of the target unknown, the "
-                                             f"target's scores expect {mix['expected_unknown_fraction']:.0%}")
+                                             f"target's scores expect {expected:.0%}")
+    elif rule == "auto" and adaptation_fraction is not None and s.size and math.isfinite(adaptation_fraction) \
+            and at_source - adaptation_fraction > EXCESS:
+        expected = float(min(max(adaptation_fraction, 0.0), 1.0))
+        chosen = float(np.quantile(s, 1.0 - expected)) if expected > 0 else float(s.max())
+        why = (f"the source threshold calls {at_source:.0%} of the target unknown, adaptation saw "
+               f"{expected:.0%} (the score mixture is not trusted: {mix.get('reason', 'one population')})")
     report = {"rule": rule, "source_threshold": float(source_threshold), "threshold": float(chosen), "why": why,
               "fraction_at_source": at_source, "fraction_called": float(np.mean(s > chosen)) if s.size else None,
-              "expected_unknown_fraction": mix.get("expected_unknown_fraction") if mix.get("trusted") else None,
+              "expected_unknown_fraction": expected,
               "adaptation_unknown_fraction": adaptation_fraction, "mixture": mix}
     return float(chosen), report
