@@ -107,3 +107,31 @@ def suppress(points: np.ndarray, min_distance: float) -> np.ndarray:
         if keep[i]:
             keep[pairs[starts[i] : starts[i + 1], 1]] = False
     return keep
+
+
+def suppress_sized(points: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """Greedy suppression with a distance per point; ``points`` (N, 3) in Å, sorted best-first.
+
+    Two points i, j overlap when closer than ``max(distance[i], distance[j])`` (each point's own
+    exclusion distance, Å, e.g. 0.8 × its diameter): the larger particle of a pair decides. A
+    point is dropped iff a *kept* better one overlaps it. Returns a keep mask.
+    """
+    n = len(points)
+    keep = np.ones(n, dtype=bool)
+    distance = np.asarray(distance, dtype=np.float64)
+    if n < 2 or not np.any(distance > 0):
+        return keep
+    tree = cKDTree(points)
+    pairs = tree.query_pairs(r=float(np.nextafter(distance.max(), 0.0)), output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    d = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+    pairs = pairs[d < np.maximum(distance[pairs[:, 0]], distance[pairs[:, 1]])]
+    if len(pairs) == 0:
+        return keep
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    starts = np.searchsorted(pairs[:, 0], np.arange(n + 1))
+    for i in np.unique(pairs[:, 0]):
+        if keep[i]:
+            keep[pairs[starts[i] : starts[i + 1], 1]] = False
+    return keep
