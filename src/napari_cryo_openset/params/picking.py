@@ -28,7 +28,7 @@ geometrically from ``diameter`` (the smallest) to ``max_diameter`` (default
 own σ1 = radius; its response is robust-z-scored (median / 1.4826·MAD of that scale), so scores
 are comparable across scales and the robust threshold is simply ``k_mad`` on the joint score.
 Derived defaults then apply *per pick, from its own size*: the minimum distance between two
-picks is 0.8 × the larger of their two diameters, and a pick is dropped within its own radius of
+picks is 0.8 × the mean of their two diameters (touching spheres of any sizes are both kept), and a pick is dropped within its own radius of
 a face (``border`` = own diameter / 2; a small particle near a face is kept although a large one
 there would not be). An explicit ``min_distance`` or ``border`` applies to every pick. ``sigma1``
 fixes one scale and cannot be combined with a range. ``max_diameter`` None (or equal to
@@ -85,12 +85,14 @@ class PickingParams:
     k_mad: float = param(4.0, metavar="K", help="robust threshold = median + K · 1.4826 · MAD of the response")
     aitom_level: float = param(3.0, help="t of the AITom rule T = m + t (M − m) / 20 (Pei et al.: 3)")
     min_distance: float | None = param(None, unit="Å", low=0,
-                                       help="minimum distance between picks (default 0.8 × diameter; 0 = off)")
+                                       help="minimum distance between picks (default 0.8 × diameter, for a range "
+                                            "0.8 × the mean diameter of the two picks; 0 = off)")
     k: float = param(1.1, low=1, low_open=True, help="σ2 / σ1 of the Difference of Gaussians")
     sigma1: float | None = param(None, unit="voxels", low=0, low_open=True,
                                  help="σ1 (default the particle radius in voxels)")
     border: float | None = param(None, unit="Å", low=0,
-                                 help="drop picks closer than this to a face of the volume (default diameter/2)")
+                                 help="drop picks closer than this to a face of the volume (default diameter/2, "
+                                      "for a range each pick's own radius)")
     memory_budget_mb: float = param(1024.0, unit="MB", low=0, low_open=True, flag="--memory-mb",
                                     help="working-memory target per tile; larger tomograms are tiled")
     workers: int | None = param(None, low=1, help="FFT threads (default: the CPUs this process may use)")
@@ -100,10 +102,12 @@ class PickingParams:
         check_fields(self)
         if self.max_diameter is not None:
             md = self.max_diameter
-            if not (isinstance(md, (int, float)) and math.isfinite(md)) or md <= 0 or md < self.diameter:
-                why = "zero or negative" if isinstance(md, (int, float)) and md <= 0 else "an inverted range"
+            if not (isinstance(md, (int, float)) and math.isfinite(md)):
+                raise ParameterError(f"max_diameter must be a finite number of Å (--diameter MIN MAX), got {md!r}")
+            if md <= 0 or md < self.diameter:
+                why = "zero or negative" if md <= 0 else "an inverted range"
                 raise ParameterError(
-                    f"diameter range {self.diameter:g}..{md!r} Å is {why}: give --diameter MIN MAX with "
+                    f"diameter range {self.diameter:g}..{md:g} Å is {why}: give --diameter MIN MAX with "
                     f"0 < MIN ≤ MAX (Å), or one diameter"
                 )
             object.__setattr__(self, "max_diameter", float(md))
@@ -135,7 +139,8 @@ class PickingParams:
             return (float(self.diameter),)
         n = int(self.n_scales) if self.n_scales is not None else default_n_scales(self.diameter, self.max_diameter)
         lo, hi = math.log(self.diameter), math.log(self.max_diameter)
-        return tuple(float(math.exp(lo + (hi - lo) * i / (n - 1))) for i in range(n))
+        inner = [float(math.exp(lo + (hi - lo) * i / (n - 1))) for i in range(1, n - 1)]
+        return (float(self.diameter), *inner, float(self.max_diameter))
 
     def to_dict(self) -> dict:
         """Plain-Python copy (for reports and JSON)."""
