@@ -42,11 +42,11 @@ from .tiling import plan_tiles
 #: z-scored DoG), so the scale that wins is the particle's size.
 SIGMA_FACTOR = 1.0 / math.sqrt(3.0)
 #: Scale selection: the suppression ranks overlapping candidates by z · (d / d_min)^SCALE_BIAS
-#: (a γ-style tilt towards larger scales; scores and threshold stay plain z-scores). Lobed
-#: particles (ribosomes) otherwise win at a sub-unit scale. Measured on crowded 170–345 Å
-#: scenes (benchmarks/bench_picking.py --mixed-only, seeds 0–2): 0.5 lowers the median
-#: diameter error from 16 % to 11 % and raises F1 by ≤ 0.01; 1.0 adds false picks.
-SCALE_BIAS = 0.5
+#: (scores and threshold stay plain z-scores). 0 = plain z-scores, exact for spheres with
+#: σ = R/√3. Measured (benchmarks/bench_picking.py --mixed-only, seeds 0–2, crowded 170–345 Å
+#: templates with CTF): 0.5 lowers the median diameter error of templates from ~16 % to ~11 %
+#: (F1 +≤ 0.01) but overestimates uniform spheres by 30–45 % (vs ≤ 20 % at 0), so 0 is kept.
+SCALE_BIAS = 0.0
 #: Two picks overlap when closer than this × the mean of their diameters (as for one scale).
 OVERLAP = 0.8
 
