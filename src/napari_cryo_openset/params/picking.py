@@ -25,7 +25,8 @@ Diameter ranges (multi-scale picking)
 ``max_diameter`` (Å) turns one run into a scale space: ``n_scales`` diameters spaced
 geometrically from ``diameter`` (the smallest) to ``max_diameter`` (default
 :func:`default_n_scales`: one scale per factor 1.25, at least 2). Each scale is a DoG at its
-own σ1 = radius; its response is robust-z-scored (median / 1.4826·MAD of that scale), so scores
+own σ1 = radius/√3 (the scale at which a sphere responds most, see
+:mod:`napari_cryo_openset.picking.multiscale`); its response is robust-z-scored (median / 1.4826·MAD of that scale), so scores
 are comparable across scales and the robust threshold is simply ``k_mad`` on the joint score.
 Derived defaults then apply *per pick, from its own size*: the minimum distance between two
 picks is 0.8 × the mean of their two diameters (touching spheres of any sizes are both kept), and a pick is dropped within its own radius of
