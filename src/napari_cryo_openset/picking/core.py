@@ -416,7 +416,7 @@ def pick_particles(
 
 
 def _scan(volume, geo: PickingGeometry, tiles, mean: float, sd: float, signs, mask, shape, stride: int,
-          aitom: bool, label: str = "", step0: int = 0, total: int | None = None):
+          aitom: bool, label: str = "", step0: int = 0, total: int | None = None, warn: bool = True):
     """Band-pass every tile and collect its local maxima (generator yielding Progress).
 
     Returns a dict: ``found[sign]`` (lists of coords, heights, cube flags), ``n_maxima[sign]``,
@@ -436,7 +436,7 @@ def _scan(volume, geo: PickingGeometry, tiles, mean: float, sd: float, signs, ma
     for ti, tile in enumerate(tiles):
         t0 = time.perf_counter()
         block, bad = read_padded(volume, tile.window_start, tile.window_shape, mean)
-        if bad and not nonfinite:
+        if bad and not nonfinite and warn:
             warnings.warn(
                 f"the volume has NaN/inf voxels; they are replaced by the mean of the finite "
                 f"voxels ({mean:.4g})",

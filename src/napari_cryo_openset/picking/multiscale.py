@@ -76,7 +76,8 @@ def pick_scales(volume, voxel_size, params, mask, shape, mean, sd, signs, floor,
         coarse_total = math.prod(math.ceil(shape[a] / geo.bin[a]) for a in range(3))
         stride = max(1, math.ceil((coarse_total / _RESPONSE_SAMPLE) ** (1.0 / 3.0)))
         scan = yield from _scan(volume, geo, tiles, mean, sd, signs, mask, shape, stride, aitom,
-                                label=f"scale {i + 1}/{n} ({d:.0f} Å): ", step0=step, total=total)
+                                label=f"scale {i + 1}/{n} ({d:.0f} Å): ", step0=step, total=total,
+                                warn=i == 0)
         step += len(tiles)
         nonfinite = max(nonfinite, scan["nonfinite"])
         for key in ("read", "bandpass", "peaks"):
