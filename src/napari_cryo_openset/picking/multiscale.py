@@ -10,6 +10,11 @@ Normalisation: each scale's response is turned into a robust z-score, (r − med
 amplitude of a matched particle and of noise both change with σ; after the z-score, "k noise
 SDs" means the same at every scale, so one threshold (robust: ``k_mad``) applies to the pooled
 candidates and per-scale and joint robust rules coincide (median 0, SD 1 at every scale).
+Measured against the alternative — the raw (γ = 2-normalised, since DoG ≈ (K − 1) σ² ∇²G)
+response with one robust threshold on the pooled sample of all scales — on the crowded
+170–345 Å scenes of ``benchmarks/bench_picking.py --mixed-only`` (seeds 0, 1): z-scores F1
+0.91 / 0.91, pooled raw 0.41 / 0.42 (small scales' noise floods the picks); on the
+80 + 200 Å blob phantom of the tests precision 1.00 vs 0.57.
 
 Maxima across position and scale: local maxima in position per scale (cube of that scale's
 min-distance), then greedy non-maximum suppression over all scales at once, best z first: two
