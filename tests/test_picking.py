@@ -517,3 +517,16 @@ def test_run_accepts_a_diameter_range():
                                     "--method", "ada", "-o", "out"])
     params = run_params_from_args(ns)
     assert params.picking.diameter == 150 and params.picking.max_diameter == 300
+
+
+def test_range_tiled_equals_untiled_and_other_rules_work(mixed_phantom, mixed_result):
+    volume, _ = mixed_phantom
+    base = dict(diameter=SMALL, max_diameter=LARGE)
+    tiled = pick(volume, VOXEL, PickingParams(**base, memory_budget_mb=4))
+    assert tiled.stats["n_tiles"] > len(mixed_result.stats["scales"])
+    cols = ["z", "y", "x", "score", "diameter"]
+    np.testing.assert_allclose(tiled.candidates[cols].to_numpy(), mixed_result.candidates[cols].to_numpy(),
+                               rtol=1e-4, atol=1e-4)  # float32 FFTs of other lengths
+    assert pick(volume, VOXEL, PickingParams(**base, polarity="auto")).polarity == "dark"
+    assert len(pick(volume, VOXEL, PickingParams(**base, threshold_method="topn", max_picks=7)).picks) == 7
+    assert len(pick(volume, VOXEL, PickingParams(**base, threshold_method="aitom")).picks) > 0
