@@ -75,7 +75,7 @@ class PickingParams:
     max_diameter: float | None = param(None, unit="Å", flag="--max-diameter",
                                        help="largest particle diameter: pick at scales from diameter to this "
                                             "(None = one scale; the CLI's --diameter MIN MAX)")
-    n_scales: int | None = param(None, low=2, help="scales between diameter and max_diameter "
+    n_scales: int | None = param(None, low=2, help="scales from MIN to MAX of a --diameter range "
                                                    "(default one per factor 1.25, at least 2)")
     polarity: str = param("dark", choices=POLARITIES,
                           help="protein contrast in this tomogram (default dark; auto guesses and reports)")
