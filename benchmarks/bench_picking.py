@@ -30,6 +30,13 @@ Phantom hook: ``--phantom blob`` (default) uses :func:`napari_cryo_openset.synth
 ``--phantom scene`` calls ``napari_cryo_openset.simulate.scenes`` when that module exists (see
 :func:`make_phantom`: one function to adapt when the realistic simulator lands).
 
+Mixed sizes (``--mixed`` / ``--mixed-only``, issue 13): crowded scenes of
+``napari_cryo_openset.simulate.scenes`` (64×256×256 at 20 Å, 400 particles of 8 templates of
+../shared/data/templates_10A spanning 170–345 Å, SNR 0.08, defocus 4 µm, seeds 0–2; skipped
+when ../shared is missing). Picked with one diameter (200 Å; 170 Å, the smallest) and with the
+range 160–380 Å (multi-scale); a pick matches within 0.3 × the particle's own diameter;
+precision / recall / F1 per size class, seconds, diameter error. Results in ``picking_mixed.*``.
+
 Results: ``benchmarks/results/picking.json`` and ``picking.md``.
 """
 
@@ -91,6 +98,164 @@ def make_phantom(kind: str, shape, snr: float, polarity: str, seed: int, n_parti
             raise SystemExit("--phantom scene: wire napari_cryo_openset.simulate.scenes into make_phantom()")
         return make(shape=tuple(shape), snr=snr, polarity=polarity, seed=seed)  # adapt when it lands
     raise SystemExit(f"unknown phantom {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# mixed particle sizes (multi-scale picking, issue 13)
+# --------------------------------------------------------------------------------------------
+
+#: Templates of ../shared/data/templates_10A whose diameters span ~170–345 Å at 20 Å.
+MIXED_TEMPLATES = ("3d2f", "3j9i", "1qvr", "6utj", "4v4r", "4cr2", "5mrc", "4v94")
+#: Size classes (Å): [lo, hi) of the template diameter.
+SIZE_CLASSES = ((0.0, 200.0), (200.0, 300.0), (300.0, 1e9))
+MIXED_VOXEL = 20.0
+
+
+def mixed_scene(seed: int, shape=(64, 256, 256), n_particles: int = 400, snr: float = 0.08,
+                defocus: float = 4.0, template_dir: Path | None = None):
+    """Crowded scene of templates spanning ~170–345 Å at 20 Å (simulate.scenes); None if no data.
+
+    Returns (volume, truth with a ``diameter`` column in Å, seconds).
+    """
+    template_dir = template_dir or HERE.parent.parent / "shared" / "data" / "templates_10A"
+    if not template_dir.is_dir():
+        return None
+    from napari_cryo_openset.params import ImagingCondition
+    from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
+    from napari_cryo_openset.simulate.templates import load_templates
+
+    templates = [t for t in load_templates(template_dir, MIXED_VOXEL) if t.name in MIXED_TEMPLATES]
+    t0 = time.perf_counter()
+    cond = ImagingCondition(voxel_size=MIXED_VOXEL, defocus=defocus, snr=snr)
+    volume, truth = make_scene(SceneParams(shape=shape, condition=cond, templates=tuple(templates),
+                                           n_particles=n_particles, gap=1.0, seed=seed))
+    size = {t.name: t.diameter for t in templates}
+    truth["diameter"] = truth["class_name"].map(size).astype(float)
+    return volume, truth, time.perf_counter() - t0
+
+
+def match_sized(picks, truth, voxel_size: float, fraction: float = 0.3) -> np.ndarray:
+    """One-to-one matches (closest first) within ``fraction`` × each true particle's diameter.
+
+    Returns an int array: for each true particle the index of its pick, or −1.
+    """
+    from scipy.spatial import cKDTree
+
+    p = picks[["z", "y", "x"]].to_numpy() * voxel_size
+    t = truth[["z", "y", "x"]].to_numpy() * voxel_size
+    tol = fraction * truth["diameter"].to_numpy()
+    out = np.full(len(t), -1, dtype=np.int64)
+    if not len(p) or not len(t):
+        return out
+    sdm = cKDTree(t).sparse_distance_matrix(cKDTree(p), float(tol.max()), output_type="ndarray")
+    sdm = sdm[sdm["v"] < tol[sdm["i"]]]
+    used = np.zeros(len(p), dtype=bool)
+    for k in np.argsort(sdm["v"], kind="stable"):
+        i, j = sdm["i"][k], sdm["j"][k]
+        if out[i] < 0 and not used[j]:
+            out[i], used[j] = j, True
+    return out
+
+
+def size_class_scores(picks, truth, voxel_size: float) -> dict:
+    """Precision / recall / F1 overall and per size class (:data:`SIZE_CLASSES`).
+
+    Per class: TP = its true particles that are matched; FN = the unmatched ones; FP = the
+    unmatched picks whose nearest true particle belongs to the class.
+    """
+    from scipy.spatial import cKDTree
+
+    match = match_sized(picks, truth, voxel_size)
+    tdiam = truth["diameter"].to_numpy()
+    matched = np.zeros(len(picks), dtype=bool)
+    matched[match[match >= 0]] = True
+    if len(picks) and len(truth):
+        _, near = cKDTree(truth[["z", "y", "x"]].to_numpy()).query(picks[["z", "y", "x"]].to_numpy())
+        fp_class = tdiam[near][~matched]
+    else:
+        fp_class = np.zeros(0)
+    out = {}
+    for name, (lo, hi) in [("all", (0.0, 1e9))] + [(f"{lo:g}-{hi:g}" if hi < 1e8 else f"≥{lo:g}", (lo, hi))
+                                                   for lo, hi in SIZE_CLASSES]:
+        sel = (tdiam >= lo) & (tdiam < hi)
+        tp = int(np.count_nonzero(match[sel] >= 0))
+        fn = int(np.count_nonzero(sel)) - tp
+        fp = int(np.count_nonzero((fp_class >= lo) & (fp_class < hi)))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        row = {"n_true": tp + fn, "tp": tp, "fp": fp, "precision": prec, "recall": rec, "f1": f1}
+        if "diameter" in picks.columns and tp:
+            est = picks["diameter"].to_numpy()[match[sel][match[sel] >= 0]]
+            row["diameter_error"] = float(np.median(np.abs(est / tdiam[sel][match[sel] >= 0] - 1.0)))
+        out[name] = row
+    return out
+
+
+def mixed(args) -> list[dict]:
+    """Single diameter (200 Å, the smallest) vs the range on crowded mixed-size scenes."""
+    from napari_cryo_openset.picking import PickingParams, pick
+
+    runs = {
+        "single 200 Å": dict(diameter=200.0),
+        "single 170 Å": dict(diameter=170.0),
+        "range 160–380 Å": dict(diameter=160.0, max_diameter=380.0),
+    }
+    rows = []
+    for seed in args.mixed_seeds:
+        scene = mixed_scene(seed, n_particles=args.mixed_particles, snr=args.mixed_snr)
+        if scene is None:
+            print("mixed: ../shared/data/templates_10A not found; skipped")
+            return []
+        volume, truth, sim_s = scene
+        print(f"mixed seed {seed}: {volume.shape} at {MIXED_VOXEL:g} Å, {len(truth)} particles, "
+              f"SNR {truth.attrs.get('snr', float('nan')):.3g}, simulated in {sim_s:.1f} s")
+        for label, kw in runs.items():
+            params = PickingParams(polarity="dark", workers=THREADS, **kw)
+            pick(volume[:32, :64, :64], MIXED_VOXEL, params)  # warm FFT plans
+            t0 = time.perf_counter()
+            result = pick(volume, MIXED_VOXEL, params)
+            seconds = time.perf_counter() - t0
+            scores = size_class_scores(result.picks, truth, MIXED_VOXEL)
+            rows.append({"seed": seed, "method": label, "seconds": seconds, "n_picks": len(result.picks),
+                         "n_scales": len(params.scale_diameters()), "scores": scores})
+            per = "  ".join(f"{k}: P {v['precision']:.2f} R {v['recall']:.2f} F1 {v['f1']:.2f}"
+                            for k, v in scores.items())
+            print(f"  {label:16s} {seconds:6.2f} s  {len(result.picks):4d} picks  {per}")
+    return rows
+
+
+def mixed_report(rows) -> list[str]:
+    """Markdown table: mean ± sd over seeds per method and size class."""
+    if not rows:
+        return []
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    classes = list(rows[0]["scores"])
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["", f"## Mixed sizes: crowded scenes, templates 170–345 Å at {MIXED_VOXEL:g} Å "
+                 f"(seeds {', '.join(map(str, seeds))}; mean ± sd)", "",
+             "Match within 0.3 × the particle's own diameter. Per class: FP = unmatched picks whose "
+             "nearest true particle is of the class.", "",
+             "| method | scales | seconds | × single 200 | " + " | ".join(f"F1 {c}" for c in classes)
+             + " | P all | R all | diameter error |",
+             "|---|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
+
+    def ms(values):
+        values = np.asarray(values, dtype=float)
+        return f"{values.mean():.3f} ± {values.std():.3f}" if len(values) > 1 else f"{values.mean():.3f}"
+
+    base = np.mean([r["seconds"] for r in rows if r["method"] == methods[0]])
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+        sec = np.mean([r["seconds"] for r in rs])
+        err = [r["scores"]["all"].get("diameter_error", np.nan) for r in rs]
+        lines.append(
+            f"| {m} | {rs[0]['n_scales']} | {sec:.2f} | {sec / base:.2f} | "
+            + " | ".join(ms([r["scores"][c]["f1"] for r in rs]) for c in classes)
+            + f" | {ms([r['scores']['all']['precision'] for r in rs])} | {ms([r['scores']['all']['recall'] for r in rs])}"
+            + f" | {np.nanmedian(err) * 100:.0f} % |"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,6 +587,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tmpdir", default=None, help="folder for the 1.2 GB temporary file")
     parser.add_argument("--out", default=str(HERE / "results"))
     parser.add_argument("--_large-worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--mixed", action="store_true", help="also the mixed-size (multi-scale) comparison")
+    parser.add_argument("--mixed-only", action="store_true", help="only the mixed-size comparison")
+    parser.add_argument("--mixed-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--mixed-particles", type=int, default=400)
+    parser.add_argument("--mixed-snr", type=float, default=0.08)
     args = parser.parse_args(argv)
     if args._large_worker:
         path, diam, out = args._large_worker
@@ -435,13 +605,29 @@ def main(argv=None) -> int:
         pass
     if args.repeats is None:
         args.repeats = 2
+    if args.mixed_only:
+        write_mixed(mixed(args), Path(args.out))
+        return 0
     warm_memory()
     rows = [] if args.large_only else compare(args)
     comps = [] if args.large_only else components(args)
     run_large = args.large_only or (not args.no_large and (not args.quick or args.large))
     big = large(args) if run_large else None
     write_reports(rows, comps, big, args, Path(args.out))
+    if args.mixed:
+        write_mixed(mixed(args), Path(args.out))
     return 0
+
+
+def write_mixed(rows, out_dir: Path) -> None:
+    """``picking_mixed.json`` / ``.md`` (the mixed-size comparison)."""
+    if not rows:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "picking_mixed.json").write_text(json.dumps(rows, indent=2, default=str))
+    text = "\n".join(["# Multi-scale DoG picking", *mixed_report(rows)]) + "\n"
+    (out_dir / "picking_mixed.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -375,3 +375,158 @@ def test_auto_polarity_on_the_real_tomogram_is_bright():
     assert result.polarity == "bright"  # this file is inverted (protein bright), see data README
     assert result.polarity_evidence["confident"]
     assert len(result.picks) > 0
+
+
+# --------------------------------------------------------------------------------------------
+# diameter ranges (multi-scale picking)
+# --------------------------------------------------------------------------------------------
+
+SMALL, LARGE = 80.0, 200.0  # Å
+
+
+@pytest.fixture(scope="module")
+def mixed_phantom():
+    from napari_cryo_openset.synthetic import mixed_blob_tomogram
+
+    return mixed_blob_tomogram(shape=(64, 128, 128), voxel_size=VOXEL, diameters=(SMALL, LARGE),
+                               n_per_size=(20, 10), snr=0.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def mixed_result(mixed_phantom):
+    volume, _ = mixed_phantom
+    return pick(volume, VOXEL, PickingParams(diameter=SMALL, max_diameter=LARGE))
+
+
+def _recall(picks, truth, diameter):
+    sub = truth[truth["diameter"] == diameter]
+    return match_picks(picks, sub, 0.3 * diameter, VOXEL)["recall"]
+
+
+def test_range_finds_small_and_large_particles(mixed_phantom, mixed_result):
+    volume, truth = mixed_phantom
+    single = pick(volume, VOXEL, PickingParams(diameter=LARGE))
+    assert _recall(mixed_result.picks, truth, SMALL) >= 0.9
+    assert _recall(mixed_result.picks, truth, LARGE) >= 0.9
+    assert _recall(mixed_result.picks, truth, SMALL) >= _recall(single.picks, truth, SMALL) + 0.5
+    both = match_picks(mixed_result.picks, truth, 0.3 * SMALL, VOXEL)
+    assert both["precision"] >= 0.9  # no extra picks inside the large particles
+    assert len(mixed_result.stats["scales"]) == len(PickingParams(diameter=SMALL, max_diameter=LARGE).scale_diameters())
+
+
+def test_range_diameter_column_is_roughly_right(mixed_phantom, mixed_result):
+    from scipy.spatial import cKDTree
+
+    _, truth = mixed_phantom
+    picks = mixed_result.picks
+    assert "diameter" in picks.columns and picks["diameter"].between(SMALL, LARGE).all()
+    dist, nearest = cKDTree(picks[["z", "y", "x"]].to_numpy()).query(truth[["z", "y", "x"]].to_numpy())
+    for d in (SMALL, LARGE):
+        sel = (truth["diameter"].to_numpy() == d) & (dist < 0.3 * d / VOXEL)
+        est = picks["diameter"].to_numpy()[nearest[sel]]
+        assert abs(np.median(est) / d - 1.0) <= 0.3, (d, est)
+
+
+def test_range_scores_are_z_scores_and_the_slider_works(mixed_result):
+    r = mixed_result
+    assert r.threshold == pytest.approx(4.0)  # robust rule on z-scores: k_mad
+    scores = r.candidates["score"].to_numpy()
+    assert np.all(np.diff(scores) <= 0)  # best first across scales
+    lower = r.select(threshold=2.0)
+    assert len(lower) >= len(r.picks) and lower.iloc[: len(r.picks)].equals(r.picks)
+    assert (r.select(threshold=8.0)["score"] >= 8.0).all()
+    assert "scales" in r.summary()
+
+
+def test_single_diameter_picks_carry_their_diameter(dark_result):
+    assert (dark_result.picks["diameter"] == DIAMETER).all()
+    assert "scales" not in dark_result.stats
+
+
+def test_equal_range_is_the_single_scale_picker(phantoms, dark_result):
+    volume, _ = phantoms["dark"]
+    same = pick(volume, VOXEL, PickingParams(diameter=DIAMETER, max_diameter=DIAMETER))
+    assert same.picks.equals(dark_result.picks)
+
+
+def test_range_star_round_trip_of_diameter(tmp_path, mixed_result):
+    from napari_cryo_openset.io import read_picks, write_picks
+
+    out = write_picks(tmp_path / "p.star", mixed_result.picks, voxel_size=VOXEL)
+    text = out.read_text()
+    assert "_cosDiameterAngst" in text
+    back = read_picks(out)
+    np.testing.assert_allclose(back["diameter"], mixed_result.picks["diameter"])
+    # files without the column still read (no diameter column)
+    old = write_picks(tmp_path / "old.star", mixed_result.picks.drop(columns=["diameter"]), voxel_size=VOXEL)
+    assert "diameter" not in read_picks(old).columns
+
+
+def test_scale_diameters_and_defaults():
+    p = PickingParams(diameter=160, max_diameter=380)
+    d = p.scale_diameters()
+    assert d[0] == 160 and d[-1] == 380 and len(d) == 5  # ⌈log(380/160)/log 1.25⌉ + 1
+    assert np.allclose(np.diff(np.log(d)), np.log(d[1] / d[0]))
+    assert p.largest_diameter == 380 and PickingParams(diameter=120).largest_diameter == 120
+    assert len(PickingParams(diameter=100, max_diameter=110).scale_diameters()) == 2
+    assert len(PickingParams(diameter=100, max_diameter=300, n_scales=3).scale_diameters()) == 3
+    assert PickingParams(diameter=100).scale_diameters() == (100.0,)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(diameter=200, max_diameter=100), "inverted range.*--diameter MIN MAX"),
+        (dict(diameter=100, max_diameter=0), "zero or negative.*--diameter MIN MAX"),
+        (dict(diameter=100, max_diameter=-5), "zero or negative"),
+        (dict(diameter=100, max_diameter=200, n_scales=1), "n_scales"),
+        (dict(diameter=100, n_scales=4), "n_scales needs a diameter range"),
+        (dict(diameter=100, max_diameter=200, sigma1=3.0), "sigma1 fixes one scale"),
+    ],
+)
+def test_bad_ranges_raise_one_clear_error(kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        PickingParams(**kwargs).validate()
+
+
+def test_cli_pick_diameter_range(tmp_path, mixed_phantom, capsys):
+    from napari_cryo_openset.cli import main as cli_main
+    from napari_cryo_openset.io import read_picks, write_tomogram
+
+    volume, truth = mixed_phantom
+    tomo = write_tomogram(tmp_path / "tomo.mrc", volume, VOXEL)
+    out = tmp_path / "picks.star"
+    assert cli_main(["pick", str(tomo), "--diameter", "80", "200", "-o", str(out), "--quiet"]) == 0
+    picks = read_picks(out)
+    assert picks["diameter"].between(SMALL, LARGE).all()
+    assert _recall(picks, truth, SMALL) >= 0.9
+    capsys.readouterr()
+    for argv, match in [(["200", "80"], "inverted range"), (["80", "0"], "zero or negative"),
+                        (["80", "100", "200"], "one diameter or a range MIN MAX")]:
+        assert cli_main(["pick", str(tomo), "--diameter", *argv, "-o", str(tmp_path / "x.star")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--diameter" in err[0] and match in err[0], err
+    assert not (tmp_path / "x.star").exists()
+
+
+def test_run_accepts_a_diameter_range():
+    from napari_cryo_openset.cli import build_parser
+    from napari_cryo_openset.cli.run import run_params_from_args
+
+    ns = build_parser().parse_args(["run", "--tomo", "t.mrc", "--templates", "builtin", "--diameter", "150", "300",
+                                    "--method", "ada", "-o", "out"])
+    params = run_params_from_args(ns)
+    assert params.picking.diameter == 150 and params.picking.max_diameter == 300
+
+
+def test_range_tiled_equals_untiled_and_other_rules_work(mixed_phantom, mixed_result):
+    volume, _ = mixed_phantom
+    base = dict(diameter=SMALL, max_diameter=LARGE)
+    tiled = pick(volume, VOXEL, PickingParams(**base, memory_budget_mb=4))
+    assert tiled.stats["n_tiles"] > len(mixed_result.stats["scales"])
+    cols = ["z", "y", "x", "score", "diameter"]
+    np.testing.assert_allclose(tiled.candidates[cols].to_numpy(), mixed_result.candidates[cols].to_numpy(),
+                               rtol=1e-4, atol=1e-4)  # float32 FFTs of other lengths
+    assert pick(volume, VOXEL, PickingParams(**base, polarity="auto")).polarity == "dark"
+    assert len(pick(volume, VOXEL, PickingParams(**base, threshold_method="topn", max_picks=7)).picks) == 7
+    assert len(pick(volume, VOXEL, PickingParams(**base, threshold_method="aitom")).picks) > 0

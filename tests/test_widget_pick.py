@@ -122,3 +122,44 @@ def test_pick_widget_on_real_tomogram(make_napari_viewer, qtbot, shared_data, tm
     img = viewer.screenshot(canvas_only=True, flash=False)
     assert img[..., :3].std() > 5
     imsave(tmp_path / "hiv_picks.png", img, check_contrast=False)
+
+
+def test_diameter_range_picks_both_sizes_with_their_point_sizes(make_napari_viewer, qtbot, tmp_path):
+    from skimage.io import imsave
+
+    from napari_cryo_openset.synthetic import mixed_blob_tomogram
+
+    viewer = make_napari_viewer(show=True)
+    volume, truth = mixed_blob_tomogram(shape=(48, 128, 128), voxel_size=10.0, diameters=(80.0, 200.0),
+                                        n_per_size=(15, 6), snr=1.0, seed=1)
+    data, kw, _ = tomogram_layer(Tomogram(volume, (10.0,) * 3), name="tomo")
+    viewer.add_image(data, **kw)
+    widget = PickWidget(viewer)
+    qtbot.addWidget(widget)
+    assert widget.params().max_diameter is None  # 0 = a single size
+    widget.diameter.setValue(80.0)
+    widget.max_diameter.setValue(200.0)
+    assert widget.params().is_range
+    _run(widget, qtbot)
+    layer = widget.points_layer
+    assert "diameter" in layer.features.columns
+    np.testing.assert_allclose(layer.size, layer.features["diameter"].to_numpy() / 10.0)
+    shown = layer.data[layer.shown]
+    sizes = layer.size[layer.shown]
+    for d in (80.0, 200.0):
+        t = truth[truth["diameter"] == d][["z", "y", "x"]].to_numpy()
+        assert _matched(shown, t, 0.3 * d / 10.0) >= 0.9 * len(t)
+    assert sizes.min() < 12 and sizes.max() > 15  # small and large points
+    # the live threshold works across scales
+    n_before = int(layer.shown.sum())
+    widget.threshold_slider.setValue(widget.threshold_slider.maximum())
+    assert int(layer.shown.sum()) <= 1 < n_before
+    widget.set_threshold(widget.result.threshold)
+    assert int(layer.shown.sum()) == n_before
+    assert "scales" in widget.summary.text() or "per scale" in widget.summary.text()
+    z = float(truth[truth["diameter"] == 200.0]["z"].iloc[0])
+    viewer.dims.set_point(0, z * 10.0)
+    qtbot.wait(50)
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    assert img[..., :3].std() > 5
+    imsave(tmp_path / "pick_range.png", img, check_contrast=False)

@@ -83,7 +83,7 @@ def picks_layer(
         "scale": tuple(float(v) for v in vs),
         "units": ANGSTROM,
         "features": features,
-        "size": float(size_vox),
+        "size": _point_sizes(features, size_vox, float(np.mean(vs))),
         "face_color": "transparent",
         "border_width": 0.12,
         "border_width_is_relative": True,
@@ -99,6 +99,14 @@ def picks_layer(
     else:
         kwargs["border_color"] = PICK_COLOR
     return data, kwargs, "points"
+
+
+def _point_sizes(features: pd.DataFrame, default_vox: float, voxel: float):
+    """One size (voxels) for all points, or one per point from a ``diameter`` column (Å)."""
+    if "diameter" not in features.columns or not len(features):
+        return float(default_vox)
+    d = pd.to_numeric(features["diameter"], errors="coerce").to_numpy(dtype=float) / voxel
+    return np.where(np.isfinite(d) & (d > 0), d, default_vox)
 
 
 def pick_feature_defaults(features: pd.DataFrame) -> dict[str, Any]:

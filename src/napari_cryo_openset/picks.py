@@ -11,6 +11,10 @@ column             dtype      meaning
 ``curation``       str        ``unreviewed`` / ``accepted`` / ``rejected``
 =================  =========  ==========================================================
 
+Optional picking column: ``diameter`` (float64, Å) — the particle diameter the pick was found at
+(the scale of a multi-scale DoG run; the run's diameter for one scale), STAR
+``cosDiameterAngst``; files without it read as before (no column).
+
 Optional prediction columns (written by later stages) are ``class_name`` (str, template name
 or ``unknown``), ``confidence`` (0..1), ``unknown_score`` (higher = more likely unknown),
 ``is_unknown`` (bool), ``tsne_x``, ``tsne_y`` (float) and ``cluster`` (int, -1 = none). Any
@@ -47,10 +51,11 @@ STAR_COLUMNS: dict[str, str] = {
     "tsne_x": "cosTsneX",
     "tsne_y": "cosTsneY",
     "cluster": "cosCluster",
+    "diameter": "cosDiameterAngst",
 }
 FROM_STAR: dict[str, str] = {v: k for k, v in STAR_COLUMNS.items()}
 
-_FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y")
+_FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y", "diameter")
 _STRING_COLUMNS = ("class_name", "curation")
 
 

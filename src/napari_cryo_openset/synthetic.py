@@ -94,3 +94,57 @@ def blob_tomogram(params: BlobTomogramParams = BlobTomogramParams()) -> tuple[np
     volume /= volume.std() or 1.0
     picks = make_picks(centres, class_name=["blob"] * len(centres))
     return volume, picks
+
+
+def mixed_blob_tomogram(
+    shape: tuple[int, int, int] = (64, 128, 128),
+    voxel_size: float = 10.0,
+    diameters: tuple[float, ...] = (80.0, 200.0),
+    n_per_size: tuple[int, ...] = (20, 10),
+    snr: float = 0.5,
+    polarity: str = "dark",
+    seed: int = 0,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Soft spheres of several diameters (Å) in one (Z, Y, X) volume, for multi-scale picking.
+
+    Largest first, each centre at least 1.2 × the mean diameter of a pair from every other and
+    a radius + 1 voxel from every face; noise as in :func:`blob_tomogram`. The truth table has
+    ``class_name`` ``blob<d>`` and ``diameter`` (Å).
+    """
+    from scipy import ndimage
+
+    if voxel_size <= 0 or min(diameters) <= 0 or len(diameters) != len(n_per_size):
+        raise ParameterError("voxel_size and diameters must be positive (Å), one count per diameter")
+    rng = np.random.default_rng(seed)
+    centres: list[np.ndarray] = []
+    sizes: list[float] = []
+    for d, n in sorted(zip(diameters, n_per_size), reverse=True):
+        r = d / voxel_size / 2.0
+        lo = np.full(3, r + 1.0)
+        hi = np.asarray(shape, dtype=float) - 2.0 - r
+        placed, tries = 0, 0
+        while placed < n and tries < 300 * max(n, 1) and np.all(hi > lo):
+            tries += 1
+            c = rng.uniform(lo, hi)
+            if all(np.linalg.norm(c - o) >= 0.6 * (d + od) / voxel_size for o, od in zip(centres, sizes)):
+                centres.append(c)
+                sizes.append(float(d))
+                placed += 1
+    signal = np.zeros(shape, dtype=np.float32)
+    for c, d in zip(centres, sizes):
+        r = d / voxel_size / 2.0
+        R = int(np.ceil(1.5 * r)) + 1
+        lo = [max(0, int(c[a]) - R) for a in range(3)]
+        hi = [min(shape[a], int(c[a]) + R + 1) for a in range(3)]
+        zz, yy, xx = np.meshgrid(*[np.arange(lo[a], hi[a], dtype=np.float32) - c[a] for a in range(3)],
+                                 indexing="ij")
+        dist = np.sqrt(zz**2 + yy**2 + xx**2)
+        signal[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] += 1.0 / (1.0 + np.exp((dist - r) / 0.6))
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 1.0)
+    noise *= np.sqrt((float(signal.var()) or 1.0) / snr / float(noise.var()))
+    sign = -1.0 if polarity == "dark" else 1.0
+    volume = (sign * signal + noise).astype(np.float32)
+    volume -= volume.mean()
+    volume /= volume.std() or 1.0
+    coords = np.array(centres).reshape(-1, 3)
+    return volume, make_picks(coords, class_name=[f"blob{d:g}" for d in sizes], diameter=np.array(sizes))

@@ -2,8 +2,9 @@
 
 Parameters in (image layer, particle diameter in Å, polarity, threshold rule), the core
 generator :func:`napari_cryo_openset.picking.pick_particles` in a background worker (progress,
-Cancel), a Points layer out: the image's scale, point size = diameter, features ``score`` and
-``curation``. The layer holds every candidate peak; the **threshold slider** only changes which
+Cancel), a Points layer out: the image's scale, point size = each pick's diameter, features
+``score``, ``diameter`` and ``curation``. A **max diameter** above the diameter picks every size in
+between (multi-scale: scores are robust z-scores per scale, one slider for all sizes). The layer holds every candidate peak; the **threshold slider** only changes which
 are shown (``shown``), instantly, without filtering again. Saving or using the picks keeps those
 at or above the threshold (and every pick the user accepted); see
 :func:`napari_cryo_openset.layers.picks_from_layer`.
@@ -52,6 +53,16 @@ class PickWidget(QWidget):
         self.diameter.setValue(120.0)
         self.diameter.setSuffix(" Å")
         self.diameter.setToolTip("Particle diameter in Å (sets σ of the band-pass and the point size)")
+        self.max_diameter = QDoubleSpinBox()
+        self.max_diameter.setRange(0.0, 100000.0)
+        self.max_diameter.setDecimals(1)
+        self.max_diameter.setValue(0.0)
+        self.max_diameter.setSuffix(" Å")
+        self.max_diameter.setSpecialValueText("single size")
+        self.max_diameter.setToolTip(
+            "Largest particle diameter in Å: picks every size from the diameter to this one "
+            "(multi-scale DoG; each pick gets its own size). 0 = one size."
+        )
         self.polarity = polarity_combo()
         self.method = QComboBox()
         self.method.addItems(["robust", "aitom", "topn"])
@@ -79,6 +90,7 @@ class PickWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addLayout(form([("Tomogram", self.image_combo), ("Particle diameter", self.diameter),
+                               ("Max diameter", self.max_diameter),
                                ("Polarity", self.polarity), ("Threshold rule", self.method), ("k (robust)", self.k_mad),
                                ("Max picks", self.max_picks), ("Min distance", self.min_distance)]))
         layout.addWidget(self.preview)
@@ -117,6 +129,7 @@ class PickWidget(QWidget):
             max_picks = 100
         return PickingParams(
             diameter=float(self.diameter.value()),
+            max_diameter=float(self.max_diameter.value()) or None,
             polarity=self.polarity.currentText(),
             threshold_method=method,
             k_mad=float(self.k_mad.value()),
@@ -167,7 +180,7 @@ class PickWidget(QWidget):
             result.candidates,
             voxel_size=scale,
             name=name,
-            diameter=result.params.diameter,
+            diameter=result.params.largest_diameter,
             metadata={"picking": result.to_dict(), "source_image": self._image_name},
         )
         existing = next((ly for ly in self.viewer.layers if ly.name == name), None)
@@ -187,7 +200,7 @@ class PickWidget(QWidget):
                 contrast_limits=(float(lo), float(hi)), visible=True, opacity=0.6,
             )
             self.viewer.layers.move(self.viewer.layers.index(self.points_layer), len(self.viewer.layers) - 1)
-        show_particles_across_slices(self.viewer, result.params.diameter)
+        show_particles_across_slices(self.viewer, result.params.largest_diameter)
         self._setup_slider(result)
         self.summary.setText(result.message or result.summary())
         if image is not None:

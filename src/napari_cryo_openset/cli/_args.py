@@ -115,6 +115,10 @@ def add_options(parser, base, names: Iterable[str], *, required: Iterable[str] =
                     "N" if s.kind == "int" else "X")
             if s.kind == "pair":
                 kwargs.update(nargs=2, metavar=("MIN", "MAX"))
+            if name == "diameter" and "max_diameter" in cls.__dataclass_fields__:
+                kwargs.update(nargs="+", metavar=("MIN", "MAX"))
+                kwargs["help"] += (" in Å; two values MIN MAX pick every size in that range "
+                                   "(multi-scale, each pick gets its own diameter)")
             if name in required:
                 kwargs["required"] = True
         parser.add_argument(flag, **kwargs)
@@ -126,8 +130,23 @@ def given(args: argparse.Namespace, names: Iterable[str]) -> dict:
     for name in names:
         value = getattr(args, name, None)
         if value is not None:
+            if name == "diameter" and isinstance(value, list):
+                out.update(_diameter_range(value))
+                continue
             out[name] = tuple(value) if isinstance(value, list) else value
     return out
+
+
+def _diameter_range(values: list) -> dict:
+    """``--diameter D`` → diameter; ``--diameter MIN MAX`` → diameter and max_diameter (Å)."""
+    if len(values) == 1:
+        return {"diameter": values[0]}
+    if len(values) == 2:
+        return {"diameter": values[0], "max_diameter": values[1]}
+    raise ParameterError(
+        f"--diameter takes one diameter or a range MIN MAX (Å), got {len(values)} values: "
+        + " ".join(f"{v:g}" for v in values)
+    )
 
 
 def build(base, args: argparse.Namespace, names: Iterable[str], *, flags: Mapping[str, str] = (), **fixed):

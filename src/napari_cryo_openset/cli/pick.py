@@ -13,9 +13,11 @@ _DESCRIPTION = (
     "with a minimum distance between picks, and write them as STAR (or CSV) with coordinates "
     "in voxels and the DoG score in rlnAutopickFigureOfMerit. Threshold: robust (median + k·MAD "
     "of the DoG response) by default; --threshold T for a fixed score, --max-picks N for the N "
-    "best, --threshold-method aitom for AITom's m + 3(M − m)/20."
+    "best, --threshold-method aitom for AITom's m + 3(M − m)/20. --diameter MIN MAX (Å) picks "
+    "mixed sizes: DoG at scales from MIN to MAX, scores are robust z-scores per scale, and each "
+    "pick's diameter is written to cosDiameterAngst."
 )
-_OPTIONS = ("diameter", "polarity", "k_mad", "min_distance", "memory_budget_mb")
+_OPTIONS = ("diameter", "n_scales", "polarity", "k_mad", "min_distance", "memory_budget_mb")
 
 
 def register(subparsers) -> argparse.ArgumentParser:

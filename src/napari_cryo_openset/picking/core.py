@@ -17,6 +17,11 @@ Scores
     for large volumes), multiplied by −1 for dark particles: **positive = more particle-like**,
     comparable between tomograms.
 
+Diameter ranges
+    With ``max_diameter`` the run is multi-scale (:mod:`.multiscale`): scores are then robust
+    z-scores of each scale's response (comparable across scales) and every pick carries the
+    diameter of its scale. One diameter takes the code path below, unchanged.
+
 Candidates and the live threshold
     :class:`PickResult` keeps every candidate (local maximum with a positive score, after the
     min-distance step) sorted best-first, and the threshold actually used. Greedy suppression
@@ -60,6 +65,7 @@ class PickResult:
     ----------
     picks
         Picks table (:mod:`napari_cryo_openset.picks`): Z Y X in voxels (sub-voxel), ``score``,
+        ``diameter`` (Å: the scale the pick was found at; the run's diameter for one scale),
         best first.
     candidates
         Every candidate (same table layout, best first); ``picks`` is its first rows.
@@ -113,10 +119,15 @@ class PickResult:
     def summary(self) -> str:
         """One line: number of picks, threshold, polarity, time."""
         pol = f"{self.polarity} (guessed)" if self.polarity_guessed else self.polarity
+        scales = self.stats.get("scales")
+        size = (
+            f"{len(scales)} scales {scales[0]['diameter']:.0f}–{scales[-1]['diameter']:.0f} Å"
+            if scales else f"σ1 {_fmt(self.sigma1)} voxels"
+        )
         return (
             f"{len(self.picks)} picks (of {len(self.candidates)} candidates), threshold "
             f"{self.threshold:.4g} ({self.threshold_method}), polarity {pol}, "
-            f"σ1 {_fmt(self.sigma1)} voxels, {self.stats.get('n_tiles', 1)} tile(s), "
+            f"{size}, {self.stats.get('n_tiles', 1)} tile(s), "
             f"{self.timing.get('total', float('nan')):.1f} s"
         )
 
@@ -275,68 +286,25 @@ def pick_particles(
     timing["statistics"] = time.perf_counter() - t0
     yield Progress("statistics", 1, 1, f"mean {mean:.4g}, SD {sd:.4g}")
 
-    tiles = plan_tiles(shape, geo, params.memory_budget_mb * 1024**2)
     signs = (1.0, -1.0) if params.polarity == "auto" else ((1.0,) if params.polarity == "bright" else (-1.0,))
     floor = 0.0
     if params.threshold_method == "value":
         floor = min(0.0, float(params.threshold))
-    b = np.asarray(geo.bin)
-    border = np.asarray(geo.border)
-    upper = np.asarray(shape, dtype=np.float64) - 1.0 - border
+    if params.is_range:
+        from .multiscale import pick_scales
+
+        result = yield from pick_scales(volume, voxel_size, params, mask, shape, mean, sd, signs, floor, timing)
+        timing["total"] = time.perf_counter() - t_total
+        return result
+    tiles = plan_tiles(shape, geo, params.memory_budget_mb * 1024**2)
     coarse_total = math.prod(math.ceil(shape[a] / geo.bin[a]) for a in range(3))
     stride = max(1, math.ceil((coarse_total / _RESPONSE_SAMPLE) ** (1.0 / 3.0)))
 
     aitom = params.threshold_method == "aitom"
-    found: dict[float, dict[str, list]] = {s: {"coords": [], "scores": [], "cube": []} for s in signs}
-    n_maxima = {s: 0 for s in signs}
-    samples: list[np.ndarray] = []
-    nonfinite = 0
-    timing.update(read=0.0, bandpass=0.0, peaks=0.0)
-    yield Progress("filter", 0, len(tiles), f"{len(tiles)} tile(s)")
-    for ti, tile in enumerate(tiles):
-        t0 = time.perf_counter()
-        block, bad = read_padded(volume, tile.window_start, tile.window_shape, mean)
-        if bad and not nonfinite:
-            warnings.warn(
-                f"the volume has NaN/inf voxels; they are replaced by the mean of the finite "
-                f"voxels ({mean:.4g})",
-                UserWarning,
-                stacklevel=2,
-            )
-        nonfinite += bad
-        t1 = time.perf_counter()
-        resp = bandpass_decimated(block, geo.sigma1, geo.sigma2, geo.bin, geo.workers)
-        del block
-        resp *= np.float32(1.0 / sd)
-        t2 = time.perf_counter()
-        w0 = np.asarray(tile.window_start)
-        core = tuple(
-            slice(
-                (tile.core_start[a] - tile.window_start[a]) // geo.bin[a],
-                -(-(tile.core_stop[a] - tile.window_start[a]) // geo.bin[a]),
-            )
-            for a in range(3)
-        )
-        samples.append(_response_sample(resp, core, tile.window_start, geo.bin, stride, mask))
-        for sign in signs:
-            r = resp if sign > 0 else -resp
-            idx, _ = local_maxima(r, core, geo.half_width)
-            offset, height = refine(r, idx)
-            coords = w0 + b * (idx + offset)
-            valid = np.all((coords >= border) & (coords <= upper), axis=1)
-            if mask is not None and valid.any():
-                valid &= _mask_at(mask, coords, shape)
-            n_maxima[sign] += int(np.count_nonzero(valid))
-            found[sign]["coords"].append(coords[valid])
-            found[sign]["scores"].append(height[valid])
-            if aitom:
-                found[sign]["cube"].append(cube_maxima(r, idx[valid], geo.aitom_half_width))
-        del resp
-        t3 = time.perf_counter()
-        timing["read"] += t1 - t0
-        timing["bandpass"] += t2 - t1
-        timing["peaks"] += t3 - t2
-        yield Progress("filter", ti + 1, len(tiles), f"tile {ti + 1}/{len(tiles)}")
+    scan = yield from _scan(volume, geo, tiles, mean, sd, signs, mask, shape, stride, aitom)
+    found, n_maxima, samples, nonfinite = scan["found"], scan["n_maxima"], scan["samples"], scan["nonfinite"]
+    for key in ("read", "bandpass", "peaks"):
+        timing[key] = scan["timing"][key]
 
     sample = np.concatenate(samples) if samples else np.zeros(0, np.float32)
     med, rsigma = robust_stats(sample)
@@ -395,7 +363,7 @@ def pick_particles(
         threshold = float(params.threshold)
     if threshold < floor:  # candidates exist only above the floor: a lower threshold = all of them
         threshold = floor
-    cand_table = make_picks(coords, scores)
+    cand_table = make_picks(coords, scores, diameter=np.full(len(scores), float(params.diameter)))
     n_picks = select(scores, threshold, params.max_picks)
     picks = cand_table.iloc[:n_picks].reset_index(drop=True)
     yield Progress("suppress", 1, 1, f"{n_picks} picks")
@@ -445,6 +413,72 @@ def pick_particles(
         timing=timing,
         message=message,
     )
+
+
+def _scan(volume, geo: PickingGeometry, tiles, mean: float, sd: float, signs, mask, shape, stride: int,
+          aitom: bool, label: str = "", step0: int = 0, total: int | None = None, warn: bool = True):
+    """Band-pass every tile and collect its local maxima (generator yielding Progress).
+
+    Returns a dict: ``found[sign]`` (lists of coords, heights, cube flags), ``n_maxima[sign]``,
+    ``samples`` (response samples, list), ``nonfinite`` and ``timing`` (read, bandpass, peaks).
+    """
+    b = np.asarray(geo.bin)
+    border = np.asarray(geo.border)
+    upper = np.asarray(shape, dtype=np.float64) - 1.0 - border
+    timing: dict[str, float] = {}
+    found: dict[float, dict[str, list]] = {s: {"coords": [], "scores": [], "cube": []} for s in signs}
+    n_maxima = {s: 0 for s in signs}
+    samples: list[np.ndarray] = []
+    nonfinite = 0
+    timing.update(read=0.0, bandpass=0.0, peaks=0.0)
+    total = len(tiles) if total is None else total
+    yield Progress("filter", step0, total, f"{label}{len(tiles)} tile(s)")
+    for ti, tile in enumerate(tiles):
+        t0 = time.perf_counter()
+        block, bad = read_padded(volume, tile.window_start, tile.window_shape, mean)
+        if bad and not nonfinite and warn:
+            warnings.warn(
+                f"the volume has NaN/inf voxels; they are replaced by the mean of the finite "
+                f"voxels ({mean:.4g})",
+                UserWarning,
+                stacklevel=2,
+            )
+        nonfinite += bad
+        t1 = time.perf_counter()
+        resp = bandpass_decimated(block, geo.sigma1, geo.sigma2, geo.bin, geo.workers)
+        del block
+        resp *= np.float32(1.0 / sd)
+        t2 = time.perf_counter()
+        w0 = np.asarray(tile.window_start)
+        core = tuple(
+            slice(
+                (tile.core_start[a] - tile.window_start[a]) // geo.bin[a],
+                -(-(tile.core_stop[a] - tile.window_start[a]) // geo.bin[a]),
+            )
+            for a in range(3)
+        )
+        samples.append(_response_sample(resp, core, tile.window_start, geo.bin, stride, mask))
+        for sign in signs:
+            r = resp if sign > 0 else -resp
+            idx, _ = local_maxima(r, core, geo.half_width)
+            offset, height = refine(r, idx)
+            coords = w0 + b * (idx + offset)
+            valid = np.all((coords >= border) & (coords <= upper), axis=1)
+            if mask is not None and valid.any():
+                valid &= _mask_at(mask, coords, shape)
+            n_maxima[sign] += int(np.count_nonzero(valid))
+            found[sign]["coords"].append(coords[valid])
+            found[sign]["scores"].append(height[valid])
+            if aitom:
+                found[sign]["cube"].append(cube_maxima(r, idx[valid], geo.aitom_half_width))
+        del resp
+        t3 = time.perf_counter()
+        timing["read"] += t1 - t0
+        timing["bandpass"] += t2 - t1
+        timing["peaks"] += t3 - t2
+        yield Progress("filter", step0 + ti + 1, total, f"{label}tile {ti + 1}/{len(tiles)}")
+
+    return {"found": found, "n_maxima": n_maxima, "samples": samples, "nonfinite": nonfinite, "timing": timing}
 
 
 def pick(volume, voxel_size=None, params: PickingParams | None = None, mask=None, **kwargs) -> PickResult:

@@ -57,9 +57,12 @@ class PickingGeometry:
 
 
 def derive_geometry(
-    params: PickingParams, voxel_size, shape: tuple[int, int, int]
+    params: PickingParams, voxel_size, shape: tuple[int, int, int], sigma_factor: float = 1.0
 ) -> PickingGeometry:
     """Turn ``params`` into voxel quantities for a tomogram of ``shape`` (Z, Y, X) voxels.
+
+    ``sigma_factor``: default σ1 = ``sigma_factor`` × radius (1 for the single-scale picker; the
+    multi-scale picker uses 1/√3, see :mod:`.multiscale`).
 
     Raises :class:`ParameterError` when the particle does not fit in the volume.
     """
@@ -79,7 +82,7 @@ def derive_geometry(
     if params.sigma1 is not None:
         s1 = (float(params.sigma1),) * 3
     else:
-        s1 = tuple(max(d / 2.0, 0.5) for d in diameter_vox)
+        s1 = tuple(max(sigma_factor * d / 2.0, 0.5) for d in diameter_vox)
     s2 = tuple(params.k * s for s in s1)
     md = 0.8 * params.diameter if params.min_distance is None else float(params.min_distance)
     border_a = params.diameter / 2.0 if params.border is None else float(params.border)

@@ -107,3 +107,34 @@ def suppress(points: np.ndarray, min_distance: float) -> np.ndarray:
         if keep[i]:
             keep[pairs[starts[i] : starts[i + 1], 1]] = False
     return keep
+
+
+
+def suppress_sized(points: np.ndarray, diameters: np.ndarray, factor: float = 0.8) -> np.ndarray:
+    """Greedy suppression with a size per point; ``points`` (N, 3) in Å, sorted best-first.
+
+    Two points i, j overlap when closer than ``factor × (d_i + d_j) / 2`` (``diameters`` in Å):
+    for equal sizes the single-scale rule (0.8 × diameter); two touching spheres of any sizes
+    (centres (d_i + d_j)/2 apart) are both kept, while a small response inside a large
+    particle (at most its radius from the centre) is not. A point is dropped iff a *kept*
+    better one overlaps it. Returns a keep mask.
+    """
+    n = len(points)
+    keep = np.ones(n, dtype=bool)
+    diameters = np.asarray(diameters, dtype=np.float64)
+    if n < 2 or factor <= 0 or not np.any(diameters > 0):
+        return keep
+    tree = cKDTree(points)
+    pairs = tree.query_pairs(r=float(np.nextafter(factor * diameters.max(), 0.0)), output_type="ndarray")
+    if len(pairs) == 0:
+        return keep
+    d = np.linalg.norm(points[pairs[:, 0]] - points[pairs[:, 1]], axis=1)
+    pairs = pairs[d < factor * 0.5 * (diameters[pairs[:, 0]] + diameters[pairs[:, 1]])]
+    if len(pairs) == 0:
+        return keep
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    starts = np.searchsorted(pairs[:, 0], np.arange(n + 1))
+    for i in np.unique(pairs[:, 0]):
+        if keep[i]:
+            keep[pairs[starts[i] : starts[i + 1], 1]] = False
+    return keep
