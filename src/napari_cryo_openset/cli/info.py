@@ -56,7 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             if not args.no_estimate:
                 report["estimate"] = _estimate(tomo)
         reports.append(report)
-    print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str))
+    print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str, ensure_ascii=False))
     return 0
 
 
