@@ -86,9 +86,9 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     tomo = read_tomogram(scene_files["tomo"])
     picks = read_picks(scene_files["picks"])
     stages = []
-    params = _run_params(diameter=120, method="mluda", embed=EmbedParams(iterations=50), **TINY)
+    params = _run_params(diameter=120, method="mluda", embed=EmbedParams(iterations=50), source_kind="scenes", **TINY)
     result = run_to_completion(run_pipeline(tomo, templates, params, picks=picks), lambda e: stages.append(e.stage))
-    assert {"simulate", "train", "extract", "adapt", "embed"} <= set(stages)
+    assert {"scenes", "train", "extract", "adapt", "embed"} <= set(stages)
     assert "filter" not in stages  # no DoG picking when picks are given
     paths = write_run(tmp_path / "out", result)
     for name in OUTPUTS:
@@ -108,6 +108,15 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     assert sum(report["class_counts"].values()) == len(picks) - 1
     assert report["parameters"]["method"] == "mluda" and report["geometry"]["box"] >= 24
     assert report["adaptation"]["threshold"] is not None
+    # the source set: scenes picked as the target, every class at its count, the target's pick density
+    source = report["training"]["source"]
+    assert source["kind"] == "scenes" and source["scenes"] >= 1 and source["seconds"] > 0
+    assert source["boxes"] == {"1bxn": 10, "1qvr": 10, "2cg9": 10, "empty": 5, "unknown": 10}, source
+    slab = report["condition"]["slab_voxels"]  # picks per µm³ of the slab read from the tomogram (or of the volume)
+    z = (slab[1] - slab[0]) if slab else tomo.shape[0]
+    assert source["pick_density_target"] == pytest.approx(
+        (len(picks) - 1) / (z * tomo.shape[1] * tomo.shape[2] * VOXEL**3 * 1e-12), rel=1e-6)
+    assert "truth" not in source and "box_position" not in source
     # one average per group, at the model's voxel size
     averages = sorted((tmp_path / "out" / "averages").glob("average_*.mrc"))
     assert len(averages) == len(result.embedded.averages) >= 1
@@ -119,6 +128,20 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     img = imread(paths["embedding.png"])[..., :3].astype(int)
     magenta = (np.abs(img - [255, 0, 255]).sum(-1) < 60).sum()
     assert (magenta > 20) == bool((pred["class_name"] == "unknown").any())
+
+
+def test_isolated_source_keeps_the_box_simulator(templates, scene_files):
+    from napari_cryo_openset.io import read_picks, read_tomogram
+
+    tomo = read_tomogram(scene_files["tomo"])
+    params = _run_params(diameter=120, embed=EmbedParams(iterations=50), source_kind="isolated",
+                         **{**TINY, "per_class": 4, "iterations": 5})
+    stages = []
+    result = run_to_completion(run_pipeline(tomo, templates, params, picks=read_picks(scene_files["picks"])),
+                               lambda e: stages.append(e.stage))
+    assert "simulate" in stages and "scenes" not in stages
+    source = result.report()["training"]["source"]
+    assert source["kind"] == "isolated" and source["boxes"]["1bxn"] == 4 and "scenes" not in source
 
 
 def test_run_command_end_to_end(scene_files, tmp_path, capsys):
