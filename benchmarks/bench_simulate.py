@@ -143,7 +143,9 @@ def main(argv=None) -> int:
         stem = "bench_simulate_source"
         args.out.mkdir(parents=True, exist_ok=True)
         _write(args.out / f"{stem}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
-        _write(args.out / f"{stem}.md", "# Source sets\n\n" + _source_markdown(results) + "\n")
+        _write(args.out / f"{stem}.md", "# Source sets\n\n" + f"CPU `{results['cpu']}` ({results['cpu_count']} cores, "
+               f"shared), torch {results['torch']}, `torch.set_num_threads({args.threads})`, one timed run each.\n\n"
+               + _source_markdown(results) + "\n")
         print(f"  saved {args.out / stem}.json and .md", flush=True)
         return 0
     from napari_cryo_openset.params import ImagingCondition

@@ -53,7 +53,7 @@ SCENE_XY = 256
 #: Default scene thickness (Z voxels) when neither a slab nor a shape is given: at least this.
 SCENE_Z = 96
 #: Default crowding: fraction of the slab volume occupied by particles.
-VOLUME_FRACTION = 0.04
+VOLUME_FRACTION = 0.06
 #: At most this many particles per scene (placement gets slow and mostly fails beyond).
 MAX_PARTICLES = 600
 #: A class with no box after this many scenes is given up (the picker does not pick it).
