@@ -72,6 +72,26 @@ def test_run_params_name_the_bad_value(kwargs, match):
         _run_params(**kwargs)
 
 
+def test_scene_source_settings_convert_the_slab_and_the_pick_density():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from napari_cryo_openset.pipeline import scene_source_settings
+
+    tomo = SimpleNamespace(shape=(200, 400, 400), voxel_size=(5.0,) * 3)
+    picks = pd.DataFrame({"curation": ["unreviewed"] * 90 + ["rejected"] * 10})
+    # slab Z 50…150 tomogram voxels at bin 2 → 50 working voxels; 90 active picks per µm³ of the slab
+    s = scene_source_settings(tomo, picks, (50.0, 150.0), 2, 10.0)
+    assert s["slab"] == pytest.approx(50.0) and "shape" not in s
+    assert s["pick_density"] == pytest.approx(90 / (100 * 400 * 400 * 125 * 1e-12))
+    assert s["density"] == pytest.approx(1.5 * s["pick_density"])
+    # no slab: the scene is as thick as the tomogram (working voxels), at most 128
+    s = scene_source_settings(tomo, picks, None, 1, 5.0)
+    assert s["shape"] == (128, 256, 256) and "slab" not in s
+    assert scene_source_settings(tomo, picks, None, 4, 20.0)["shape"][0] == 50
+
+
 def test_fast_and_full_defaults():
     assert (_run_params(150).n_per_class, _run_params(150).n_epochs, _run_params(150).n_iterations) == (300, 15, 300)
     fast = _run_params(150, fast=True)

@@ -173,7 +173,7 @@ def generate_scene_source(
         if not short.any():
             break
         seed = int(rng_master.integers(2**31))
-        n_particles = int(max(4, round(density * slab_um3)))
+        n_particles = int(min(MAX_PARTICLES, max(4, round(density * slab_um3))))
         need = np.maximum(quota - have, 0).astype(np.float64)
         weights = need[: len(known)] + 0.05 * max(1, data_params.per_class)  # full classes stay in the crowd
         n_known_need, n_decoy_need = need[: len(known)].sum(), need[len(known)]
