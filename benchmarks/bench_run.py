@@ -16,7 +16,7 @@ per-stage wall time. Rows: ``--fast`` (150 per class, 10 epochs, 100 rounds) ove
 full defaults (300, 15, 300) for one seed. Closed-set reference: the same source model without
 adaptation (source-only softmax decision with its calibrated threshold).
 
-    .venv/bin/python benchmarks/bench_run.py [--quick] [--seeds 0 1 2] [--full-seeds 0]
+    .venv/bin/python benchmarks/bench_run.py [--quick] [--seeds 0 1 2] [--full-seeds 0] [--source scenes|isolated]
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full-seeds", type=int, nargs="*", default=[0])
     ap.add_argument("--methods", nargs="+", default=["ada", "mluda"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source", choices=("scenes", "isolated"), default="scenes",
+                    help="the run's source set (RunParams.source_kind)")
     args = ap.parse_args(argv)
     scene = SAMPLE_SCENE
     if args.quick:
@@ -84,6 +86,7 @@ def main(argv=None) -> int:
     for method, mode, seed in runs:
         base = RunParams(PickingParams(diameter=DIAMETER, polarity="auto"), adapt=AdaptParams(method=method),
                          seed=100 + seed, device="cpu", threads=args.threads, fast=(mode == "fast"),
+                         source_kind=args.source,
                          **({"per_class": 12, "epochs": 2, "iterations": 20} if args.quick else {}))
         condition = base.source.condition.replace(snr=scene.condition.snr, defocus=scene.condition.defocus)
         params = replace(base, source=replace(base.source, condition=condition))  # the scene's SNR and defocus
