@@ -113,3 +113,25 @@ def test_bad_arguments(tpl):
     with pytest.raises(ParameterError, match="slab"):
         run_to_completion(generate_scene_source(tpl, _params(), PickingParams(diameter=170.0), shape=SHAPE,
                                                 slab=(30, 10)))
+
+
+def test_boxes_are_the_target_extraction_of_the_scene(tpl, monkeypatch):
+    """Each box is what adaptation cuts from a tomogram at the pick (extract + normalise), stored dark."""
+    from napari_cryo_openset.extract import extract_subtomograms
+    from napari_cryo_openset.simulate import scene_source
+
+    volumes = []
+    real = scene_source.generate_scene_truth
+
+    def keep(params, device="cpu"):
+        out = yield from real(params, device)
+        volumes.append(out[0])
+        return out
+
+    monkeypatch.setattr(scene_source, "generate_scene_truth", keep)
+    data = run_to_completion(generate_scene_source(tpl[:2], _params(per_class=4, decoys=2, empty=2),
+                                                   PickingParams(diameter=170.0), shape=SHAPE))
+    for i in range(len(data)):
+        vol = volumes[int(data.info["box_scene"][i])]
+        target = extract_subtomograms(vol, data.info["box_position"][i][None], data.box, polarity="dark")[0]
+        np.testing.assert_allclose(-data.subtomograms[i].astype(np.float32), target, atol=5e-3)
