@@ -24,7 +24,7 @@ particle's diameter, one-to-one), then over the matched picks ALL, OS*, UNK, HOS
 (the whole run; 3D-ADA counts the shared simulation and training). All runs are ``--fast``.
 
     .venv/bin/python benchmarks/bench_run.py [--quick] [--conditions A B C] [--seeds 0 1 2] \
-        [--settings told estimated] [--threads 2]
+        [--settings told estimated] [--threads 2] [--source scenes|isolated]
 
 Results are written after every cell (``benchmarks/results/run_grid.json`` / ``.md``).
 """
@@ -143,7 +143,7 @@ def picking_params(quick: bool) -> PickingParams:
 
 def run_params(cond: Condition, setting: str, method: str, seed: int, args) -> RunParams:
     base = RunParams(picking_params(args.quick), adapt=AdaptParams(method=method), seed=100 + seed, device="cpu",
-                     threads=args.threads, fast=True,
+                     threads=args.threads, fast=True, source_kind=args.source,
                      **({"per_class": 12, "epochs": 2, "iterations": 20} if args.quick else {}))
     if setting == "told":
         condition = base.source.condition.replace(defocus=cond.defocus, cs=cond.cs, tilt_range=(-cond.tilt, cond.tilt))
@@ -263,6 +263,9 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", nargs="+", default=["told", "estimated"], choices=["told", "estimated"])
     ap.add_argument("--rotations", type=int, default=300)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source", choices=("scenes", "isolated"), default="scenes",
+                    help="the run's source set (RunParams.source_kind)")
+    ap.add_argument("--no-match", action="store_true", help="no spectral matching of the source boxes")
     ap.add_argument("--name", default=None, help="results file stem (default run_grid / run_grid_quick)")
     args = ap.parse_args(argv)
     if args.quick:

@@ -18,9 +18,15 @@ Compares, in the same run and on the same CPU threads (``torch.set_num_threads(2
 
 Every rate is the best of ``--repeats`` timed runs (the machine is shared; contention only slows
 things down). Also times the approximate 3D mode and the napari sample scene (128×256×256, ~100 particles,
-target < 30 s). Prints the figures and saves JSON + Markdown to ``benchmarks/results/``.
+target < 30 s), and the two source sets a run can make, end to end in the same run (boxes/s and
+their ratio): the **scene source** (:func:`napari_cryo_openset.simulate.scene_source.generate_scene_source`:
+crowded scenes → DoG picks → labelled boxes) and the **isolated-box** simulator
+(:func:`~napari_cryo_openset.simulate.generate.generate_subtomograms` with the run's crowding),
+``--source-per-class`` boxes per built-in template, as many decoys, half as many empty boxes
+(``--source-only`` times just these). Prints the figures and saves JSON + Markdown to
+``benchmarks/results/``.
 
-    .venv/bin/python benchmarks/bench_simulate.py [--quick]
+    .venv/bin/python benchmarks/bench_simulate.py [--quick] [--source-only] [--threads 1]
 """
 
 from __future__ import annotations
@@ -122,11 +128,26 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per implementation; the best is reported")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--source-per-class", type=int, default=None,
+                    help="boxes per template of the source-set comparison (default 150; --quick 30)")
+    ap.add_argument("--source-only", action="store_true", help="time only the two source sets")
     args = ap.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.source_only:
+        results = {"threads": args.threads, "quick": args.quick, "cpu": platform.processor() or platform.machine(),
+                   "cpu_count": os.cpu_count(), "torch": torch.__version__, "box": BOX, "voxel_size_A": VOXEL}
+        results.update(source_sets(args.source_per_class or (30 if args.quick else 150)))
+        stem = "bench_simulate_source"
+        args.out.mkdir(parents=True, exist_ok=True)
+        _write(args.out / f"{stem}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
+        _write(args.out / f"{stem}.md", "# Source sets\n\n" + f"CPU `{results['cpu']}` ({results['cpu_count']} cores, "
+               f"shared), torch {results['torch']}, `torch.set_num_threads({args.threads})`, one timed run each.\n\n"
+               + _source_markdown(results) + "\n")
+        print(f"  saved {args.out / stem}.json and .md", flush=True)
+        return 0
     from napari_cryo_openset.params import ImagingCondition
     from napari_cryo_openset.simulate.datasets import DatasetParams, class_names_for
     from napari_cryo_openset.simulate.generate import dataset_layout, make_spec, prepare_library, render_specs
@@ -224,6 +245,8 @@ def main(argv=None) -> int:
     print(f"  sample scene {'×'.join(map(str, vol.shape))}, {len(picks)} particles: {cold:.1f} s cold, "
           f"{warm:.1f} s warm (target < 30 s {'met' if cold < 30 else 'MISSED'})", flush=True)
 
+    results.update(source_sets(args.source_per_class or (30 if args.quick else 150)))
+
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench_simulate_quick" if args.quick else "bench_simulate"
     _write(args.out / f"{stem}.json", json.dumps(results, indent=2, sort_keys=True, default=str) + "\n")
@@ -257,8 +280,75 @@ def _markdown(r: dict) -> str:
         f"(full chain): **{r['scene_seconds_cold']:.1f} s** cold, {r['scene_seconds_warm']:.1f} s warm "
         f"(target < 30 s: {'met' if r['scene_target_met'] else 'MISSED'}).",
         "",
+        _source_markdown(r),
+        "",
     ]
     return "\n".join(lines)
+
+
+def source_sets(per_class: int) -> dict:
+    """Time the two source sets end to end (same templates, counts, condition and threads)."""
+    from dataclasses import replace
+
+    from napari_cryo_openset.params import DatasetParams, ImagingCondition, PickingParams, RunParams
+    from napari_cryo_openset.progress import run_to_completion
+    from napari_cryo_openset.simulate.generate import generate_subtomograms
+    from napari_cryo_openset.simulate.scene_source import generate_scene_source
+    from napari_cryo_openset.simulate.templates import builtin_templates
+
+    templates = builtin_templates(VOXEL)
+    cond = ImagingCondition(voxel_size=VOXEL, defocus=DEFOCUS, snr=0.5)
+    diameter = float(np.median([t.diameter for t in templates]))
+    run = RunParams(PickingParams(diameter=diameter))  # the run's crowding of isolated boxes
+    params = replace(run.source, box=BOX, per_class=per_class, decoys=per_class, empty=max(1, per_class // 2),
+                     condition=cond, seed=0)
+    out: dict = {"source_templates": [t.name for t in templates], "source_per_class": per_class,
+                 "source_picking_diameter_A": diameter}
+    t = time.perf_counter()
+    iso = run_to_completion(generate_subtomograms(templates, params))
+    out["isolated_seconds"] = time.perf_counter() - t
+    out["isolated_boxes"] = len(iso)
+    t = time.perf_counter()
+    sc = run_to_completion(generate_scene_source(templates, params, run.picking))
+    out["scene_seconds"] = time.perf_counter() - t
+    out["scene_boxes"] = len(sc)
+    out["scene_counts"] = sc.counts()
+    out["scene_unreached"] = sc.info["unreached"]
+    out["scenes"] = sc.info["scenes"]
+    out["scene_shape"] = sc.info["shape"]
+    log = sc.info["scene_log"]
+    out["scene_particles_mean"] = float(np.mean([e["particles"] for e in log]))
+    out["scene_picks_mean"] = float(np.mean([e["picks"] for e in log]))
+    out["isolated_boxes_per_s"] = out["isolated_boxes"] / out["isolated_seconds"]
+    out["scene_boxes_per_s"] = out["scene_boxes"] / out["scene_seconds"]
+    out["scene_over_isolated"] = out["scene_boxes_per_s"] / out["isolated_boxes_per_s"]
+    print(f"  source sets ({len(templates)} templates × {per_class}, {per_class} decoys, {per_class // 2} empty, "
+          f"{BOX}³): isolated {out['isolated_boxes']} boxes in {out['isolated_seconds']:.1f} s "
+          f"({out['isolated_boxes_per_s']:.1f}/s); scenes {out['scene_boxes']} boxes from {out['scenes']} scenes in "
+          f"{out['scene_seconds']:.1f} s ({out['scene_boxes_per_s']:.1f}/s, {out['scene_over_isolated']:.2f}× isolated)",
+          flush=True)
+    return out
+
+
+def _source_markdown(r: dict) -> str:
+    if "scene_boxes_per_s" not in r:
+        return ""
+    return "\n".join([
+        f"Source sets, end to end ({len(r['source_templates'])} built-in templates × {r['source_per_class']}, as many "
+        f"decoys, half as many empty boxes, {r['box']}³ at {r['voxel_size_A']:g} Å, picking diameter "
+        f"{r['source_picking_diameter_A']:.0f} Å):",
+        "",
+        "| source set | boxes | seconds | boxes/s |",
+        "|---|---:|---:|---:|",
+        f"| isolated boxes (run crowding: neighbours, background, offsets) | {r['isolated_boxes']} | "
+        f"{r['isolated_seconds']:.1f} | {r['isolated_boxes_per_s']:.1f} |",
+        f"| scenes ({r['scenes']} of {'×'.join(map(str, r['scene_shape']))}, ~{r['scene_particles_mean']:.0f} "
+        f"particles, ~{r['scene_picks_mean']:.0f} picks each) | {r['scene_boxes']} | {r['scene_seconds']:.1f} | "
+        f"{r['scene_boxes_per_s']:.1f} |",
+        "",
+        f"Scenes / isolated: **{r['scene_over_isolated']:.2f}×** the boxes per second"
+        + (f"; not reached: {r['scene_unreached']}" if r["scene_unreached"] else "") + ".",
+    ])
 
 
 def _write(path: Path, text: str) -> None:

@@ -72,6 +72,26 @@ def test_run_params_name_the_bad_value(kwargs, match):
         _run_params(**kwargs)
 
 
+def test_scene_source_settings_convert_the_slab_and_the_pick_density():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from napari_cryo_openset.pipeline import scene_source_settings
+
+    tomo = SimpleNamespace(shape=(200, 400, 400), voxel_size=(5.0,) * 3)
+    picks = pd.DataFrame({"curation": ["unreviewed"] * 90 + ["rejected"] * 10})
+    # slab Z 50…150 tomogram voxels at bin 2 → 50 working voxels; 90 active picks per µm³ of the slab
+    s = scene_source_settings(tomo, picks, (50.0, 150.0), 2, 10.0)
+    assert s["slab"] == pytest.approx(50.0) and "shape" not in s
+    assert s["pick_density"] == pytest.approx(90 / (100 * 400 * 400 * 125 * 1e-12))
+    assert s["density"] == pytest.approx(1.5 * s["pick_density"])
+    # no slab: the scene is as thick as the tomogram (working voxels), at most 128
+    s = scene_source_settings(tomo, picks, None, 1, 5.0)
+    assert s["shape"] == (128, 256, 256) and "slab" not in s
+    assert scene_source_settings(tomo, picks, None, 4, 20.0)["shape"][0] == 50
+
+
 def test_fast_and_full_defaults():
     assert (_run_params(150).n_per_class, _run_params(150).n_epochs, _run_params(150).n_iterations) == (300, 15, 300)
     fast = _run_params(150, fast=True)
@@ -86,9 +106,9 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     tomo = read_tomogram(scene_files["tomo"])
     picks = read_picks(scene_files["picks"])
     stages = []
-    params = _run_params(diameter=120, method="mluda", embed=EmbedParams(iterations=50), **TINY)
+    params = _run_params(diameter=120, method="mluda", embed=EmbedParams(iterations=50), source_kind="scenes", **TINY)
     result = run_to_completion(run_pipeline(tomo, templates, params, picks=picks), lambda e: stages.append(e.stage))
-    assert {"simulate", "train", "extract", "adapt", "embed"} <= set(stages)
+    assert {"scenes", "train", "extract", "adapt", "embed"} <= set(stages)
     assert "filter" not in stages  # no DoG picking when picks are given
     paths = write_run(tmp_path / "out", result)
     for name in OUTPUTS:
@@ -108,6 +128,15 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     assert sum(report["class_counts"].values()) == len(picks) - 1
     assert report["parameters"]["method"] == "mluda" and report["geometry"]["box"] >= 24
     assert report["adaptation"]["threshold"] is not None
+    # the source set: scenes picked as the target, every class at its count, the target's pick density
+    source = report["training"]["source"]
+    assert source["kind"] == "scenes" and source["scenes"] >= 1 and source["seconds"] > 0
+    assert source["boxes"] == {"1bxn": 10, "1qvr": 10, "2cg9": 10, "empty": 5, "unknown": 10}, source
+    slab = report["condition"]["slab_voxels"]  # picks per µm³ of the slab read from the tomogram (or of the volume)
+    z = (slab[1] - slab[0]) if slab else tomo.shape[0]
+    assert source["pick_density_target"] == pytest.approx(
+        (len(picks) - 1) / (z * tomo.shape[1] * tomo.shape[2] * VOXEL**3 * 1e-12), rel=1e-6)
+    assert "truth" not in source and "box_position" not in source
     # one average per group, at the model's voxel size
     averages = sorted((tmp_path / "out" / "averages").glob("average_*.mrc"))
     assert len(averages) == len(result.embedded.averages) >= 1
@@ -119,6 +148,20 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     img = imread(paths["embedding.png"])[..., :3].astype(int)
     magenta = (np.abs(img - [255, 0, 255]).sum(-1) < 60).sum()
     assert (magenta > 20) == bool((pred["class_name"] == "unknown").any())
+
+
+def test_isolated_source_keeps_the_box_simulator(templates, scene_files):
+    from napari_cryo_openset.io import read_picks, read_tomogram
+
+    tomo = read_tomogram(scene_files["tomo"])
+    params = _run_params(diameter=120, embed=EmbedParams(iterations=50), source_kind="isolated",
+                         **{**TINY, "per_class": 4, "iterations": 5})
+    stages = []
+    result = run_to_completion(run_pipeline(tomo, templates, params, picks=read_picks(scene_files["picks"])),
+                               lambda e: stages.append(e.stage))
+    assert "simulate" in stages and "scenes" not in stages
+    source = result.report()["training"]["source"]
+    assert source["kind"] == "isolated" and source["boxes"]["1bxn"] == 4 and "scenes" not in source
 
 
 def test_run_command_end_to_end(scene_files, tmp_path, capsys):

@@ -74,6 +74,21 @@ def test_tiny_training_in_background_plots_loss_and_keeps_a_bundle(make_napari_v
     assert widget.bundle.voxel_size == pytest.approx(10.0) and widget.bundle.box_size == 24
     assert "Validation accuracy" in widget.summary.text() and "completed" in widget.summary.text()
     assert widget.save_button.isEnabled() and widget.train_button.isEnabled()
+    # the default source: crowded scenes picked as a tomogram is, every class at its count
+    assert widget.source_kind.currentText() == "scenes"
+    assert widget.train_result.data.info["source_kind"] == "scenes"
+    assert widget.train_result.data.counts() == {"1bxn": 8, "2cg9": 8, "empty": 4, "unknown": 8}
+
+
+def test_isolated_source_choice(make_napari_viewer, qtbot):
+    widget = ModelWidget(make_napari_viewer())
+    qtbot.addWidget(widget)
+    _tiny_training(widget, epochs=1, per_class=4)
+    widget.source_kind.setCurrentText("isolated")
+    widget.start_training()
+    qtbot.waitUntil(lambda: widget.bundle is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.runner.running, timeout=5_000)
+    assert widget.train_result.data.info["source_kind"] == "isolated"
 
 
 def test_cancel_stops_training_and_keeps_no_model(make_napari_viewer, qtbot):

@@ -37,15 +37,20 @@ def pick_job(volume, voxel_size, params, preview: bool):
     return result, response
 
 
-def train_job(builtin_names, paths, voxel_size: float, dataset_params, train_params):
+def train_job(builtin_names, paths, voxel_size: float, dataset_params, train_params, source_kind: str = "isolated",
+              picking=None, slab: float | None = None):
     """Load the chosen templates at ``voxel_size`` (Å), then simulate a set and train on it.
 
     ``builtin_names``: names from the built-in library; ``paths``: the user's maps or atomic
-    models (files or folders). Returns the :class:`~napari_cryo_openset.train.TrainResult`.
+    models (files or folders). ``source_kind``: ``isolated`` (one particle per box) or ``scenes``
+    (crowded scenes picked with ``picking`` — default DoG parameters with the largest template's
+    diameter — of slab thickness ``slab`` voxels, None = all slab; see
+    :func:`~napari_cryo_openset.simulate.scene_source.generate_scene_source`).
+    Returns the :class:`~napari_cryo_openset.train.TrainResult`.
     """
     from .progress import Progress
     from .simulate import builtin_templates, load_templates
-    from .train import simulate_and_train
+    from .train import simulate_and_train, simulate_scenes_and_train
 
     yield Progress("templates", 0, 1, "loading templates")
     templates = []
@@ -55,6 +60,12 @@ def train_job(builtin_names, paths, voxel_size: float, dataset_params, train_par
     if paths:
         templates += load_templates(list(paths), voxel_size)
     yield Progress("templates", 1, 1, f"{len(templates)} templates")
+    if source_kind == "scenes" and templates:
+        from .params import PickingParams
+
+        if picking is None:
+            picking = PickingParams(diameter=max(float(t.diameter) for t in templates))
+        return (yield from simulate_scenes_and_train(templates, dataset_params, picking, train_params, slab=slab))
     return (yield from simulate_and_train(templates, dataset_params, train_params))
 
 

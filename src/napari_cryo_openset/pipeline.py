@@ -17,10 +17,13 @@ Choices made for the user (all recorded in the report):
   boxes to it. The imaging condition of the simulation takes the working voxel size; defocus,
   Cs, voltage, tilt range/step and SNR are the user's (defaults as ``simulate``).
 - **Source set and crowding.** :meth:`~napari_cryo_openset.params.RunParams.source_params`:
-  ``per_class`` boxes per template plus as many procedural decoys and half as many empty boxes,
-  simulated crowded (neighbours, background, centre offsets) because real tomograms are;
-  ``benchmarks/bench_run.py`` measures what the crowding does on the sample scene. Set the
-  crowding of ``RunParams.source`` to 0 for isolated particles.
+  ``per_class`` boxes per template plus as many procedural decoys and half as many empty boxes.
+  ``source_kind='scenes'`` (default): whole crowded tomograms at the target's condition, slab and
+  pick density (:func:`scene_source_settings`), picked with the target's picking parameters and
+  boxed as the target (:mod:`napari_cryo_openset.simulate.scene_source`). ``'isolated'``: one
+  particle per box, crowded by neighbours, background and centre offsets
+  (:mod:`napari_cryo_openset.simulate.generate`); set the crowding of ``RunParams.source`` to 0
+  for isolated particles. ``benchmarks/bench_run.py`` measures what they do on the sample scene.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
   used to extract the boxes for adaptation and prediction.
 """
@@ -114,7 +117,8 @@ class RunResult:
             "training": {"classes": list(self.trained.class_names), "val_accuracy": float(self.trained.val_accuracy),
                          "best_epoch": int(self.trained.best_epoch), "epochs_run": len(self.trained.history),
                          "stopped": self.trained.stopped, "device": str(self.trained.device),
-                         "source_counts": self.trained.data.counts()},
+                         "source_counts": self.trained.data.counts(),
+                         "source": _source_report(self.trained.data)},
             "adaptation": {"method": self.params.method, "stopped": res.stopped, "seconds": round(res.seconds, 3),
                            "rounds": int(hist.get("iteration", 0) or 0), "last_diagnostics": _jsonable(hist),
                            "threshold": float(self.adapted.openset.get("threshold", float("nan"))),
@@ -132,6 +136,15 @@ class RunResult:
                           "averages_voxel_size": self.embedded.voxel_size},
             "voxel_size": tomo_vs,
         }
+
+
+def _source_report(data) -> dict:
+    """What the source set is and how it was made (kind, scenes simulated, boxes per class, seconds).
+
+    ``kind`` ``given`` when the set did not come from this run's simulators (e.g. ``trained=``)."""
+    info = {k: v for k, v in (getattr(data, "info", {}) or {}).items()
+            if k not in ("truth", "box_scene", "box_position", "box_score")}  # per-particle/box detail stays out
+    return {"kind": info.pop("source_kind", "given"), "boxes": data.counts(), **info}
 
 
 def _jsonable(obj):
@@ -172,7 +185,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     from .embed import embed_picks
     from .picking import pick_particles
     from .picks import validate_picks
-    from .train import simulate_and_train
+    from .train import simulate_and_train, simulate_scenes_and_train
 
     if not templates:
         raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
@@ -230,7 +243,12 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     data_params = params.source_params(box, model_vs, resolved.condition)
     train_params = params.train_params()
     t0 = time.perf_counter()
-    if trained is None:
+    if trained is None and params.source_kind == "scenes":
+        scene = scene_source_settings(tomogram, picks, resolved.slab, binning, model_vs)
+        trained = yield from simulate_scenes_and_train(
+            templates, data_params, replace(params.picking, polarity="dark"), train_params,
+            polarity=polarity if polarity in ("dark", "bright") else "dark", **scene)
+    elif trained is None:
         trained = yield from simulate_and_train(templates, data_params, train_params)
     timings["simulate+train"] = time.perf_counter() - t0
     model = bundle_from_training(trained)
@@ -252,6 +270,35 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
                      condition=resolved)
+
+
+#: Scene thickness (working voxels) at most, for a target without a slab.
+SCENE_Z_MAX = 128
+
+
+def scene_source_settings(tomogram, picks: pd.DataFrame, slab, binning: int, model_vs: float) -> dict:
+    """Slab, scene shape and the target's pick density for a scene-simulated source.
+
+    ``slab``: the resolved (z0, z1) Z edges in tomogram voxels (None: the whole Z is sample).
+    Returns keyword arguments of :func:`~napari_cryo_openset.simulate.scene_source.generate_scene_source`:
+    ``slab`` (thickness in working voxels) or ``shape`` (Z = the tomogram's thickness in working
+    voxels, at most :data:`SCENE_Z_MAX`), ``pick_density`` (active picks per µm³ of the target's
+    slab or volume) and the starting ``density`` (1.5 × that: the picker misses particles in a crowd).
+    """
+    from .simulate.scene_source import SCENE_XY
+
+    shape = [int(v) for v in tomogram.shape]
+    tomo_vs = model_vs / binning
+    n_active = int((picks["curation"] != "rejected").sum())
+    z = (float(slab[1]) - float(slab[0])) if slab is not None else float(shape[0])
+    volume_um3 = z * shape[1] * shape[2] * tomo_vs**3 * 1e-12
+    pick_density = n_active / volume_um3 if n_active and volume_um3 > 0 else None
+    out: dict = {"pick_density": pick_density, "density": 1.5 * pick_density if pick_density else None}
+    if slab is not None:
+        out["slab"] = z / binning
+    else:
+        out["shape"] = (int(min(SCENE_Z_MAX, max(16, round(shape[0] / binning)))), SCENE_XY, SCENE_XY)
+    return out
 
 
 def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None):

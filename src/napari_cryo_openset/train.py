@@ -303,5 +303,22 @@ def simulate_and_train(templates, dataset_params, params: TrainParams | None = N
     """
     from .simulate.generate import generate_subtomograms
 
+    t0 = time.perf_counter()
     data = yield from generate_subtomograms(templates, dataset_params, device)
+    data.info.update(source_kind="isolated", seconds=round(time.perf_counter() - t0, 3), counts=data.counts())
+    return (yield from train_source(data, params))
+
+
+def simulate_scenes_and_train(templates, dataset_params, picking, params: TrainParams | None = None, *,
+                              polarity: str = "dark", slab=None, density: float | None = None,
+                              pick_density: float | None = None, shape=None, device: str | torch.device = "cpu",
+                              ) -> Generator[Progress, None, TrainResult]:
+    """Simulate a source set the way the target is picked (stage ``scenes``:
+    :func:`~napari_cryo_openset.simulate.scene_source.generate_scene_source` with the target's
+    ``picking`` parameters, ``slab`` in scene voxels, ``density``/``pick_density`` per µm³), then
+    train on it (stage ``train``). The set's ``info`` says how it was made."""
+    from .simulate.scene_source import generate_scene_source
+
+    data = yield from generate_scene_source(templates, dataset_params, picking, polarity=polarity, slab=slab,
+                                            density=density, pick_density=pick_density, shape=shape, device=device)
     return (yield from train_source(data, params))

@@ -8,7 +8,9 @@ Thin glue over the core (no science here):
   from the selected tomogram layer's scale, Å), and a
   :class:`~napari_cryo_openset.simulate.DatasetParams` (box, number per class, decoys labelled
   ``unknown``, empty boxes).
-- **Simulate & train** runs :func:`~napari_cryo_openset.train.simulate_and_train` in a
+- **Simulate & train** runs :func:`~napari_cryo_openset.train.simulate_and_train` (source
+  ``isolated``) or :func:`~napari_cryo_openset.train.simulate_scenes_and_train` (source
+  ``scenes``: crowded scenes picked with DoG at the largest template's diameter) in a
   :class:`~._task.TaskRunner` (progress, Cancel, stale results discarded) and draws the
   per-batch training loss and the per-epoch validation accuracy live (matplotlib, at most
   5 redraws per second). The result becomes a
@@ -153,6 +155,11 @@ class ModelWidget(QWidget):
         self.device = QComboBox()
         self.device.addItems(available_devices())
         self.device.setToolTip("Where the network runs (auto: cuda → mps → cpu)")
+        self.source_kind = QComboBox()
+        self.source_kind.addItems(["scenes", "isolated"])
+        self.source_kind.setToolTip(
+            "scenes: simulate crowded tomograms (slab read from the tomogram if any) and pick them with DoG "
+            "(diameter = the largest template) as a tomogram is picked; isolated: one particle per box")
         self._linked = {"decoys": True, "empty": True}
         train_box = QGroupBox("Simulate && train")
         grid = QGridLayout(train_box)
@@ -162,13 +169,14 @@ class ModelWidget(QWidget):
                 (("Decoys (unknown)", self.decoys), ("Empty", self.empty)),
                 (("Epochs", self.epochs), ("Batch", self.batch_size)),
                 (("Seed", self.seed), ("Device", self.device)),
+                (("Source", self.source_kind), ("", QLabel(""))),
             )
         ):
             for col, (label, field) in enumerate(pairs):
                 grid.addWidget(QLabel(label), row, 2 * col)
                 grid.addWidget(field, row, 2 * col + 1)
         self.train_button = QPushButton("Simulate && train")
-        grid.addWidget(self.train_button, 4, 0, 1, 4)
+        grid.addWidget(self.train_button, 5, 0, 1, 4)
 
         # --- live plot ---------------------------------------------------------------------
         self._build_plot()
@@ -364,6 +372,11 @@ class ModelWidget(QWidget):
                              decoys=int(self.decoys.value()), empty=int(self.empty.value()),
                              condition=self.imaging_condition(), seed=int(self.seed.value()))
 
+    def scene_slab(self) -> float | None:
+        """Slab thickness (voxels) of the scenes: the one read from the tomogram (Read from tomogram), else None."""
+        slab = getattr(getattr(self, "estimate", None), "slab", None)
+        return float(slab[1] - slab[0]) if slab is not None else None
+
     def train_params(self):
         from ..train import TrainParams
 
@@ -402,7 +415,7 @@ class ModelWidget(QWidget):
 
         return self.runner.start(
             train_job, builtin, paths, float(dataset_params.condition.voxel_size), dataset_params, train_params,
-            on_result=self.use_training_result, on_progress=self.add_train_progress, label="Simulate & train",
+            self.source_kind.currentText(), None, self.scene_slab(), on_result=self.use_training_result, on_progress=self.add_train_progress, label="Simulate & train",
         )
 
     def add_train_progress(self, event) -> None:

@@ -11,7 +11,8 @@ Modules (each one job):
 - :mod:`.imaging` — the chain (full and *approximate* 3D mode), contrast sign;
 - :mod:`.datasets` — labelled subtomogram sets: parameters, classes, the ``.npz`` file;
 - :mod:`.generate` — simulating such a set (seeded sample specs, batched rendering);
-- :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene.
+- :mod:`.scenes` — whole synthetic tomograms with ground-truth picks; the sample scene;
+- :mod:`.scene_source` — a source set made as the target is picked (crowded scenes → DoG picks → boxes).
 
 The ``simulate`` subcommand is :mod:`napari_cryo_openset.cli.simulate`.
 
@@ -58,6 +59,7 @@ _EXPORTS = {
     "SAMPLE_SCENE": "scenes",
     "make_scene": "scenes",
     "generate_scene": "scenes",
+    "generate_scene_source": "scene_source",
     "sample_scene": "scenes",
 }
 

@@ -95,6 +95,7 @@ class SimulatedSet:
     shifts: np.ndarray
     templates: list[dict] = field(default_factory=list)
     polarity: str = POLARITY
+    info: dict = field(default_factory=dict)  # how the set was made (e.g. the scene source's log); not written
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -62,6 +62,15 @@ class SceneParams:
         Projector sub-voxels per axis (1 keeps large scenes fast).
     seed
         Everything random derives from it.
+    slab
+        ``(z0, z1)`` Z edges in voxels of the sample: every particle lies whole inside it, the
+        rest of the volume is empty (ice). None = the whole volume is the slab.
+    weights
+        Relative frequency of each known template (sorted by name; None = equal).
+    decoy_structures
+        Distinct decoy structures (at most; fewer when fewer decoys are placed).
+    decoy_max_diameter
+        Largest decoy, nm.
     """
 
     shape: tuple[int, int, int] = (128, 256, 256)
@@ -74,6 +83,10 @@ class SceneParams:
     mode: str = "full"
     supersample: int = 1
     seed: int = 0
+    slab: tuple[float, float] | None = None
+    weights: tuple[float, ...] | None = None
+    decoy_structures: int = 8
+    decoy_max_diameter: float = 30.0
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -90,22 +103,40 @@ class SceneParams:
             raise ParameterError(f"mode must be 'full' or 'approximate', got {self.mode!r}")
         if self.templates is not None:
             object.__setattr__(self, "templates", tuple(self.templates))
+        if self.slab is not None:
+            try:
+                z0, z1 = (float(v) for v in self.slab)
+            except (TypeError, ValueError):
+                raise ParameterError(f"slab must be a (z0, z1) pair of voxels, got {self.slab!r}") from None
+            if not (0 <= z0 < z1 <= shape[0]):
+                raise ParameterError(f"slab must satisfy 0 ≤ z0 < z1 ≤ {shape[0]} (the Z size), got {self.slab!r}")
+            object.__setattr__(self, "slab", (z0, z1))
+        if self.weights is not None:
+            w = tuple(float(v) for v in self.weights)
+            if not w or min(w) < 0 or not sum(w) > 0 or not all(np.isfinite(w)):
+                raise ParameterError(f"weights must be finite, ≥ 0 and not all zero, got {self.weights!r}")
+            object.__setattr__(self, "weights", w)
+        if int(self.decoy_structures) < 1 or not float(self.decoy_max_diameter) > 0:
+            raise ParameterError("decoy_structures must be ≥ 1 and decoy_max_diameter > 0 nm")
 
 
 def place_particles(
-    shape: Sequence[int], radii: np.ndarray, rng: np.random.Generator, gap: float = 1.0, tries: int = 300
+    shape: Sequence[int], radii: np.ndarray, rng: np.random.Generator, gap: float = 1.0, tries: int = 300,
+    slab: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Random non-overlapping centres for particles of ``radii`` (voxels), largest first.
 
     Returns (indices of the placed particles, (n, 3) Z Y X centres). A particle is dropped
-    when ``tries`` random positions all collide.
+    when ``tries`` random positions all collide (or it does not fit in the ``slab``, Z edges in voxels).
     """
     shape = np.asarray(shape, dtype=np.float64)
+    z0, z1 = (0.0, shape[0] - 1) if slab is None else (max(0.0, slab[0]), min(shape[0] - 1, slab[1]))
     order = np.argsort(-np.asarray(radii), kind="stable")
     placed_idx, centres, rads = [], [], []
     for i in order:
         r = float(radii[i])
         lo, hi = np.full(3, r + 0.5), shape - 1 - r - 0.5
+        lo[0], hi[0] = z0 + r + 0.5, z1 - r - 0.5
         if np.any(hi < lo):
             continue
         cand = rng.uniform(lo, hi, size=(tries, 3))
@@ -132,6 +163,18 @@ def generate_scene(
     params: SceneParams = SceneParams(), device: str | torch.device = "cpu"
 ) -> Generator[Progress, None, tuple[np.ndarray, pd.DataFrame]]:
     """:func:`make_scene` as a job generator: yields :class:`Progress`, returns (volume, picks)."""
+    volume, picks, _ = yield from generate_scene_truth(params, device)
+    return volume, picks
+
+
+def generate_scene_truth(
+    params: SceneParams = SceneParams(), device: str | torch.device = "cpu"
+) -> Generator[Progress, None, tuple[np.ndarray, pd.DataFrame, dict]]:
+    """:func:`generate_scene` plus the rest of the ground truth: returns (volume, picks, truth).
+
+    ``truth`` (one row per particle, the picks' order): ``structure`` (template or decoy
+    name), ``radius`` (voxels), ``rotations`` ((n, 3, 3), acting on z y x).
+    """
     t0 = time.perf_counter()
     total = 4
     yield Progress("scene", 0, total, "templates")
@@ -144,13 +187,21 @@ def generate_scene(
     rng = np.random.default_rng([int(params.seed), 0x5CE4E])
     n = int(params.n_particles)
     n_unknown = int(round(n * params.unknown_fraction))
-    decoys = make_decoys(max(1, min(8, n_unknown)), vs, params.seed, max_diameter=30.0) if n_unknown else []
+    decoys = (make_decoys(max(1, min(int(params.decoy_structures), n_unknown)), vs, params.seed,
+                          max_diameter=float(params.decoy_max_diameter)) if n_unknown else [])
     pool = known + decoys
-    choice = np.concatenate([rng.integers(len(known), size=n - n_unknown),
+    if params.weights is None:
+        known_choice = rng.integers(len(known), size=n - n_unknown)
+    else:
+        if len(params.weights) != len(known):
+            raise ParameterError(f"weights has {len(params.weights)} values for {len(known)} templates")
+        p = np.asarray(params.weights) / sum(params.weights)
+        known_choice = rng.choice(len(known), size=n - n_unknown, p=p)
+    choice = np.concatenate([known_choice,
                              len(known) + rng.integers(max(len(decoys), 1), size=n_unknown)]).astype(np.int64)
     radii = np.array([pool[k].radius_voxels for k in choice])
     yield Progress("scene", 1, total, f"placing {n} particles")
-    placed, centres = place_particles(params.shape, radii, rng, params.gap)
+    placed, centres = place_particles(params.shape, radii, rng, params.gap, slab=params.slab)
     choice = choice[placed]
     rotations = random_rotations(rng, len(choice))
 
@@ -183,7 +234,9 @@ def generate_scene(
     picks.attrs.update(voxel_size=vs, defocus_um=defocus, snr=snr, seed=int(params.seed),
                        seconds=round(time.perf_counter() - t0, 3), polarity="dark")
     yield Progress("scene", total, total, f"{len(picks)} particles")
-    return out.cpu().numpy().astype(np.float32), picks
+    truth = {"structure": [pool[k].name for k in choice], "radius": radii[placed].astype(np.float64),
+             "rotations": rotations}
+    return out.cpu().numpy().astype(np.float32), picks, truth
 
 
 #: The napari sample: 128×256×256 at 10 Å, ~100 particles of the built-in library (10 % decoys).
