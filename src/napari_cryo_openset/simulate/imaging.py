@@ -9,8 +9,12 @@
    ``torch-ctf`` (defocus in µm, underfocus positive; RELION sign convention, +amplitude
    contrast at zero frequency), ``MTF = sinc(|f|)`` with f in cycles/pixel, the optional dose
    filter is Grant & Grigorieff's (2015) critical-exposure curve;
-3. white Gaussian noise per projection at the requested SNR (module
-   :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection);
+   an optional B-factor envelope ``exp(−B·k²/4)`` (``condition.bfactor``, Å², k in 1/Å)
+   multiplies ``H`` too;
+3. Gaussian noise per projection at the requested SNR (module
+   :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection):
+   white, or shaped by ``condition.noise_spectrum`` (2D radial power, 1/Å) and rescaled to the
+   same variance;
 4. weighted back-projection (Ram-Lak ramp filter with IMOD's radial fall-off by default, Δθ
    weights) → the reconstruction, with the missing wedge of the tilt range.
 
@@ -133,7 +137,23 @@ def transfer_2d(condition: ImagingCondition, defocus: torch.Tensor, shape: Seque
     dose = dose_filter_2d(condition, shape, device)
     if dose is not None:
         h = h * dose[None]
+    env = bfactor_2d(condition, shape, device)
+    if env is not None:
+        h = h * env
     return h
+
+
+def bfactor_envelope(condition: ImagingCondition, k_per_A: torch.Tensor) -> torch.Tensor:
+    """``exp(−B·k²/4)`` at spatial frequencies ``k`` (1/Å), B = ``condition.bfactor`` (Å²)."""
+    return torch.exp(-condition.bfactor * k_per_A**2 / 4.0)
+
+
+def bfactor_2d(condition: ImagingCondition, shape: Sequence[int], device="cpu") -> torch.Tensor | None:
+    """The B-factor envelope on an rfft2 grid (H, W//2+1), or None when ``bfactor`` is 0."""
+    if not condition.bfactor:
+        return None
+    fy, fx = _freq_grid(shape, device)
+    return bfactor_envelope(condition, torch.sqrt(fy**2 + fx**2) / condition.voxel_size)
 
 
 def apply_transfer(
@@ -166,6 +186,30 @@ def window_variance(images: torch.Tensor, window: Sequence[int]) -> torch.Tensor
     oy, ou = (ny - wy) // 2, (nu - wu) // 2
     win = images[..., oy : oy + wy, ou : ou + wu].double()  # float64: independent of thread count
     return win.var(dim=(-2, -1), unbiased=False).to(images.dtype)
+
+
+def noise_amplitude(condition: ImagingCondition, k_per_A: torch.Tensor) -> torch.Tensor | None:
+    """``sqrt(power)`` of ``condition.noise_spectrum`` at frequencies ``k`` (1/Å), or None (white).
+
+    Linear interpolation of the power between the given frequencies, constant past the ends.
+    """
+    if condition.noise_spectrum is None:
+        return None
+    freq, power = (np.asarray(v, dtype=np.float64) for v in condition.noise_spectrum)
+    amp = np.interp(k_per_A.detach().cpu().numpy().astype(np.float64), freq, power)
+    return torch.as_tensor(np.sqrt(amp), dtype=torch.float32, device=k_per_A.device)
+
+
+def colour_noise_2d(noise: torch.Tensor, condition: ImagingCondition) -> torch.Tensor:
+    """Shape white (…, Y, U) noise images by ``condition.noise_spectrum`` (2D radial, periodic
+    filter), then rescale every image to unit mean square; white noise is returned as it is."""
+    shape = noise.shape[-2:]
+    fy, fx = _freq_grid(shape, noise.device)
+    amp = noise_amplitude(condition, torch.sqrt(fy**2 + fx**2) / condition.voxel_size)
+    if amp is None:
+        return noise
+    out = torch.fft.irfft2(torch.fft.rfft2(noise) * amp, s=tuple(shape))
+    return out / out.square().mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
 
 
 def gaussian_noise(shape: Sequence[int], seeds: Sequence[int], device="cpu") -> torch.Tensor:
@@ -277,7 +321,10 @@ def image_volumes(
         if context is not None:
             signal = signal + apply_transfer(raw[n + a : n + b], condition, defocus_t[a:b])
         sigma = torch.sqrt(ref_var / snr_t[a:b])  # (n_chunk, T)
-        noisy = signal + gaussian_noise(signal.shape[1:], seeds[a:b], device) * sigma[..., None, None]
+        noise = gaussian_noise(signal.shape[1:], seeds[a:b], device)
+        if condition.noise_spectrum is not None:
+            noise = colour_noise_2d(noise, condition)
+        noisy = signal + noise * sigma[..., None, None]
         filtered[a:b] = projector.ramp_filter(noisy[:, :, oy : oy + ry])
         if return_tilt_series:
             keep["signal"].append(signal)
@@ -348,6 +395,8 @@ def approximate_image_volumes(
     h = -_ctf_radial(condition, defocus_t, k / condition.voxel_size)  # (N, …)
     if condition.mtf:
         h = h * torch.sinc(k)
+    if condition.bfactor:
+        h = h * bfactor_envelope(condition, k / condition.voxel_size)
     mask = wedge_mask(shape, condition.tilt_range, device).to(torch.float32)
     h = h * mask
 
@@ -367,6 +416,10 @@ def approximate_image_volumes(
     out_shape = (rz, ry, rx)
     mask_out = wedge_mask(out_shape, condition.tilt_range, device).to(torch.float32)
     noise = gaussian_noise(out_shape, noise_seeds, device)
+    if condition.noise_spectrum is not None:
+        qz, qy, qx = torch.meshgrid(torch.fft.fftfreq(rz, device=device), torch.fft.fftfreq(ry, device=device),
+                                    torch.fft.rfftfreq(rx, device=device), indexing="ij")
+        mask_out = mask_out * noise_amplitude(condition, torch.sqrt(qz**2 + qy**2 + qx**2) / condition.voxel_size)
     noise = torch.fft.irfftn(torch.fft.rfftn(noise, dim=(-3, -2, -1)) * mask_out, s=out_shape, dim=(-3, -2, -1))
     noise = noise / noise.std(dim=(-3, -2, -1), keepdim=True).clamp_min(1e-12)
     sigma = torch.sqrt(var / snr_t)
