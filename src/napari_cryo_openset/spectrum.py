@@ -300,7 +300,7 @@ class SpectralMatch:
     gain: np.ndarray
     source_power: np.ndarray
     target_power: np.ndarray
-    smooth: int = 3
+    smooth: int = 1
     max_gain: float = 10.0
     meta: dict = field(default_factory=dict)
 
@@ -335,8 +335,8 @@ def _smooth_log(values: np.ndarray, window: int) -> np.ndarray:
     return np.exp((c[hi] - c[lo]) / (hi - lo))
 
 
-def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 3,
-                       max_gain: float = 10.0, iterations: int = 3) -> SpectralMatch:
+def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 1,
+                       max_gain: float = 10.0, iterations: int = 3, max_boxes: int = 2000) -> SpectralMatch:
     """Fit the per-shell amplitude gain ``sqrt(P_target / P_source)`` (smoothed, bounded).
 
     Parameters
@@ -348,8 +348,9 @@ def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 
     voxel_size
         Å per voxel of both.
     smooth
-        Odd window (shells) of a moving average of the log gain (1 = none). The DC shell is
-        left out of the smoothing (normalised boxes have no power there; its gain is 1).
+        Odd window (shells) of a moving average of the final log gain (1 = none, the default:
+        the spectra are averages over many boxes already; use 3 for a few noisy boxes). The DC
+        shell is left out (normalised boxes have no power there; its gain is 1).
     max_gain
         Bound of the gain: ``1/max_gain ≤ gain ≤ max_gain`` (> 1).
     iterations
@@ -359,6 +360,9 @@ def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 
         the gain by ``sqrt(P_target / P_matched)`` (smoothed), at the cost of one
         :func:`apply_spectral_match` of the source set. ``meta`` records the largest
         |deviation| (0 < f ≤ 0.8 Nyquist) before each refinement.
+    max_boxes
+        The refinements use at most this many source boxes (evenly spaced), so that the fit
+        costs the same for very large sets; the first spectrum uses all.
 
     Returns
     -------
@@ -371,6 +375,8 @@ def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 
         raise ParameterError(f"max_gain must be a finite number > 1, got {max_gain!r}")
     if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
         raise ParameterError(f"iterations must be a whole number ≥ 0, got {iterations!r}")
+    if isinstance(max_boxes, bool) or int(max_boxes) != max_boxes or max_boxes < 1:
+        raise ParameterError(f"max_boxes must be a whole number ≥ 1, got {max_boxes!r}")
     source_boxes = _as_boxes(source_boxes, "source_boxes")
     target_boxes = _as_boxes(target_boxes, "target_boxes")
     freq, ps = _full_spectrum(source_boxes, vs)
@@ -379,20 +385,25 @@ def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 
         pt = np.interp(freq, ft, pt)
     match = SpectralMatch(voxel_size=vs, freq=freq, gain=np.ones_like(ps), source_power=ps, target_power=pt,
                           smooth=int(smooth), max_gain=float(max_gain))
+    fit_boxes = source_boxes
+    if int(source_boxes.shape[0]) > max_boxes:  # evenly spaced subset for the refinements
+        fit_boxes = source_boxes[np.linspace(0, int(source_boxes.shape[0]) - 1, int(max_boxes)).astype(np.int64)]
     current = ps
     history = []
     for _ in range(int(iterations) + 1):
-        step = np.ones_like(ps)
-        step[1:] = np.sqrt(_smooth_log(_ratio(pt, current)[1:], int(smooth)))
+        step = np.sqrt(_ratio(pt, current))
         match.gain = np.clip(match.gain * step, 1.0 / max_gain, max_gain)
         match.gain[0] = 1.0
         if len(history) == int(iterations):
             break
         # per-box normalisation after the filter is not linear in the spectrum: refine the gain
         # on the matched set (a fixed-point iteration; each step is one apply + one spectrum)
-        _, current = _full_spectrum(apply_spectral_match(source_boxes, match), vs)
+        _, current = _full_spectrum(apply_spectral_match(fit_boxes, match), vs)
         history.append(_band_summary(_ratio(current, pt) - 1.0, freq, 1.0 / (2.0 * vs))["max_abs"])
-    match.meta = {"iterations": int(iterations), "max_abs_deviation_per_iteration": history}
+    if smooth > 1:
+        match.gain[1:] = _smooth_log(match.gain[1:], int(smooth))
+    match.meta = {"iterations": int(iterations), "fit_boxes": int(fit_boxes.shape[0]),
+                  "max_abs_deviation_per_iteration": history}
     return match
 
 
