@@ -185,8 +185,30 @@ def test_bfactor_lowers_high_frequency_power_of_simulated_boxes():
 
 def test_bfactor_zero_and_white_noise_keep_the_output_identical():
     base = ImagingCondition(voxel_size=20.0, defocus=3.0, snr=0.5)
-    explicit = base.replace(bfactor=0.0, noise_spectrum=None)
+    explicit = base.replace(bfactor=0.0, noise_spectrum=None, tilt_jitter=0.0)
     np.testing.assert_array_equal(_simulate(base, n=6), _simulate(explicit, n=6))
+
+
+def test_tilt_jitter_blurs_the_reconstruction():
+    from napari_cryo_openset.simulate.imaging import jitter_shifts, shift_images
+
+    np.testing.assert_array_equal(jitter_shifts(5, [7, 8], 1.0)[1], jitter_shifts(5, [8], 1.0)[0])  # per sample
+    img = torch.zeros((1, 1, 16, 16))
+    img[0, 0, 4, 4] = 1.0
+    moved = shift_images(img, torch.tensor([[[2.0, -1.0]]]))
+    assert moved[0, 0, 6, 3] == pytest.approx(1.0, abs=1e-5)
+    # the same seeded boxes depart the more from the aligned ones, the larger the misalignment
+    base = ImagingCondition(voxel_size=20.0, defocus=3.0, snr=20.0)
+    aligned = _simulate(base, n=12)
+
+    def corr(sd):
+        x = _simulate(base.replace(tilt_jitter=sd), n=12)
+        return float((x * aligned).mean())  # unit-variance boxes: mean correlation
+
+    c_small, c_large = corr(0.3), corr(2.0)
+    assert 0.2 < c_large < c_small < 0.999
+    with pytest.raises(ParameterError, match="tilt_jitter must be one number ≥ 0"):
+        ImagingCondition(tilt_jitter=-1)
 
 
 def test_coloured_projection_noise_follows_the_requested_spectrum():

@@ -118,6 +118,10 @@ class ImagingCondition:
         noise added to every projection (2D radial; linear in between, constant past the ends).
         The noise is shaped by it and then scaled to the variance the SNR asks for, so only its
         shape matters. In the approximate 3D mode it shapes the 3D noise.
+    tilt_jitter
+        Pixels: residual tilt-series misalignment — every projection of every subtomogram is
+        shifted by its own Gaussian random (Y, U) offset of this standard deviation before the
+        reconstruction (full chain only; 0 = perfectly aligned, the default).
     recon_cutoff, recon_falloff
         Reconstruction (weighted back-projection) radial filter in cycles/pixel: the ramp up to
         ``recon_cutoff``, then a Gaussian fall-off of σ ``recon_falloff`` — IMOD's default
@@ -137,6 +141,7 @@ class ImagingCondition:
     recon_cutoff: float | None = param(0.35, unit="cycles/pixel", help="reconstruction filter cut-off")
     recon_falloff: float = param(0.035, unit="cycles/pixel", help="reconstruction filter fall-off")
     bfactor: float = param(0.0, low=0.0, unit="Å²", help="B-factor envelope exp(-B k²/4) on the projections (0 = off)")
+    tilt_jitter: float = param(0.0, low=0.0, unit="pixels", help="SD of random per-tilt alignment shifts (0 = off)")
     noise_spectrum: tuple[tuple[float, ...], tuple[float, ...]] | None = param(
         None, help="(freq 1/Å, relative power) of the projection noise; None = white")
 
@@ -200,6 +205,10 @@ class ImagingCondition:
         if isinstance(b, tuple) or b < 0:
             raise ParameterError(f"bfactor must be one number ≥ 0 (Å²; 0 = no envelope), got {self.bfactor!r}")
         set_(self, "bfactor", b)
+        j = _as_value_or_range("tilt_jitter", self.tilt_jitter)
+        if isinstance(j, tuple) or j < 0:
+            raise ParameterError(f"tilt_jitter must be one number ≥ 0 (pixels; 0 = aligned), got {self.tilt_jitter!r}")
+        set_(self, "tilt_jitter", j)
         if self.noise_spectrum is not None:
             set_(self, "noise_spectrum", _check_noise_spectrum(self.noise_spectrum))
 

@@ -14,7 +14,8 @@
 3. Gaussian noise per projection at the requested SNR (module
    :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection):
    white, or shaped by ``condition.noise_spectrum`` (2D radial power, 1/Å) and rescaled to the
-   same variance;
+   same variance; with ``condition.tilt_jitter`` (pixels) every noisy projection is then shifted
+   by its own random offset (residual tilt-series misalignment);
 4. weighted back-projection (Ram-Lak ramp filter with IMOD's radial fall-off by default, Δθ
    weights) → the reconstruction, with the missing wedge of the tilt range.
 
@@ -212,6 +213,30 @@ def colour_noise_2d(noise: torch.Tensor, condition: ImagingCondition) -> torch.T
     return out / out.square().mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
 
 
+#: Mixed into a subtomogram's noise seed to seed its tilt-jitter shifts (a separate stream).
+_JITTER_SALT = 0x5DEECE66D
+
+
+def jitter_shifts(n_tilts: int, seeds: Sequence[int], sd: float) -> torch.Tensor:
+    """(N, T, 2) Gaussian (Y, U) shifts in pixels of SD ``sd``, one generator per sample."""
+    out = torch.empty((len(seeds), int(n_tilts), 2), dtype=torch.float32)
+    for i, s in enumerate(seeds):
+        g = torch.Generator().manual_seed((int(s) ^ _JITTER_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
+        out[i] = torch.randn((int(n_tilts), 2), generator=g) * float(sd)
+    return out
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift (N, T, Y, U) images by (N, T, 2) sub-pixel (Y, U) offsets (Fourier phase ramp,
+    periodic)."""
+    shape = images.shape[-2:]
+    fy, fx = _freq_grid(shape, images.device)
+    dy = shifts[..., 0, None, None].to(images.device)
+    du = shifts[..., 1, None, None].to(images.device)
+    phase = torch.exp(-2j * math.pi * (fy * dy + fx * du))
+    return torch.fft.irfft2(torch.fft.rfft2(images) * phase, s=tuple(shape))
+
+
 def gaussian_noise(shape: Sequence[int], seeds: Sequence[int], device="cpu") -> torch.Tensor:
     """Standard normal noise (N, *shape), sample ``i`` drawn from its own generator ``seeds[i]``.
 
@@ -325,6 +350,8 @@ def image_volumes(
         if condition.noise_spectrum is not None:
             noise = colour_noise_2d(noise, condition)
         noisy = signal + noise * sigma[..., None, None]
+        if condition.tilt_jitter:  # residual misalignment of the recorded tilts
+            noisy = shift_images(noisy, jitter_shifts(noisy.shape[1], seeds[a:b], condition.tilt_jitter))
         filtered[a:b] = projector.ramp_filter(noisy[:, :, oy : oy + ry])
         if return_tilt_series:
             keep["signal"].append(signal)
