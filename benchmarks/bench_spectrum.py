@@ -13,7 +13,8 @@ chain) under several imaging conditions:
   the target's background spectrum (:func:`~napari_cryo_openset.spectrum.noise_spectrum`):
   projection power = target background 3D power / the chain's 3D power for white projection
   noise, both per shell (a one-off calibration with empty boxes);
-- ``bfactor + coloured``;
+- ``bfactor + coloured`` (the B of the grid closest to the target);
+- ``tilt_jitter=1 px``: per-tilt misalignment;
 - ``baseline + spectral match``: :func:`fit_spectral_match` on one simulated set, applied to
   that set and to a second set of another seed (held out).
 
@@ -76,7 +77,8 @@ def deviation(freq, p, pt):
     from napari_cryo_openset.spectrum import REPORT_BAND
 
     sel = (freq > 0) & (freq <= REPORT_BAND / (2 * VS) + 1e-12)
-    d = p / pt - 1.0
+    d = p / np.maximum(pt, 1e-30) - 1.0
+    d[0] = 0.0  # DC: normalised boxes have none
     return {"mean_abs": float(np.abs(d[sel]).mean()), "max_abs": float(np.abs(d[sel]).max()),
             "per_shell": [round(float(v), 4) for v in d]}
 
@@ -140,6 +142,7 @@ def main() -> int:
     row("baseline", src)
     for b in bgrid:
         row(f"bfactor={b:g}", simulate(base.replace(bfactor=b), per_class, box, seed=1))
+    row("tilt_jitter=1 px", simulate(base.replace(tilt_jitter=1.0), per_class, box, seed=1))
     row("coloured", simulate(base.replace(noise_spectrum=coloured), per_class, box, seed=1))
     best_b = min((r for r in out["rows"] if r["name"].startswith("bfactor")), key=lambda r: r["mean_abs"])["name"]
     b_best = float(best_b.split("=")[1])

@@ -275,3 +275,13 @@ def test_real_tomogram_spectral_match_within_ten_percent():
     # the target's background (away from the lattice) is coloured too: far from white
     _, pn = noise_spectrum(tomo, picks=picks, box=box, n=64)
     assert pn[1] > 5 * pn[-1]
+
+
+def test_spectrum_imports_neither_qt_nor_napari():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; import napari_cryo_openset.spectrum as s; "
+            "s.radial_power_spectrum(np.zeros((1, 8, 8, 8)), 1.0); "
+            "sys.exit(1 if {'napari', 'qtpy', 'PyQt6', 'PyQt5'} & {m.split('.')[0] for m in sys.modules} else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
