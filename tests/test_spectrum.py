@@ -185,7 +185,7 @@ def test_bfactor_lowers_high_frequency_power_of_simulated_boxes():
 
 def test_bfactor_zero_and_white_noise_keep_the_output_identical():
     base = ImagingCondition(voxel_size=20.0, defocus=3.0, snr=0.5)
-    explicit = base.replace(bfactor=0.0, noise_spectrum=None, tilt_jitter=0.0)
+    explicit = base.replace(bfactor=0.0, noise_spectrum=None, tilt_jitter=0.0, defocus_gradient=False)
     np.testing.assert_array_equal(_simulate(base, n=6), _simulate(explicit, n=6))
 
 
@@ -209,6 +209,26 @@ def test_tilt_jitter_blurs_the_reconstruction():
     assert 0.2 < c_large < c_small < 0.999
     with pytest.raises(ParameterError, match="tilt_jitter must be one number ≥ 0"):
         ImagingCondition(tilt_jitter=-1)
+
+
+def test_defocus_gradient_gives_every_tilt_its_defocus():
+    from napari_cryo_openset.params.simulation import DEFOCUS_FIELD_HALF_WIDTH
+    from napari_cryo_openset.simulate.imaging import tilt_defocus
+
+    cond = ImagingCondition(voxel_size=20.0, defocus=3.0, defocus_gradient=True)
+    df = tilt_defocus(cond, torch.tensor([3.0, 3.0, 4.0]), [1, 2, 3]).numpy()
+    zero = int(np.flatnonzero(cond.tilt_angles == 0)[0])
+    assert df.shape == (3, cond.n_tilts)
+    np.testing.assert_allclose(df[:, zero], [3.0, 3.0, 4.0], atol=1e-6)
+    np.testing.assert_allclose(df[:, 0] - df[:, zero], -(df[:, -1] - df[:, zero]), atol=1e-5)  # ±60° symmetric
+    assert np.abs(df - df[:, [zero]]).max() <= DEFOCUS_FIELD_HALF_WIDTH * 1e-4 * np.sin(np.deg2rad(60)) + 1e-5
+    assert np.ptp(df[:2, -1]) > 0  # each sample its own distance from the axis
+    np.testing.assert_array_equal(tilt_defocus(cond, torch.tensor([3.0]), [2]).numpy()[0], df[1])
+    a = _simulate(cond.replace(defocus_gradient=False), n=6)
+    b = _simulate(cond, n=6)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    with pytest.raises(ParameterError, match="defocus_gradient must be True or False"):
+        ImagingCondition(defocus_gradient="yes")
 
 
 def test_coloured_projection_noise_follows_the_requested_spectrum():
@@ -285,3 +305,15 @@ def test_spectrum_imports_neither_qt_nor_napari():
             "s.radial_power_spectrum(np.zeros((1, 8, 8, 8)), 1.0); "
             "sys.exit(1 if {'napari', 'qtpy', 'PyQt6', 'PyQt5'} & {m.split('.')[0] for m in sys.modules} else 0)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_simulate_command_line_takes_bfactor_and_tilt_jitter(tmp_path):
+    from napari_cryo_openset.cli import build_parser
+    from napari_cryo_openset.cli.simulate import params_from_args
+
+    base = ["simulate", "--templates", "builtin", "--voxel-size", "10", "--box", "32", "--per-class", "2",
+            "-o", str(tmp_path / "s.npz")]
+    data, _ = params_from_args(build_parser().parse_args(base + ["--bfactor", "150", "--tilt-jitter", "0.5"]))
+    assert (data.condition.bfactor, data.condition.tilt_jitter) == (150.0, 0.5)
+    with pytest.raises(ParameterError, match="^--bfactor must be"):
+        params_from_args(build_parser().parse_args(base + ["--bfactor", "-1"]))

@@ -32,6 +32,10 @@ from ._spec import check_fields, param
 
 Range = tuple[float, float]
 
+#: Half-width (Å) of the field in which ``defocus_gradient`` places a subtomogram off the tilt
+#: axis: about half of a 4k detector at 1.3 Å/pixel.
+DEFOCUS_FIELD_HALF_WIDTH = 2500.0
+
 
 def _as_value_or_range(name: str, value: Any) -> float | Range:
     """Normalise a number or a (lo, hi) pair (lists from JSON become tuples)."""
@@ -122,6 +126,14 @@ class ImagingCondition:
         Pixels: residual tilt-series misalignment — every projection of every subtomogram is
         shifted by its own Gaussian random (Y, U) offset of this standard deviation before the
         reconstruction (full chain only; 0 = perfectly aligned, the default).
+    defocus_gradient
+        Model the defocus gradient across tilted images: a particle at distance ``x`` (Å) from
+        the tilt axis is ``x·sin θ`` closer to focus at tilt θ, so every tilt gets its own CTF.
+        Each subtomogram draws its ``x`` uniformly in ±:data:`DEFOCUS_FIELD_HALF_WIDTH` Å (a
+        typical detector field; seeded from its noise seed); the gradient *within* a box is
+        neglected (≤ 0.03 µm across 32 × 10 Å). A whole scene is one sample, so it gets one
+        ``x``, not a gradient across its field. Full chain only. False = one defocus for all
+        tilts (the default).
     recon_cutoff, recon_falloff
         Reconstruction (weighted back-projection) radial filter in cycles/pixel: the ramp up to
         ``recon_cutoff``, then a Gaussian fall-off of σ ``recon_falloff`` — IMOD's default
@@ -142,6 +154,7 @@ class ImagingCondition:
     recon_falloff: float = param(0.035, unit="cycles/pixel", help="reconstruction filter fall-off")
     bfactor: float = param(0.0, low=0.0, unit="Å²", help="B-factor envelope exp(-B k²/4) on the projections (0 = off)")
     tilt_jitter: float = param(0.0, low=0.0, unit="pixels", help="SD of random per-tilt alignment shifts (0 = off)")
+    defocus_gradient: bool = param(False, help="per-tilt defocus of a particle off the tilt axis (x·sin θ)")
     noise_spectrum: tuple[tuple[float, ...], tuple[float, ...]] | None = param(
         None, help="(freq 1/Å, relative power) of the projection noise; None = white")
 
@@ -209,6 +222,9 @@ class ImagingCondition:
         if isinstance(j, tuple) or j < 0:
             raise ParameterError(f"tilt_jitter must be one number ≥ 0 (pixels; 0 = aligned), got {self.tilt_jitter!r}")
         set_(self, "tilt_jitter", j)
+        if not isinstance(self.defocus_gradient, (bool, np.bool_)) and self.defocus_gradient not in (0, 1):
+            raise ParameterError(f"defocus_gradient must be True or False, got {self.defocus_gradient!r}")
+        set_(self, "defocus_gradient", bool(self.defocus_gradient))
         if self.noise_spectrum is not None:
             set_(self, "noise_spectrum", _check_noise_spectrum(self.noise_spectrum))
 

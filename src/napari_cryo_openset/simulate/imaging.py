@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..params import ImagingCondition
+from ..params.simulation import DEFOCUS_FIELD_HALF_WIDTH
 from .projector import TiltProjector, get_projector
 
 # --------------------------------------------------------------------------------------------
@@ -61,7 +62,8 @@ def delocalisation_pixels(condition: ImagingCondition) -> int:
     """Pixels of zero padding that keep the CTF's point spread from wrapping around."""
     lam = electron_wavelength(condition.voltage)
     k_max = math.sqrt(2) / (2 * condition.voxel_size)  # corner of the 2D Fourier grid, 1/Å
-    d = lam * condition.defocus_range[1] * 1e4 * k_max + 0.5 * condition.cs * 1e7 * lam**3 * k_max**3
+    df = condition.defocus_range[1] + (DEFOCUS_FIELD_HALF_WIDTH * 1e-4 if condition.defocus_gradient else 0.0)
+    d = lam * df * 1e4 * k_max + 0.5 * condition.cs * 1e7 * lam**3 * k_max**3
     return int(min(128, math.ceil(d / condition.voxel_size) + 2))
 
 
@@ -73,10 +75,15 @@ def _freq_grid(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor
 
 
 def ctf_2d(condition: ImagingCondition, defocus: torch.Tensor, shape: Sequence[int], device="cpu") -> torch.Tensor:
-    """``torch-ctf`` CTF (RELION sign) on an rfft2 grid: (N, H, W//2+1) for N defocus values (µm)."""
+    """``torch-ctf`` CTF (RELION sign) on an rfft2 grid: (N, H, W//2+1) for N defocus values (µm)
+    ((N, T, H, W//2+1) for an (N, T) array of per-tilt defocus values)."""
     from torch_ctf import calculate_ctf_2d
 
-    defocus = torch.as_tensor(defocus, dtype=torch.float32, device=device).reshape(-1)
+    defocus = torch.as_tensor(defocus, dtype=torch.float32, device=device)
+    if defocus.ndim == 2:
+        n, t = defocus.shape
+        return ctf_2d(condition, defocus.reshape(-1), shape, device).reshape(n, t, int(shape[0]), int(shape[1]) // 2 + 1)
+    defocus = defocus.reshape(-1)
     return calculate_ctf_2d(
         defocus=defocus,
         astigmatism=0.0,
@@ -130,9 +137,11 @@ def dose_filter_2d(condition: ImagingCondition, shape: Sequence[int], device="cp
 def transfer_2d(condition: ImagingCondition, defocus: torch.Tensor, shape: Sequence[int], device="cpu") -> torch.Tensor:
     """The image-forming filter ``H = −CTF · MTF (· dose)``: (N, T or 1, H, W//2+1).
 
-    The minus sign makes protein dark (see the module docstring).
+    ``defocus``: (N,) µm, or (N, T) per tilt (:func:`tilt_defocus`). The minus sign makes
+    protein dark (see the module docstring).
     """
-    h = -ctf_2d(condition, defocus, shape, device)[:, None]
+    ctf = ctf_2d(condition, defocus, shape, device)
+    h = -(ctf if ctf.ndim == 4 else ctf[:, None])
     if condition.mtf:
         h = h * mtf_2d(shape, device)
     dose = dose_filter_2d(condition, shape, device)
@@ -215,6 +224,20 @@ def colour_noise_2d(noise: torch.Tensor, condition: ImagingCondition) -> torch.T
 
 #: Mixed into a subtomogram's noise seed to seed its tilt-jitter shifts (a separate stream).
 _JITTER_SALT = 0x5DEECE66D
+#: … and its distance from the tilt axis for the defocus gradient.
+_GRADIENT_SALT = 0x2545F4914F6CDD1D
+
+
+def tilt_defocus(condition: ImagingCondition, defocus: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """(N, T) per-tilt defocus (µm) of particles off the tilt axis: ``df − x·sin θ`` with ``x``
+    uniform in ±:data:`DEFOCUS_FIELD_HALF_WIDTH` Å per sample (seeded), kept ≥ 0.05 µm."""
+    x = torch.empty(len(seeds), dtype=torch.float64)
+    for i, s in enumerate(seeds):
+        g = torch.Generator().manual_seed((int(s) ^ _GRADIENT_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
+        x[i] = (torch.rand((), generator=g, dtype=torch.float64) * 2 - 1) * DEFOCUS_FIELD_HALF_WIDTH
+    sin = torch.from_numpy(np.sin(np.deg2rad(condition.tilt_angles)))
+    df = defocus.detach().cpu().double().reshape(-1, 1) - x[:, None] * sin[None] * 1e-4
+    return df.clamp_min(0.05).to(torch.float32).to(defocus.device)
 
 
 def jitter_shifts(n_tilts: int, seeds: Sequence[int], sd: float) -> torch.Tensor:
@@ -326,6 +349,8 @@ def image_volumes(
     projector: TiltProjector = get_projector((nz, nx), condition.tilt_angles, (rz, rx), None, supersample, device,
                                              condition.recon_cutoff, condition.recon_falloff)
     defocus_t = torch.as_tensor(np.asarray(defocus, dtype=np.float32), device=device).reshape(n)
+    if condition.defocus_gradient:  # (N, T): each tilt its own defocus
+        defocus_t = tilt_defocus(condition, defocus_t, list(noise_seeds))
     snr_t = torch.as_tensor(np.asarray(snr, dtype=np.float32), device=device).reshape(n, 1)
     inc = None if include is None else torch.as_tensor(np.asarray(include, dtype=bool), device=device)
     seeds = list(noise_seeds)
