@@ -87,8 +87,8 @@ def test_fit_and_apply_make_the_source_follow_the_target():
     # JSON round trip, report and plot
     again = SpectralMatch.from_dict(json.loads(json.dumps(match.to_dict())))
     np.testing.assert_allclose(apply_spectral_match(source[:4], again), out[:4], atol=1e-5)
-    report = spectrum_report(source, out, target, 10.0)
-    json.dumps(report)
+    report = spectrum_report(source, out, target, 10.0, match=match)
+    assert json.loads(json.dumps(report))["match"]["gain"] == pytest.approx(list(match.gain))
     assert report["summary"]["after"]["max_abs"] < 0.1 < report["summary"]["before"]["max_abs"]
     assert report["statistics"]["source_after"]["sd"]["mean"] == pytest.approx(1.0, abs=1e-4)
     assert set(report["statistics"]["target"]) == {"n", "mean", "sd", "skewness", "kurtosis"}

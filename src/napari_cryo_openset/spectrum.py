@@ -460,10 +460,8 @@ def apply_spectral_match(boxes, match: SpectralMatch, *, voxel_size=None, normal
     out = np.empty((n, b, b, b), dtype=np.float32)
     for a in range(0, n, _CHUNK):
         x = _chunk_tensor(boxes, a, min(n, a + _CHUNK))
-        y = torch.fft.irfftn(torch.fft.rfftn(x, dim=(-3, -2, -1)) * g, s=(b, b, b), dim=(-3, -2, -1))
-        out[a : a + x.shape[0]] = y.numpy()
-    if normalise:
-        out = normalise_subtomograms(out, "bright")
+        y = torch.fft.irfftn(torch.fft.rfftn(x, dim=(-3, -2, -1)) * g, s=(b, b, b), dim=(-3, -2, -1)).numpy()
+        out[a : a + x.shape[0]] = normalise_subtomograms(y, "bright") if normalise else y
     if single:
         out = out[0]
     return torch.from_numpy(out) if is_tensor else out
@@ -480,7 +478,8 @@ def _band_summary(dev: np.ndarray, freq: np.ndarray, nyquist: float) -> dict[str
     return {"mean_abs": float(a.mean()) if a.size else 0.0, "max_abs": float(a.max()) if a.size else 0.0}
 
 
-def spectrum_report(source_before, source_after, target, voxel_size) -> dict[str, Any]:
+def spectrum_report(source_before, source_after, target, voxel_size, *,
+                    match: SpectralMatch | None = None) -> dict[str, Any]:
     """How far a source set's spectrum is from a target's, before and after matching.
 
     Parameters
@@ -491,6 +490,8 @@ def spectrum_report(source_before, source_after, target, voxel_size) -> dict[str
         size.
     voxel_size
         Å per voxel.
+    match
+        Optional: the :class:`SpectralMatch` used, stored as ``match`` (:meth:`SpectralMatch.to_dict`).
 
     Returns
     -------
@@ -527,6 +528,7 @@ def spectrum_report(source_before, source_after, target, voxel_size) -> dict[str
         "relative_deviation": {k: [float(v) for v in d] for k, d in dev.items()},
         "summary": {"band_per_A": [0.0, REPORT_BAND * nyq], **{k: _band_summary(d, freq, nyq) for k, d in dev.items()}},
         "statistics": {k: box_statistics(b) for k, b in sets.items() if b is not None},
+        **({"match": match.to_dict()} if match is not None else {}),
     }
 
 
