@@ -12,7 +12,8 @@ Conventions
 - Boxes are (N, Z, Y, X) (or one (Z, Y, X)) cubes of B voxels, numpy or torch, any float type.
 - Shell ``s`` holds the Fourier coefficients with ``round(|k|·B) = s`` (``k`` in cycles/voxel);
   shells ``0 … B//2`` are reported, at frequencies ``s / (B · voxel_size)`` in **1/Å** up to
-  Nyquist ``1 / (2 · voxel_size)``. Corner coefficients past Nyquist take the last shell's gain.
+  Nyquist ``1 / (2 · voxel_size)``. A spectral match also fits the corner shells past Nyquist
+  (up to √3 × Nyquist): the normalisation after its filter sees every coefficient.
 - Power is ``|FFT|² / B³`` averaged over the coefficients of a shell (each coefficient of the
   full, not half, transform counts once) and over the boxes: white noise of variance σ² has
   power σ² in every shell. The periodogram uses no window (the same estimator is used to fit
@@ -336,8 +337,8 @@ def _smooth_log(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 1,
-                       max_gain: float = 10.0, iterations: int = 3, max_boxes: int = 2000) -> SpectralMatch:
-    """Fit the per-shell amplitude gain ``sqrt(P_target / P_source)`` (smoothed, bounded).
+                       max_gain: float = 10.0, iterations: int = 3, max_boxes: int = 1000) -> SpectralMatch:
+    """Fit the per-shell amplitude gain ``sqrt(P_target / P_source)`` (refined, bounded).
 
     Parameters
     ----------
@@ -357,8 +358,9 @@ def fit_spectral_match(source_boxes, target_boxes, voxel_size, *, smooth: int = 
         Refinements of the gain on the matched source set (0 = the one-step ratio). Every box
         is normalised again after the filter, which changes the mean spectrum non-linearly
         (boxes dominated by low frequencies are scaled down more); each refinement multiplies
-        the gain by ``sqrt(P_target / P_matched)`` (smoothed), at the cost of one
-        :func:`apply_spectral_match` of the source set. ``meta`` records the largest
+        the gain by ``sqrt(P_target / P_matched)`` (a fixed-point iteration that converges
+        fast: ~10× smaller deviation per step on the real HIV tomogram), at the cost of one
+        :func:`apply_spectral_match` of (up to ``max_boxes``) source boxes. ``meta`` records the largest
         |deviation| (0 < f ≤ 0.8 Nyquist) before each refinement.
     max_boxes
         The refinements use at most this many source boxes (evenly spaced), so that the fit
