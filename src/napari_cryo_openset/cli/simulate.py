@@ -15,7 +15,7 @@ from ..errors import CryoOpensetError
 from ..params import DatasetParams, ImagingCondition
 from ._args import add_options, build, finite, say
 
-_CONDITION = ("voxel_size", "cs", "voltage", "tilt_range", "tilt_step")
+_CONDITION = ("voxel_size", "cs", "voltage", "tilt_range", "tilt_step", "bfactor", "tilt_jitter")
 _DATASET = ("box", "per_class", "decoys", "empty", "seed")
 
 
@@ -42,7 +42,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     add_options(g, ImagingCondition, ("defocus",))
     g.add_argument("--defocus-range", type=finite, nargs=2, metavar=("LO", "HI"),
                    help="defocus drawn uniformly per subtomogram")
-    add_options(p, ImagingCondition, ("cs", "voltage", "tilt_range", "tilt_step"))
+    add_options(p, ImagingCondition, ("cs", "voltage", "tilt_range", "tilt_step", "bfactor", "tilt_jitter"))
     add_options(p, DatasetParams, ("seed",))
     p.add_argument("-o", "--output", required=True, metavar="SOURCE", help="output file (.npz)")
     p.set_defaults(func=cmd_simulate)

@@ -32,6 +32,10 @@ from ._spec import check_fields, param
 
 Range = tuple[float, float]
 
+#: Half-width (Å) of the field in which ``defocus_gradient`` places a subtomogram off the tilt
+#: axis: about half of a 4k detector at 1.3 Å/pixel.
+DEFOCUS_FIELD_HALF_WIDTH = 2500.0
+
 
 def _as_value_or_range(name: str, value: Any) -> float | Range:
     """Normalise a number or a (lo, hi) pair (lists from JSON become tuples)."""
@@ -56,6 +60,26 @@ def _as_value_or_range(name: str, value: Any) -> float | Range:
 
 def _bounds(value: float | Range) -> Range:
     return value if isinstance(value, tuple) else (value, value)
+
+
+def _check_noise_spectrum(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(freq, power)`` as two tuples of floats; one clear message per bad input."""
+    what = "noise_spectrum must be None or a (freq, power) pair of equally long sequences"
+    try:
+        freq, power = value
+        freq = np.asarray(freq, dtype=np.float64).ravel()
+        power = np.asarray(power, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ParameterError(f"{what}, got {value!r}") from None
+    if len(freq) != len(power) or len(freq) < 2:
+        raise ParameterError(f"{what} of at least 2 values, got {len(freq)} frequencies and {len(power)} powers")
+    if not (np.isfinite(freq).all() and np.isfinite(power).all()):
+        raise ParameterError("noise_spectrum must hold finite numbers only")
+    if freq[0] < 0 or np.any(np.diff(freq) <= 0):
+        raise ParameterError("noise_spectrum frequencies (1/Å) must be ≥ 0 and strictly increasing")
+    if np.any(power < 0) or not np.any(power > 0):
+        raise ParameterError("noise_spectrum powers must be ≥ 0 and not all zero")
+    return tuple(float(v) for v in freq), tuple(float(v) for v in power)
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,28 @@ class ImagingCondition:
     dose_per_tilt
         e⁻/Å² per tilt for dose weighting (Grant & Grigorieff 2015, dose-symmetric order from
         0°); ``None`` = no dose weighting.
+    bfactor
+        Å²: a B-factor envelope ``exp(−B·k²/4)`` (k in 1/Å) on every projection — the
+        resolution loss of radiation damage, drift and beam-induced motion that the dose filter
+        alone does not model. 0 = off (the default: no envelope).
+    noise_spectrum
+        ``None`` (white noise, the default) or ``(freq, power)``: two equally long sequences,
+        frequencies in 1/Å (increasing, ≥ 0) and the relative noise **power** at each, of the
+        noise added to every projection (2D radial; linear in between, constant past the ends).
+        The noise is shaped by it and then scaled to the variance the SNR asks for, so only its
+        shape matters. In the approximate 3D mode it shapes the 3D noise.
+    tilt_jitter
+        Pixels: residual tilt-series misalignment — every projection of every subtomogram is
+        shifted by its own Gaussian random (Y, U) offset of this standard deviation before the
+        reconstruction (full chain only; 0 = perfectly aligned, the default).
+    defocus_gradient
+        Model the defocus gradient across tilted images: a particle at distance ``x`` (Å) from
+        the tilt axis is ``x·sin θ`` closer to focus at tilt θ, so every tilt gets its own CTF.
+        Each subtomogram draws its ``x`` uniformly in ±:data:`DEFOCUS_FIELD_HALF_WIDTH` Å (a
+        typical detector field; seeded from its noise seed); the gradient *within* a box is
+        neglected (≤ 0.03 µm across 32 × 10 Å). A whole scene is one sample, so it gets one
+        ``x``, not a gradient across its field. Full chain only. False = one defocus for all
+        tilts (the default).
     recon_cutoff, recon_falloff
         Reconstruction (weighted back-projection) radial filter in cycles/pixel: the ramp up to
         ``recon_cutoff``, then a Gaussian fall-off of σ ``recon_falloff`` — IMOD's default
@@ -106,6 +152,11 @@ class ImagingCondition:
     dose_per_tilt: float | None = param(None, unit="e/Å²", help="dose per tilt for dose weighting")
     recon_cutoff: float | None = param(0.35, unit="cycles/pixel", help="reconstruction filter cut-off")
     recon_falloff: float = param(0.035, unit="cycles/pixel", help="reconstruction filter fall-off")
+    bfactor: float = param(0.0, low=0.0, unit="Å²", help="B-factor envelope exp(-B k²/4) on the projections (0 = off)")
+    tilt_jitter: float = param(0.0, low=0.0, unit="pixels", help="SD of random per-tilt alignment shifts (0 = off)")
+    defocus_gradient: bool = param(False, help="per-tilt defocus of a particle off the tilt axis (x·sin θ)")
+    noise_spectrum: tuple[tuple[float, ...], tuple[float, ...]] | None = param(
+        None, help="(freq 1/Å, relative power) of the projection noise; None = white")
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -163,6 +214,20 @@ class ImagingCondition:
             raise ParameterError(f"recon_falloff must be positive (cycles/pixel), got {self.recon_falloff!r}")
         set_(self, "recon_falloff", f)
 
+        b = _as_value_or_range("bfactor", self.bfactor)
+        if isinstance(b, tuple) or b < 0:
+            raise ParameterError(f"bfactor must be one number ≥ 0 (Å²; 0 = no envelope), got {self.bfactor!r}")
+        set_(self, "bfactor", b)
+        j = _as_value_or_range("tilt_jitter", self.tilt_jitter)
+        if isinstance(j, tuple) or j < 0:
+            raise ParameterError(f"tilt_jitter must be one number ≥ 0 (pixels; 0 = aligned), got {self.tilt_jitter!r}")
+        set_(self, "tilt_jitter", j)
+        if not isinstance(self.defocus_gradient, (bool, np.bool_)) and self.defocus_gradient not in (0, 1):
+            raise ParameterError(f"defocus_gradient must be True or False, got {self.defocus_gradient!r}")
+        set_(self, "defocus_gradient", bool(self.defocus_gradient))
+        if self.noise_spectrum is not None:
+            set_(self, "noise_spectrum", _check_noise_spectrum(self.noise_spectrum))
+
     # ---------------------------------------------------------------------------------------
 
     @property
@@ -207,7 +272,7 @@ class ImagingCondition:
         out = asdict(self)
         for k, v in out.items():
             if isinstance(v, tuple):
-                out[k] = list(v)
+                out[k] = [list(e) if isinstance(e, tuple) else e for e in v]
         return out
 
     def to_json(self) -> str:

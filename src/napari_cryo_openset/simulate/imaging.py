@@ -9,8 +9,13 @@
    ``torch-ctf`` (defocus in µm, underfocus positive; RELION sign convention, +amplitude
    contrast at zero frequency), ``MTF = sinc(|f|)`` with f in cycles/pixel, the optional dose
    filter is Grant & Grigorieff's (2015) critical-exposure curve;
-3. white Gaussian noise per projection at the requested SNR (module
-   :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection);
+   an optional B-factor envelope ``exp(−B·k²/4)`` (``condition.bfactor``, Å², k in 1/Å)
+   multiplies ``H`` too;
+3. Gaussian noise per projection at the requested SNR (module
+   :mod:`napari_cryo_openset.params.simulation`: ``SNR = var(signal)/var(noise)`` per projection):
+   white, or shaped by ``condition.noise_spectrum`` (2D radial power, 1/Å) and rescaled to the
+   same variance; with ``condition.tilt_jitter`` (pixels) every noisy projection is then shifted
+   by its own random offset (residual tilt-series misalignment);
 4. weighted back-projection (Ram-Lak ramp filter with IMOD's radial fall-off by default, Δθ
    weights) → the reconstruction, with the missing wedge of the tilt range.
 
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 
 from ..params import ImagingCondition
+from ..params.simulation import DEFOCUS_FIELD_HALF_WIDTH
 from .projector import TiltProjector, get_projector
 
 # --------------------------------------------------------------------------------------------
@@ -56,7 +62,8 @@ def delocalisation_pixels(condition: ImagingCondition) -> int:
     """Pixels of zero padding that keep the CTF's point spread from wrapping around."""
     lam = electron_wavelength(condition.voltage)
     k_max = math.sqrt(2) / (2 * condition.voxel_size)  # corner of the 2D Fourier grid, 1/Å
-    d = lam * condition.defocus_range[1] * 1e4 * k_max + 0.5 * condition.cs * 1e7 * lam**3 * k_max**3
+    df = condition.defocus_range[1] + (DEFOCUS_FIELD_HALF_WIDTH * 1e-4 if condition.defocus_gradient else 0.0)
+    d = lam * df * 1e4 * k_max + 0.5 * condition.cs * 1e7 * lam**3 * k_max**3
     return int(min(128, math.ceil(d / condition.voxel_size) + 2))
 
 
@@ -68,10 +75,15 @@ def _freq_grid(shape: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor
 
 
 def ctf_2d(condition: ImagingCondition, defocus: torch.Tensor, shape: Sequence[int], device="cpu") -> torch.Tensor:
-    """``torch-ctf`` CTF (RELION sign) on an rfft2 grid: (N, H, W//2+1) for N defocus values (µm)."""
+    """``torch-ctf`` CTF (RELION sign) on an rfft2 grid: (N, H, W//2+1) for N defocus values (µm)
+    ((N, T, H, W//2+1) for an (N, T) array of per-tilt defocus values)."""
     from torch_ctf import calculate_ctf_2d
 
-    defocus = torch.as_tensor(defocus, dtype=torch.float32, device=device).reshape(-1)
+    defocus = torch.as_tensor(defocus, dtype=torch.float32, device=device)
+    if defocus.ndim == 2:
+        n, t = defocus.shape
+        return ctf_2d(condition, defocus.reshape(-1), shape, device).reshape(n, t, int(shape[0]), int(shape[1]) // 2 + 1)
+    defocus = defocus.reshape(-1)
     return calculate_ctf_2d(
         defocus=defocus,
         astigmatism=0.0,
@@ -125,15 +137,33 @@ def dose_filter_2d(condition: ImagingCondition, shape: Sequence[int], device="cp
 def transfer_2d(condition: ImagingCondition, defocus: torch.Tensor, shape: Sequence[int], device="cpu") -> torch.Tensor:
     """The image-forming filter ``H = −CTF · MTF (· dose)``: (N, T or 1, H, W//2+1).
 
-    The minus sign makes protein dark (see the module docstring).
+    ``defocus``: (N,) µm, or (N, T) per tilt (:func:`tilt_defocus`). The minus sign makes
+    protein dark (see the module docstring).
     """
-    h = -ctf_2d(condition, defocus, shape, device)[:, None]
+    ctf = ctf_2d(condition, defocus, shape, device)
+    h = -(ctf if ctf.ndim == 4 else ctf[:, None])
     if condition.mtf:
         h = h * mtf_2d(shape, device)
     dose = dose_filter_2d(condition, shape, device)
     if dose is not None:
         h = h * dose[None]
+    env = bfactor_2d(condition, shape, device)
+    if env is not None:
+        h = h * env
     return h
+
+
+def bfactor_envelope(condition: ImagingCondition, k_per_A: torch.Tensor) -> torch.Tensor:
+    """``exp(−B·k²/4)`` at spatial frequencies ``k`` (1/Å), B = ``condition.bfactor`` (Å²)."""
+    return torch.exp(-condition.bfactor * k_per_A**2 / 4.0)
+
+
+def bfactor_2d(condition: ImagingCondition, shape: Sequence[int], device="cpu") -> torch.Tensor | None:
+    """The B-factor envelope on an rfft2 grid (H, W//2+1), or None when ``bfactor`` is 0."""
+    if not condition.bfactor:
+        return None
+    fy, fx = _freq_grid(shape, device)
+    return bfactor_envelope(condition, torch.sqrt(fy**2 + fx**2) / condition.voxel_size)
 
 
 def apply_transfer(
@@ -166,6 +196,68 @@ def window_variance(images: torch.Tensor, window: Sequence[int]) -> torch.Tensor
     oy, ou = (ny - wy) // 2, (nu - wu) // 2
     win = images[..., oy : oy + wy, ou : ou + wu].double()  # float64: independent of thread count
     return win.var(dim=(-2, -1), unbiased=False).to(images.dtype)
+
+
+def noise_amplitude(condition: ImagingCondition, k_per_A: torch.Tensor) -> torch.Tensor | None:
+    """``sqrt(power)`` of ``condition.noise_spectrum`` at frequencies ``k`` (1/Å), or None (white).
+
+    Linear interpolation of the power between the given frequencies, constant past the ends.
+    """
+    if condition.noise_spectrum is None:
+        return None
+    freq, power = (np.asarray(v, dtype=np.float64) for v in condition.noise_spectrum)
+    amp = np.interp(k_per_A.detach().cpu().numpy().astype(np.float64), freq, power)
+    return torch.as_tensor(np.sqrt(amp), dtype=torch.float32, device=k_per_A.device)
+
+
+def colour_noise_2d(noise: torch.Tensor, condition: ImagingCondition) -> torch.Tensor:
+    """Shape white (…, Y, U) noise images by ``condition.noise_spectrum`` (2D radial, periodic
+    filter), then rescale every image to unit mean square; white noise is returned as it is."""
+    shape = noise.shape[-2:]
+    fy, fx = _freq_grid(shape, noise.device)
+    amp = noise_amplitude(condition, torch.sqrt(fy**2 + fx**2) / condition.voxel_size)
+    if amp is None:
+        return noise
+    out = torch.fft.irfft2(torch.fft.rfft2(noise) * amp, s=tuple(shape))
+    return out / out.square().mean(dim=(-2, -1), keepdim=True).sqrt().clamp_min(1e-12)
+
+
+#: Mixed into a subtomogram's noise seed to seed its tilt-jitter shifts (a separate stream).
+_JITTER_SALT = 0x5DEECE66D
+#: … and its distance from the tilt axis for the defocus gradient.
+_GRADIENT_SALT = 0x2545F4914F6CDD1D
+
+
+def tilt_defocus(condition: ImagingCondition, defocus: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """(N, T) per-tilt defocus (µm) of particles off the tilt axis: ``df − x·sin θ`` with ``x``
+    uniform in ±:data:`DEFOCUS_FIELD_HALF_WIDTH` Å per sample (seeded), kept ≥ 0.05 µm."""
+    x = torch.empty(len(seeds), dtype=torch.float64)
+    for i, s in enumerate(seeds):
+        g = torch.Generator().manual_seed((int(s) ^ _GRADIENT_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
+        x[i] = (torch.rand((), generator=g, dtype=torch.float64) * 2 - 1) * DEFOCUS_FIELD_HALF_WIDTH
+    sin = torch.from_numpy(np.sin(np.deg2rad(condition.tilt_angles)))
+    df = defocus.detach().cpu().double().reshape(-1, 1) - x[:, None] * sin[None] * 1e-4
+    return df.clamp_min(0.05).to(torch.float32).to(defocus.device)
+
+
+def jitter_shifts(n_tilts: int, seeds: Sequence[int], sd: float) -> torch.Tensor:
+    """(N, T, 2) Gaussian (Y, U) shifts in pixels of SD ``sd``, one generator per sample."""
+    out = torch.empty((len(seeds), int(n_tilts), 2), dtype=torch.float32)
+    for i, s in enumerate(seeds):
+        g = torch.Generator().manual_seed((int(s) ^ _JITTER_SALT) & 0x7FFF_FFFF_FFFF_FFFF)
+        out[i] = torch.randn((int(n_tilts), 2), generator=g) * float(sd)
+    return out
+
+
+def shift_images(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Shift (N, T, Y, U) images by (N, T, 2) sub-pixel (Y, U) offsets (Fourier phase ramp,
+    periodic)."""
+    shape = images.shape[-2:]
+    fy, fx = _freq_grid(shape, images.device)
+    dy = shifts[..., 0, None, None].to(images.device)
+    du = shifts[..., 1, None, None].to(images.device)
+    phase = torch.exp(-2j * math.pi * (fy * dy + fx * du))
+    return torch.fft.irfft2(torch.fft.rfft2(images) * phase, s=tuple(shape))
 
 
 def gaussian_noise(shape: Sequence[int], seeds: Sequence[int], device="cpu") -> torch.Tensor:
@@ -257,6 +349,8 @@ def image_volumes(
     projector: TiltProjector = get_projector((nz, nx), condition.tilt_angles, (rz, rx), None, supersample, device,
                                              condition.recon_cutoff, condition.recon_falloff)
     defocus_t = torch.as_tensor(np.asarray(defocus, dtype=np.float32), device=device).reshape(n)
+    if condition.defocus_gradient:  # (N, T): each tilt its own defocus
+        defocus_t = tilt_defocus(condition, defocus_t, list(noise_seeds))
     snr_t = torch.as_tensor(np.asarray(snr, dtype=np.float32), device=device).reshape(n, 1)
     inc = None if include is None else torch.as_tensor(np.asarray(include, dtype=bool), device=device)
     seeds = list(noise_seeds)
@@ -277,7 +371,12 @@ def image_volumes(
         if context is not None:
             signal = signal + apply_transfer(raw[n + a : n + b], condition, defocus_t[a:b])
         sigma = torch.sqrt(ref_var / snr_t[a:b])  # (n_chunk, T)
-        noisy = signal + gaussian_noise(signal.shape[1:], seeds[a:b], device) * sigma[..., None, None]
+        noise = gaussian_noise(signal.shape[1:], seeds[a:b], device)
+        if condition.noise_spectrum is not None:
+            noise = colour_noise_2d(noise, condition)
+        noisy = signal + noise * sigma[..., None, None]
+        if condition.tilt_jitter:  # residual misalignment of the recorded tilts
+            noisy = shift_images(noisy, jitter_shifts(noisy.shape[1], seeds[a:b], condition.tilt_jitter))
         filtered[a:b] = projector.ramp_filter(noisy[:, :, oy : oy + ry])
         if return_tilt_series:
             keep["signal"].append(signal)
@@ -348,6 +447,8 @@ def approximate_image_volumes(
     h = -_ctf_radial(condition, defocus_t, k / condition.voxel_size)  # (N, …)
     if condition.mtf:
         h = h * torch.sinc(k)
+    if condition.bfactor:
+        h = h * bfactor_envelope(condition, k / condition.voxel_size)
     mask = wedge_mask(shape, condition.tilt_range, device).to(torch.float32)
     h = h * mask
 
@@ -367,6 +468,10 @@ def approximate_image_volumes(
     out_shape = (rz, ry, rx)
     mask_out = wedge_mask(out_shape, condition.tilt_range, device).to(torch.float32)
     noise = gaussian_noise(out_shape, noise_seeds, device)
+    if condition.noise_spectrum is not None:
+        qz, qy, qx = torch.meshgrid(torch.fft.fftfreq(rz, device=device), torch.fft.fftfreq(ry, device=device),
+                                    torch.fft.rfftfreq(rx, device=device), indexing="ij")
+        mask_out = mask_out * noise_amplitude(condition, torch.sqrt(qz**2 + qy**2 + qx**2) / condition.voxel_size)
     noise = torch.fft.irfftn(torch.fft.rfftn(noise, dim=(-3, -2, -1)) * mask_out, s=out_shape, dim=(-3, -2, -1))
     noise = noise / noise.std(dim=(-3, -2, -1), keepdim=True).clamp_min(1e-12)
     sigma = torch.sqrt(var / snr_t)
