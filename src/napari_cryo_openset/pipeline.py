@@ -226,7 +226,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     timings["condition"] = time.perf_counter() - t0
 
     # 3. simulate + train at the working voxel size
-    largest = max([params.diameter] + [float(t.diameter) for t in templates])
+    largest = max([params.picking.largest_diameter] + [float(t.diameter) for t in templates])
     model_vs, box, binning = working_geometry(tomo_vs, largest, params.box)
     if binning > 1:
         templates = [t.at_voxel_size(model_vs) for t in templates]
