@@ -143,7 +143,7 @@ def picking_params(quick: bool) -> PickingParams:
 
 def run_params(cond: Condition, setting: str, method: str, seed: int, args) -> RunParams:
     base = RunParams(picking_params(args.quick), adapt=AdaptParams(method=method), seed=100 + seed, device="cpu",
-                     threads=args.threads, fast=True, source_kind=args.source,
+                     threads=args.threads, fast=True, source_kind=args.source, match_spectrum=not args.no_match,
                      **({"per_class": 12, "epochs": 2, "iterations": 20} if args.quick else {}))
     if setting == "told":
         condition = base.source.condition.replace(defocus=cond.defocus, cs=cond.cs, tilt_range=(-cond.tilt, cond.tilt))

@@ -184,6 +184,10 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
     assert abs(lo + 60) <= 5 and abs(hi - 60) <= 5  # the scene's ±60°
     assert "run: imaging condition: tilt" in err
     assert "transfer" in report["adaptation"]["calibration"]
+    # the source boxes were matched to the target's spectrum; the diagnostic shows the gap before and after
+    spec = report["spectrum"]["summary"]
+    assert (out / "spectrum.png").is_file() and report["parameters"]["match_spectrum"]
+    assert spec["after"]["mean_abs"] < 0.1 < spec["before"]["mean_abs"] or spec["after"]["mean_abs"] < 0.5 * spec["before"]["mean_abs"]
     # the DoG picks land on the scene's particles
     from napari_cryo_openset.io.picks_io import read_picks
 

@@ -5,7 +5,9 @@ used by the ``run`` command; :func:`write_run` writes what ARCHITECTURE.md § 4.
 ``OUTDIR``: ``picks.star`` (the DoG picks, or the picks given), ``predictions.star`` (§ 4.2,
 plus the map coordinates and cluster of every pick), ``model.pt`` (the source model),
 ``adapted.pt``, ``report.json`` (parameters, per-stage timings, class counts, adaptation
-diagnostics) and ``embedding.png``; plus ``averages/`` (one MRC per class and unknown cluster:
+diagnostics, the imaging condition and where each value came from, the source/target spectra)
+and ``embedding.png``, ``spectrum.png`` (radial power spectra of the target picks and the source
+boxes before/after spectral matching); plus ``averages/`` (one MRC per class and unknown cluster:
 unaligned averages, see :mod:`.embed`). Every file is written atomically.
 
 Choices made for the user (all recorded in the report):
@@ -84,6 +86,7 @@ class RunResult:
     geometry: dict
     timings: dict
     condition: object = None  # ResolvedCondition: the condition simulated and where each value came from
+    spectrum: dict | None = None  # spectrum_report: source vs target power spectra, before/after matching
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
@@ -129,6 +132,7 @@ class RunResult:
             "open_set": {"expected_unknown_fraction": (res.calibration.get("transfer") or {}).get(
                              "expected_unknown_fraction"),
                          "called_unknown_fraction": self.unknown_fraction()},
+            "spectrum": _jsonable(self.spectrum),
             "class_counts": self.class_counts(),
             "embedding": {"method": self.embedded.embedding.method, "perplexity": self.embedded.embedding.perplexity,
                           "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
@@ -185,7 +189,9 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     from .embed import embed_picks
     from .picking import pick_particles
     from .picks import validate_picks
-    from .train import simulate_and_train, simulate_scenes_and_train
+    from .simulate.generate import generate_subtomograms
+    from .simulate.scene_source import generate_scene_source
+    from .train import train_source
 
     if not templates:
         raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
@@ -243,13 +249,19 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     data_params = params.source_params(box, model_vs, resolved.condition)
     train_params = params.train_params()
     t0 = time.perf_counter()
-    if trained is None and params.source_kind == "scenes":
-        scene = scene_source_settings(tomogram, picks, resolved.slab, binning, model_vs)
-        trained = yield from simulate_scenes_and_train(
-            templates, data_params, replace(params.picking, polarity="dark"), train_params,
-            polarity=polarity if polarity in ("dark", "bright") else "dark", **scene)
-    elif trained is None:
-        trained = yield from simulate_and_train(templates, data_params, train_params)
+    spectrum = None
+    if trained is None:
+        if params.source_kind == "scenes":
+            scene = scene_source_settings(tomogram, picks, resolved.slab, binning, model_vs)
+            data = yield from generate_scene_source(
+                templates, data_params, replace(params.picking, polarity="dark"),
+                polarity=polarity if polarity in ("dark", "bright") else "dark", **scene)
+        else:
+            t1 = time.perf_counter()
+            data = yield from generate_subtomograms(templates, data_params)
+            data.info.update(source_kind="isolated", seconds=round(time.perf_counter() - t1, 3), counts=data.counts())
+        data, spectrum = yield from match_source_spectrum(data, tomogram, picks, binning, params.match_spectrum)
+        trained = yield from train_source(data, train_params)
     timings["simulate+train"] = time.perf_counter() - t0
     model = bundle_from_training(trained)
 
@@ -269,7 +281,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
-                     condition=resolved)
+                     condition=resolved, spectrum=spectrum)
 
 
 #: Scene thickness (working voxels) at most, for a target without a slab.
@@ -299,6 +311,42 @@ def scene_source_settings(tomogram, picks: pd.DataFrame, slab, binning: int, mod
     else:
         out["shape"] = (int(min(SCENE_Z_MAX, max(16, round(shape[0] / binning)))), SCENE_XY, SCENE_XY)
     return out
+
+
+def match_source_spectrum(data, tomogram, picks: pd.DataFrame, binning: int, enabled: bool = True):
+    """Spectral matching of the simulated source boxes to the target picks (stage ``spectrum``).
+
+    The target boxes are the active picks extracted at the working box and voxel size (as for
+    adaptation); :func:`~napari_cryo_openset.spectrum.fit_spectral_match` fits a per-shell gain
+    that makes the source's radial power spectrum follow theirs and every source box is filtered
+    by it. Returns (the set, matched or not, and the diagnostic :func:`~napari_cryo_openset.spectrum.spectrum_report`
+    — before/after spectra and per-box statistics; with ``enabled`` False only the gap is reported).
+    """
+    from .extract import extract_subtomograms, normalise_subtomograms
+    from .spectrum import apply_spectral_match, fit_spectral_match, spectrum_report
+
+    yield Progress("spectrum", 0, 1, "radial power spectra of the target picks and the source boxes")
+    active = picks.loc[picks["curation"] != "rejected", ["z", "y", "x"]].to_numpy(np.float64)
+    vs = float(data.voxel_size)
+    tomo_vs = float(tomogram.voxel_size[0])
+    raw = extract_subtomograms(tomogram, active, int(data.box), voxel_size=tomogram.voxel_size,
+                               target_voxel_size=(vs,) * 3 if binning > 1 else None, normalise=False)
+    target = normalise_subtomograms(raw, "bright")  # the sign does not change a power spectrum
+    source = np.asarray(data.subtomograms, dtype=np.float32)
+    if not enabled:
+        report = spectrum_report(source, None, target, vs)
+        yield Progress("spectrum", 1, 1, "spectral matching off")
+        return data, report
+    match = fit_spectral_match(source, target, vs)
+    matched = apply_spectral_match(source, match)
+    report = spectrum_report(source, matched, target, vs, match=match)
+    data.subtomograms = matched.astype(data.subtomograms.dtype)
+    info = getattr(data, "info", None)
+    if isinstance(info, dict):
+        info["spectral_match"] = True
+    yield Progress("spectrum", 1, 1, f"source spectrum matched to {len(target)} target picks "
+                   f"(tomogram {tomo_vs:g} Å, boxes at {vs:g} Å)")
+    return data, report
 
 
 def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None):
@@ -336,6 +384,11 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     save_bundle(result.adapted, paths["adapted.pt"])
     plot_embedding(result.predictions, paths["embedding.png"],
                    title=f"{result.params.method.upper()} on {Path(result.tomogram_path).name or 'tomogram'}")
+    if result.spectrum is not None:
+        from .spectrum import plot_spectra
+
+        paths["spectrum.png"] = plot_spectra(result.spectrum, out / "spectrum.png",
+                                             title="source boxes vs target picks: radial power spectra")
     averages = out / "averages"
     averages.mkdir(exist_ok=True)
     for stale in averages.glob("average_*.mrc"):  # groups of an earlier run into the same folder

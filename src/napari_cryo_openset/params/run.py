@@ -80,6 +80,8 @@ class RunParams:
     source_kind: str = param("scenes", choices=SOURCE_KINDS, flag="--source",
                              help="scenes: simulate whole crowded tomograms and pick them as the target is picked; "
                                   "isolated: one simulated particle per box (the papers' protocol)")
+    match_spectrum: bool = param(True, help="spectral matching: filter every simulated source box so that its radial "
+                                            "power spectrum follows the target picks' (napari_cryo_openset.spectrum)")
     given: tuple[str, ...] | None = param(None, help="names of the imaging-condition fields the user gave (None: all "
                                                      "of source.condition is the user's); the others are read from "
                                                      "the tomogram where it tells (tilt range, SNR, slab)")
@@ -155,7 +157,7 @@ class RunParams:
             "method": self.method, "diameter": self.diameter, "polarity": self.polarity,
             "max_picks": self.picking.max_picks, "seed": self.seed, "device": self.device, "threads": self.threads,
             "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
-            "iterations": self.n_iterations, "source_kind": self.source_kind,
+            "iterations": self.n_iterations, "source_kind": self.source_kind, "match_spectrum": self.match_spectrum,
             "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
