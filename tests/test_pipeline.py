@@ -11,6 +11,8 @@ from napari_cryo_openset.cli import main
 from napari_cryo_openset.embed import EmbedParams
 from napari_cryo_openset.errors import CryoOpensetError, ParameterError
 from napari_cryo_openset.pipeline import OUTPUTS, RunParams, run_pipeline, working_geometry, write_run
+from napari_cryo_openset.io.tomogram import Tomogram
+from napari_cryo_openset.params import ImagingCondition
 from napari_cryo_openset.progress import run_to_completion
 
 VOXEL = 10.0
@@ -239,3 +241,26 @@ def test_pipeline_without_templates_is_refused(scene_files):
 
     with pytest.raises(CryoOpensetError, match="template"):
         run_to_completion(run_pipeline(read_tomogram(scene_files["tomo"]), [], _run_params(120)))
+
+
+def test_an_snr_the_user_did_not_give_is_calibrated_on_scenes_like_the_target():
+    """The estimator's 3-D SNR is not the simulator's projection SNR: small scenes like the target
+    (slab, tilt range, crowding) are simulated and estimated the same way until they agree."""
+    from napari_cryo_openset.pipeline import resolve_run_condition
+    from napari_cryo_openset.simulate import builtin_templates
+    from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
+
+    templates = [t for t in builtin_templates(10.0) if t.name in ("1bxn", "2cg9", "3j9i")]
+    cond = ImagingCondition(voxel_size=10.0, tilt_range=(-50.0, 50.0), snr=0.3)
+    volume, truth = make_scene(SceneParams(shape=(96, 128, 128), condition=cond, templates=tuple(templates),
+                                           n_particles=40, background=0.05, slab=(24, 72), seed=2))
+    tomo = Tomogram(volume, (10.0,) * 3)
+    params = _run_params(diameter=120, given=("voxel_size",))
+    resolved = resolve_run_condition(tomo, params, templates=templates, picks=truth)
+    assert resolved.sources["snr"] == "estimated", resolved.notes
+    assert resolved.condition.snr == pytest.approx(0.3, rel=0.35)
+    assert len(resolved.details["snr_calibration"]["rounds"]) == 2
+    # given by the user: kept
+    told = resolve_run_condition(tomo, _run_params(diameter=120, given=("voxel_size", "snr")), templates=templates,
+                                 picks=truth)
+    assert told.sources["snr"] == "given" and told.condition.snr == params.source.condition.snr

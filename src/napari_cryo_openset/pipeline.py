@@ -227,7 +227,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     # 2. the imaging condition: the user's values, the tomogram's own where the user gave none
     t0 = time.perf_counter()
     yield Progress("condition", 0, 1, "reading the imaging condition from the tomogram")
-    resolved = resolve_run_condition(tomogram, params)
+    resolved = resolve_run_condition(tomogram, params, templates=templates, picks=picks)
     yield Progress("condition", 1, 1, resolved.summary())
     timings["condition"] = time.perf_counter() - t0
 
@@ -349,9 +349,11 @@ def match_source_spectrum(data, tomogram, picks: pd.DataFrame, binning: int, ena
     return data, report
 
 
-def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None):
+def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None, templates=None, picks=None):
     """The imaging condition the run simulates (:func:`~napari_cryo_openset.estimate.condition.resolve_condition`):
-    the tomogram is estimated unless every value is the user's (``params.given`` None)."""
+    the tomogram is estimated unless every value is the user's (``params.given`` None). With the
+    run's ``templates`` and ``picks`` and no ``snr_calibrator``, an SNR the user did not give is
+    calibrated on small scenes like the target (:func:`scene_snr_calibrator`)."""
     from .estimate import estimate_volume
     from .estimate.condition import resolve_condition
 
@@ -361,7 +363,53 @@ def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None):
     except ParameterError as exc:  # a volume the estimator cannot read: say so, use the given/defaults
         resolved = resolve_condition(params.source.condition, params.given, None)
         return replace(resolved, notes=resolved.notes + (f"no estimate: {exc}",))
+    if snr_calibrator is None and templates and picks is not None and estimate.slab is not None:
+        first = resolve_condition(params.source.condition, params.given, estimate)  # tilt range etc., no SNR yet
+        snr_calibrator = scene_snr_calibrator(tomogram, first.condition, templates, picks, estimate.slab,
+                                              params.diameter, params.seed)
     return resolve_condition(params.source.condition, params.given, estimate, snr_calibrator)
+
+
+#: Edge (Y, X voxels) of the scenes that calibrate the SNR.
+SNR_SCENE_XY = 128
+
+
+def scene_snr_calibrator(tomogram, condition, templates, picks: pd.DataFrame, slab, diameter: float, seed: int = 0):
+    """``snr3d → (projection SNR, details)`` for :func:`~napari_cryo_openset.estimate.condition.resolve_condition`.
+
+    The estimator's 3-D SNR of the target's slab is not the simulator's per-projection SNR. A
+    small scene like the target — its voxel size, slab (Z edges, tomogram voxels), pick density,
+    tilt range and the run's templates, a crowding background in the slab — is simulated at a
+    trial SNR and estimated with the same estimator; :func:`~napari_cryo_openset.estimate.condition.calibrate_snr`
+    rescales the trial (two rounds, about a second each).
+    """
+    from .estimate import estimate_volume
+    from .estimate.condition import calibrate_snr
+    from .io.tomogram import Tomogram
+    from .simulate.scenes import SceneParams, make_scene
+
+    vs = float(tomogram.voxel_size[0])
+    nz, ny, nx = (int(v) for v in tomogram.shape)
+    xy = min(SNR_SCENE_XY, ny, nx)
+    n_active = int((picks["curation"] != "rejected").sum())
+    n = max(4, int(round(n_active * xy * xy / (ny * nx))))
+    z0, z1 = float(slab[0]) + 0.5, float(slab[1]) - 0.5
+    largest = max(float(t.diameter) for t in templates) / vs
+    if z1 - z0 < largest + 1:  # the scene's slab must hold the largest structure
+        mid, half = 0.5 * (z0 + z1), 0.5 * (largest + 1)
+        z0, z1 = max(0.0, mid - half), min(nz - 1.0, mid + half)
+
+    def snr3d(snr: float):
+        scene = SceneParams(shape=(nz, xy, xy), condition=condition.replace(voxel_size=vs, snr=float(snr)),
+                            templates=tuple(templates), n_particles=n, background=0.05, slab=(z0, z1),
+                            seed=int(seed) + 7)
+        volume, _ = make_scene(scene)
+        try:
+            return estimate_volume(Tomogram(volume, (vs,) * 3), diameter=diameter).snr
+        except ParameterError:
+            return None
+
+    return lambda target: calibrate_snr(target, snr3d, start=float(np.mean(condition.snr_range)))
 
 
 OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.json", "embedding.png")

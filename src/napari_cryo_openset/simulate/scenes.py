@@ -215,7 +215,12 @@ def generate_scene_truth(
         for j, c in enumerate(corner_centre):
             add_into(volume, patches[j], c - np.asarray(tpl.shape) // 2)
     if params.background > 0:
-        volume += params.background * crowding_background(params.shape, [int(rng.integers(2**62))], vs, device)[0]
+        background = crowding_background(params.shape, [int(rng.integers(2**62))], vs, device)[0]
+        if params.slab is not None:  # the crowd is in the sample, not in the ice/vacuum around it
+            z = torch.arange(params.shape[0], device=device, dtype=torch.float32)
+            inside = ((z >= params.slab[0]) & (z <= params.slab[1])).to(torch.float32)
+            background = background * inside[:, None, None]
+        volume += params.background * background
 
     yield Progress("scene", 2, total, f"imaging {len(choice)} particles ({params.mode})")
     defocus = float(cond.sample_defocus(rng))
