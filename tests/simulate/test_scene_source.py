@@ -135,3 +135,19 @@ def test_boxes_are_the_target_extraction_of_the_scene(tpl, monkeypatch):
         vol = volumes[int(data.info["box_scene"][i])]
         target = extract_subtomograms(vol, data.info["box_position"][i][None], data.box, polarity="dark")[0]
         np.testing.assert_allclose(-data.subtomograms[i].astype(np.float32), target, atol=5e-3)
+
+
+def test_a_template_the_picker_misses_is_filled_at_its_true_centres(builtin):
+    """A structure well below the picking range is rarely picked: after a few scenes its boxes are
+    cut at its particles' true centres, so the model still learns every template."""
+    tpl = builtin(("1bxn", "4v4r"), VOXEL)  # ~120 Å and ~260 Å
+    data = run_to_completion(generate_scene_source(tpl, _params(per_class=10, decoys=4, empty=4),
+                                                   PickingParams(diameter=260.0), shape=SHAPE, max_scenes=12))
+    assert data.counts()["1bxn"] == 10 and data.info["unreached"] == {}
+    assert data.info["filled_at_true_centres"].get("1bxn", 0) > 0
+    small = np.flatnonzero(data.template == "1bxn")
+    info = data.info
+    for i in small:  # each box still sits on a 1bxn particle
+        truth = info["truth"][int(info["box_scene"][i])]
+        d = np.linalg.norm(truth["centres"] - info["box_position"][i], axis=1)
+        assert truth["structure"][int(d.argmin())] == "1bxn" and d.min() <= 0.5 * truth["diameters"][int(d.argmin())]

@@ -21,8 +21,11 @@ particle) fill the quota.
 Scenes (seed ``i`` derived from ``data_params.seed``) are simulated until every known class has
 ``data_params.per_class`` boxes, ``unknown`` ``data_params.decoys`` and ``empty``
 ``data_params.empty``; surplus boxes are dropped. The template mix of the next scene leans
-towards the classes still short. A class the picker does not reach within ``max_scenes`` (or
-not at all in the first scenes) is reported in ``SimulatedSet.info['unreached']`` with its count.
+towards the classes still short. From scene :data:`FILL_AFTER` on, a class still short (one the
+picker rarely reaches: smaller than the picking range, say) is topped up with boxes at the true
+centres of its unpicked particles, offset as that scene's picks are offset from theirs — every
+template stays in the model (``info['filled_at_true_centres']`` counts them). A class still short
+after ``max_scenes`` is reported in ``SimulatedSet.info['unreached']`` with its count.
 
 Boxes are stored as every simulated set: protein dark, per box zero mean and unit variance
 (the set's ``polarity`` is ``dark``; training makes them canonical). Coordinates (Z, Y, X)
@@ -58,6 +61,9 @@ VOLUME_FRACTION = 0.06
 MAX_PARTICLES = 600
 #: A class with no box after this many scenes is given up (the picker does not pick it).
 GIVE_UP_AFTER = 10
+#: From this scene on, a class still short of its quota is topped up with boxes at the true
+#: centres of its unpicked particles (offset like the scene's picks); ``info['filled_at_true_centres']``.
+FILL_AFTER = 3
 
 
 def generate_scene_source(
@@ -164,6 +170,7 @@ def generate_scene_source(
     log: list[dict] = []
     truths: list[dict] = []
     unreached: set[int] = set()
+    filled = np.zeros(len(categories), dtype=np.int64)
     wanted = int(quota.sum())
     yield Progress("scenes", 0, wanted, f"scenes of {shape[0]}×{shape[1]}×{shape[2]} voxels at {vs:g} Å")
     rng_master = np.random.default_rng([int(data_params.seed), 0x5CE2E])
@@ -211,16 +218,44 @@ def generate_scene_source(
             per_scene = max(1, math.ceil(quota[e] / 8))
             extra_empty = _background_positions(rng, shape, slab_zz, centres, diam, empty_radius, box,
                                                 min(deficit, per_scene))
-        all_coords = np.concatenate([coords[take], extra_empty]) if take or len(extra_empty) else np.zeros((0, 3))
-        all_cat = take_cat + [e] * len(extra_empty)
+        # classes the picker rarely reaches (smaller than the picking range, say): after FILL_AFTER
+        # scenes their boxes are cut at the true centres of their unpicked particles, offset as the
+        # picks of this scene are offset from theirs — the model still learns every template
+        fill_coords, fill_cat, fill_k = [], [], []
+        if n_scene + 1 >= FILL_AFTER:
+            on_particle = [i for i, c in zip(take, take_cat) if c < len(known) + 1]  # not the empty picks
+            picked_k = {int(nearest[i]) for i in on_particle}
+            offsets = dist[on_particle] if on_particle else np.zeros(0)
+            jitter = float(np.clip(np.median(offsets) if offsets.size else 1.0, 0.5, 2.0))
+            for c in range(len(known)):
+                deficit_c = int(quota[c] - have[c] - take_cat.count(c))
+                if deficit_c <= 0:
+                    continue
+                ks = [k for k, name in enumerate(extra["structure"]) if name == known[c].name and k not in picked_k]
+                for k in ks[:deficit_c]:
+                    off = rng.normal(0.0, jitter / math.sqrt(3.0), 3)
+                    cap = 0.5 * label_radius * diam[k]  # well inside the particle, as a pick that labels it
+                    off *= min(1.0, cap / max(float(np.linalg.norm(off)), 1e-12))
+                    pos = np.clip(centres[k] + off, 0, np.asarray(shape) - 1)
+                    fill_coords.append(pos)
+                    fill_cat.append(c)
+                    fill_k.append(k)
+                    filled[c] += 1
+        fill_arr = np.asarray(fill_coords, dtype=np.float64).reshape(-1, 3)
+        all_coords = np.concatenate([coords[take], fill_arr, extra_empty])
+        all_cat = take_cat + fill_cat + [e] * len(extra_empty)
         if len(all_coords):
             raw = extract_subtomograms(volume, all_coords, box, normalise=False)
             # the target's normalisation; "bright" keeps the sign: stored protein dark as every simulated set
             norm = normalise_subtomograms(raw, "bright").astype(np.float16)
-            scores = np.concatenate([picks["score"].to_numpy(np.float64)[take], np.full(len(extra_empty), np.nan)])
+            scores = np.concatenate([picks["score"].to_numpy(np.float64)[take],
+                                     np.full(len(fill_arr) + len(extra_empty), np.nan)])
             for j, c in enumerate(all_cat):
                 picked = j < len(take)
-                k = int(nearest[take[j]]) if picked and c != e else -1
+                if picked:
+                    k = int(nearest[take[j]]) if c != e else -1
+                else:
+                    k = fill_k[j - len(take)] if j - len(take) < len(fill_k) else -1
                 kept[c].append({
                     "template": extra["structure"][k] if k >= 0 else "",
                     "rotation": extra["rotations"][k] if k >= 0 else np.eye(3),
@@ -253,7 +288,8 @@ def generate_scene_source(
         "slab": [float(slab_zz[0]), float(slab_zz[1])], "polarity_target": polarity,
         "density_per_um3": round(density, 1), "pick_density_target": pick_density,
         "label_radius": label_radius, "empty_radius": empty_radius,
-        "seconds": round(time.perf_counter() - t_start, 3), "truth": truths})
+        "seconds": round(time.perf_counter() - t_start, 3), "truth": truths,
+        "filled_at_true_centres": {categories[c]: int(filled[c]) for c in range(len(known)) if filled[c]}})
 
 
 # --------------------------------------------------------------------------------------------
