@@ -55,13 +55,14 @@ def test_one_population_is_not_split():
 def test_one_population_but_adaptation_saw_fewer_unknowns_moves_to_that_fraction():
     rng = np.random.default_rng(2)
     scores = np.exp(rng.normal(0.0, 0.2, 500))  # no separate unknown population: the mixture is not trusted
-    thr, rep = transfer_threshold(0.5, scores, "auto", adaptation_fraction=0.25)
+    assert transfer_threshold(0.5, scores, "auto", adaptation_fraction=0.25)[0] == 0.5  # auto: not this rule
+    thr, rep = transfer_threshold(0.5, scores, "adaptation", adaptation_fraction=0.25)
     assert rep["fraction_at_source"] > 0.95 and not rep["mixture"]["trusted"]
     assert np.mean(scores > thr) == pytest.approx(0.25, abs=0.01)
     assert rep["expected_unknown_fraction"] == 0.25 and "adaptation saw 25%" in rep["why"]
     # the source rule and an agreeing adaptation fraction keep τ
     assert transfer_threshold(0.5, scores, "source", adaptation_fraction=0.25)[0] == 0.5
-    assert transfer_threshold(0.5, scores, "auto", adaptation_fraction=0.9)[0] == 0.5
+    assert transfer_threshold(0.5, scores, "adaptation", adaptation_fraction=0.9)[0] == 0.5
 
 
 def _estimate(tilt=(-45.0, 47.0), snr=0.3, slab=(20.0, 60.0)):

@@ -40,3 +40,23 @@ def test_cyclic_and_dihedral_symmetry():
 def test_max_diameter_caps_the_size():
     for d in make_decoys(6, 10.0, seed=1, max_diameter=12.0):
         assert d.diameter / 10 <= 14.0
+
+
+def test_near_miss_decoys_are_close_to_a_known_structure_without_being_it():
+    from napari_cryo_openset.simulate import builtin_templates
+    from napari_cryo_openset.simulate.decoys import derived_decoys
+
+    known = builtin_templates(20.0)
+    near = derived_decoys(known, 12, seed=3)
+    assert [t.name for t in near] == [f"near_{i:03d}" for i in range(12)]
+    assert [t.name for t in derived_decoys(known, 12, seed=3)] == [t.name for t in near]
+    assert all(np.array_equal(a.density, b.density) for a, b in zip(near, derived_decoys(known, 12, seed=3)))
+    kinds = {t.source.split(":")[1] for t in near}
+    assert kinds <= {"scaled", "fragment", "chimera"} and len(kinds) >= 2
+    by_name = {t.name: t for t in known}
+    for t in near:
+        _, kind, parent = t.source.split(":")
+        ratio = t.diameter / by_name[parent].diameter
+        if kind == "scaled":  # too small or too large to be the parent
+            assert ratio < 0.9 or ratio > 1.12, (t.source, ratio)
+        assert t.density.max() > 0 and abs(t.density[t.density > 0.5].mean() - 1) < 0.6

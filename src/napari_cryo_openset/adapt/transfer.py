@@ -21,12 +21,15 @@ Rules (``AdaptParams.threshold_transfer``):
 ``mixture``  the mixture's threshold when the mixture is trusted, else the source τ.
 ``auto``     the source τ unless it calls more than :data:`EXCESS` (absolute) more of the target
              unknown than the trusted mixture expects; then the mixture's threshold. When the
-             mixture is not trusted (one population: no separate unknowns, or no separation)
-             but adaptation saw an unknown fraction (MLUDA: target features farther than the
-             margin midpoint ½(m1 + m3) from every centre) and the source τ calls more than
-             :data:`EXCESS` more than that, τ moves to the target-score quantile that calls the
-             adaptation's fraction; otherwise τ stays — and the report says that the expected
-             fraction is not known.
+             mixture is not trusted (one population: no separate unknowns, or no separation),
+             τ stays — and the report says that the expected fraction is not known.
+``adaptation`` as ``auto``, but when the mixture is not trusted and adaptation saw an unknown
+             fraction (MLUDA: target features farther than the margin midpoint ½(m1 + m3) from
+             every centre) that the source τ exceeds by more than :data:`EXCESS`, τ moves to the
+             target-score quantile that calls that fraction. **Measured to fail** on the
+             ``bench_run.py`` grid (5 of 5 cells where it fired: HOS 0.19–0.42 with the source τ,
+             0.08–0.12 with it — MLUDA's margin sees 5–12 % unknown where about a third are), so
+             it is not the default; kept for comparison.
 
 Where it fails: unknowns that look like a known class (the mixture sees one population and
 the source τ decides); a target with unknowns but a source τ far too high (few called, the
@@ -51,7 +54,7 @@ MIN_SEPARATION = 1.0
 EXCESS = 0.15
 #: Fewest target picks for a mixture.
 MIN_PICKS = 30
-TRANSFER_RULES = ("auto", "source", "mixture")
+TRANSFER_RULES = ("auto", "source", "mixture", "adaptation")
 
 
 def score_mixture(scores: np.ndarray, seed: int = 0) -> dict:
@@ -111,10 +114,10 @@ def transfer_threshold(source_threshold: float, target_scores: np.ndarray, rule:
         expected = mix["expected_unknown_fraction"]
         if rule == "mixture":
             chosen, why = mix["threshold"], "target score mixture"
-        elif rule == "auto" and at_source - expected > EXCESS:
+        elif rule in ("auto", "adaptation") and at_source - expected > EXCESS:
             chosen, why = mix["threshold"], (f"the source threshold calls {at_source:.0%} of the target unknown, the "
                                              f"target's scores expect {expected:.0%}")
-    elif rule == "auto" and adaptation_fraction is not None and s.size and math.isfinite(adaptation_fraction) \
+    elif rule == "adaptation" and adaptation_fraction is not None and s.size and math.isfinite(adaptation_fraction) \
             and at_source - adaptation_fraction > EXCESS:
         expected = float(min(max(adaptation_fraction, 0.0), 1.0))
         chosen = float(np.quantile(s, 1.0 - expected)) if expected > 0 else float(s.max())

@@ -130,7 +130,7 @@ class AdaptParams:
     # open set
     threshold_rule: str = param("auto", choices=THRESHOLD_RULES, help="calibration rule of the unknown threshold")
     threshold_quantile: float = param(0.95, low=0, high=1, low_open=True, help="quantile of the known scores")
-    threshold_transfer: str = param("auto", choices=("auto", "source", "mixture"),
+    threshold_transfer: str = param("auto", choices=("auto", "source", "mixture", "adaptation"),
                                     help="check the source threshold on the target's scores (label-free): auto moves "
                                          "it to the target's score mixture when the source threshold calls far more "
                                          "picks unknown than the mixture expects; source keeps it; mixture always "

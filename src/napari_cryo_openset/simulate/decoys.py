@@ -166,3 +166,64 @@ def make_decoys(
     rng = np.random.default_rng([int(seed), 0xDEC0])
     return [make_decoy(rng, voxel_size, f"{prefix}_{i:03d}", params=params, max_diameter=max_diameter)
             for i in range(int(n))]
+
+
+# --------------------------------------------------------------------------------------------
+# near-miss decoys derived from the known templates
+# --------------------------------------------------------------------------------------------
+
+#: Scale factors of a rescaled known template (too small / too large to be it).
+SCALE_RANGES = ((0.7, 0.85), (1.2, 1.4))
+DERIVED_KINDS = ("scaled", "fragment", "chimera")
+
+
+def _pad_to(d: np.ndarray, shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float32)
+    sl = tuple(slice((s - n) // 2, (s - n) // 2 + n) for s, n in zip(shape, d.shape))
+    out[sl] = d
+    return out
+
+
+def _half_space(shape, normal: np.ndarray, offset: float) -> np.ndarray:
+    idx = [np.arange(n, dtype=np.float32) - n // 2 for n in shape]
+    zz, yy, xx = np.meshgrid(*idx, indexing="ij")
+    return (zz * normal[0] + yy * normal[1] + xx * normal[2]) > offset
+
+
+def derived_decoy(rng: np.random.Generator, known: list[Template], name: str) -> Template:
+    """One near-miss decoy from the known templates (all at one voxel size): a known structure
+    rescaled by 0.7–0.85 or 1.2–1.4 (``scaled``), cut by a random plane through its core
+    (``fragment``, 55–80 % kept), or the halves of two different known structures joined
+    (``chimera``). Close to the known classes without being any of them: the source ``unknown``
+    class then teaches the model that *almost* a known structure is not it — real unknown
+    proteins are near-misses far more often than they are procedural blobs."""
+    from .templates import resample_density
+
+    vs = known[0].voxel_size
+    kind = DERIVED_KINDS[int(rng.integers(len(DERIVED_KINDS) if len(known) > 1 else 2))]
+    a = known[int(rng.integers(len(known)))]
+    normal = rng.normal(size=3)
+    normal /= np.linalg.norm(normal)
+    if kind == "scaled":
+        lo, hi = SCALE_RANGES[int(rng.integers(2))]
+        s = float(rng.uniform(lo, hi))
+        dens = resample_density(a.density, vs * s, vs)
+    elif kind == "fragment":
+        r = a.radius_voxels
+        dens = a.density * _half_space(a.shape, normal, float(rng.uniform(-0.5, -0.15)) * r)
+    else:
+        others = [t for t in known if t.name != a.name]
+        b = others[int(rng.integers(len(others)))]
+        shape = tuple(max(x, y) for x, y in zip(a.shape, b.shape))
+        da, db = _pad_to(a.density, shape), _pad_to(b.density, shape)
+        keep = _half_space(shape, normal, 0.0)
+        dens = np.where(keep, da, db)
+    return Template.from_density(name, np.asarray(dens, dtype=np.float32), vs, source=f"decoy:{kind}:{a.name}")
+
+
+def derived_decoys(known: list[Template], n: int, seed: int = 0, prefix: str = "near") -> list[Template]:
+    """``n`` near-miss decoys (:func:`derived_decoy`) named ``near_000 …``; seeded."""
+    if not known or n <= 0:
+        return []
+    rng = np.random.default_rng([int(seed), 0xEA2])
+    return [derived_decoy(rng, list(known), f"{prefix}_{i:03d}") for i in range(int(n))]

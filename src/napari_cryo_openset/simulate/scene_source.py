@@ -51,6 +51,9 @@ from .datasets import EMPTY_CLASS, SimulatedSet, class_names_for
 from .scenes import SceneParams, generate_scene_truth
 from .templates import Template
 
+#: Share of the decoy structures (the source ``unknown`` class) derived from the known templates
+#: (near misses: rescaled, cut, two halves joined — :func:`~.decoys.derived_decoys`).
+NEAR_MISS = 0.5
 #: Scene edge across the beam (Y, X voxels) unless ``shape`` is given.
 SCENE_XY = 256
 #: Default scene thickness (Z voxels) when neither a slab nor a shape is given: at least this.
@@ -79,6 +82,7 @@ def generate_scene_source(
     max_scenes: int = 60,
     label_radius: float = 0.5,
     empty_radius: float = 0.75,
+    near_miss: float | None = None,
     device: str | torch.device = "cpu",
 ) -> Generator[Progress, None, SimulatedSet]:
     """Simulate, pick and label crowded scenes until the quotas are met (see the module docstring).
@@ -162,7 +166,8 @@ def generate_scene_source(
     scene_picking = replace(picking, polarity="dark")
     base = SceneParams(shape=shape, condition=data_params.condition, templates=tuple(known), background=float(
         data_params.background), mode=data_params.mode, slab=slab_zz if slab is not None else None,
-                       decoy_structures=8, decoy_max_diameter=decoy_max_nm)
+                       decoy_structures=8, decoy_max_diameter=decoy_max_nm,
+                       near_miss=NEAR_MISS if near_miss is None else float(near_miss))
 
     kept: list[list[dict]] = [[] for _ in categories]
     boxes: list[list[np.ndarray]] = [[] for _ in categories]

@@ -28,7 +28,7 @@ from ..errors import ParameterError
 from ..picks import UNKNOWN_CLASS, make_picks
 from ..progress import Progress, run_to_completion
 from ..params import ImagingCondition
-from .decoys import make_decoys
+from .decoys import derived_decoys, make_decoys
 from .generate import crowding_background
 from .imaging import approximate_image_volumes, image_volumes
 from .placement import add_into, random_rotations, rotate_into_boxes
@@ -71,6 +71,9 @@ class SceneParams:
         Distinct decoy structures (at most; fewer when fewer decoys are placed).
     decoy_max_diameter
         Largest decoy, nm.
+    near_miss
+        Fraction of the decoy structures derived from the known templates (rescaled, cut, or two
+        halves joined: :func:`~.decoys.derived_decoys`); the rest are procedural.
     """
 
     shape: tuple[int, int, int] = (128, 256, 256)
@@ -87,6 +90,7 @@ class SceneParams:
     weights: tuple[float, ...] | None = None
     decoy_structures: int = 8
     decoy_max_diameter: float = 30.0
+    near_miss: float = 0.0
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.shape)
@@ -116,6 +120,8 @@ class SceneParams:
             if not w or min(w) < 0 or not sum(w) > 0 or not all(np.isfinite(w)):
                 raise ParameterError(f"weights must be finite, ≥ 0 and not all zero, got {self.weights!r}")
             object.__setattr__(self, "weights", w)
+        if not 0.0 <= float(self.near_miss) <= 1.0:
+            raise ParameterError(f"near_miss must be in [0, 1], got {self.near_miss!r}")
         if int(self.decoy_structures) < 1 or not float(self.decoy_max_diameter) > 0:
             raise ParameterError("decoy_structures must be ≥ 1 and decoy_max_diameter > 0 nm")
 
@@ -187,8 +193,11 @@ def generate_scene_truth(
     rng = np.random.default_rng([int(params.seed), 0x5CE4E])
     n = int(params.n_particles)
     n_unknown = int(round(n * params.unknown_fraction))
-    decoys = (make_decoys(max(1, min(int(params.decoy_structures), n_unknown)), vs, params.seed,
-                          max_diameter=float(params.decoy_max_diameter)) if n_unknown else [])
+    n_struct = max(1, min(int(params.decoy_structures), n_unknown))
+    n_near = int(round(n_struct * float(params.near_miss))) if n_unknown else 0
+    decoys = (make_decoys(n_struct - n_near, vs, params.seed, max_diameter=float(params.decoy_max_diameter))
+              if n_unknown and n_struct > n_near else [])
+    decoys += derived_decoys(known, n_near, params.seed)
     pool = known + decoys
     if params.weights is None:
         known_choice = rng.integers(len(known), size=n - n_unknown)
