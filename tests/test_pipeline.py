@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -264,3 +265,18 @@ def test_an_snr_the_user_did_not_give_is_calibrated_on_scenes_like_the_target():
     told = resolve_run_condition(tomo, _run_params(diameter=120, given=("voxel_size", "snr")), templates=templates,
                                  picks=truth)
     assert told.sources["snr"] == "given" and told.condition.snr == params.source.condition.snr
+
+
+def test_a_slab_thinner_than_the_largest_template_is_reported_not_fatal():
+    from napari_cryo_openset.estimate.condition import ResolvedCondition
+    from napari_cryo_openset.pipeline import with_slab_note
+    from napari_cryo_openset.simulate import builtin_templates
+
+    templates = builtin_templates(10.0)
+    big = max(templates, key=lambda t: t.diameter)
+    base = ResolvedCondition(condition=ImagingCondition(voxel_size=10.0), sources={}, slab=(40.0, 50.0))
+    noted = with_slab_note(base, templates, 10.0, float(big.diameter))
+    assert len(noted.notes) == 1 and "thinner than the largest structure" in noted.notes[0]
+    assert big.name in noted.notes[0] and "100 Å" in noted.notes[0]
+    thick = replace(base, slab=(0.0, 100.0))
+    assert with_slab_note(thick, templates, 10.0, float(big.diameter)).notes == ()

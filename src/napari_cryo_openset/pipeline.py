@@ -18,14 +18,17 @@ Choices made for the user (all recorded in the report):
   tomogram (model voxel size = bin × tomogram voxel size); extraction resamples the picks'
   boxes to it. The imaging condition of the simulation takes the working voxel size; defocus,
   Cs, voltage, tilt range/step and SNR are the user's (defaults as ``simulate``).
-- **Source set and crowding.** :meth:`~napari_cryo_openset.params.RunParams.source_params`:
-  ``per_class`` boxes per template plus as many procedural decoys and half as many empty boxes.
-  ``source_kind='scenes'`` (default): whole crowded tomograms at the target's condition, slab and
-  pick density (:func:`scene_source_settings`), picked with the target's picking parameters and
-  boxed as the target (:mod:`napari_cryo_openset.simulate.scene_source`). ``'isolated'``: one
-  particle per box, crowded by neighbours, background and centre offsets
-  (:mod:`napari_cryo_openset.simulate.generate`); set the crowding of ``RunParams.source`` to 0
-  for isolated particles. ``benchmarks/bench_run.py`` measures what they do on the sample scene.
+- **Source set.** :meth:`~napari_cryo_openset.params.RunParams.source_params`: ``per_class``
+  boxes per template plus as many decoys (procedural and near misses of the templates: the source
+  ``unknown`` class) and half as many empty boxes. ``source_kind="scenes"`` (default) simulates
+  whole crowded tomograms like the target (its slab and pick density, :func:`scene_source_settings`)
+  and picks them with the target's picker (:mod:`.simulate.scene_source`); ``"isolated"`` one
+  particle per box with neighbours and background (the papers' protocol). Every box is then
+  spectrally matched to the target picks (:func:`match_source_spectrum`).
+- **Imaging condition.** What the user did not give is read from the tomogram (tilt range, slab;
+  the SNR calibrated on small scenes like it, :func:`scene_snr_calibrator`), see
+  :func:`resolve_run_condition`; ``benchmarks/bench_run.py`` measures the whole run on crowded
+  scenes far from the defaults.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
   used to extract the boxes for adaptation and prediction.
 """
@@ -238,14 +241,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
                 "largest_structure_A": largest, "tomogram_shape": list(map(int, tomogram.shape))}
-    if resolved.slab is not None:
-        thickness = (resolved.slab[1] - resolved.slab[0]) * tomo_vs
-        if thickness < largest:
-            big = ", ".join(t.name for t in templates if float(t.diameter) > thickness) or f"{largest:.0f} Å"
-            resolved = replace(resolved, notes=resolved.notes + (
-                f"the slab read from the tomogram ({thickness:.0f} Å) is thinner than the largest structure ({big}): "
-                "such particles cannot lie whole in it; the simulated scenes use a slab that holds them — check the "
-                "templates, or give the slab",))
+    resolved = with_slab_note(resolved, templates, tomo_vs, largest)
     data_params = params.source_params(box, model_vs, resolved.condition)
     train_params = params.train_params()
     t0 = time.perf_counter()
@@ -282,6 +278,20 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
                      condition=resolved, spectrum=spectrum)
+
+
+def with_slab_note(resolved, templates, tomogram_voxel_size: float, largest: float):
+    """``resolved`` with a note when its slab is thinner than the largest structure (Å)."""
+    if resolved.slab is None:
+        return resolved
+    thickness = (resolved.slab[1] - resolved.slab[0]) * tomogram_voxel_size
+    if thickness >= largest:
+        return resolved
+    big = ", ".join(t.name for t in templates if float(t.diameter) > thickness) or f"{largest:.0f} Å"
+    return replace(resolved, notes=resolved.notes + (
+        f"the slab read from the tomogram ({thickness:.0f} Å) is thinner than the largest structure ({big}): "
+        "such particles cannot lie whole in it; the simulated scenes use a slab that holds them — check the "
+        "templates, or give the slab",))
 
 
 #: Scene thickness (working voxels) at most, for a target without a slab.

@@ -36,7 +36,10 @@ def test_simulate_builtin_writes_a_labelled_source(parser, tmp_path, capsys):
     assert len(d) == 6 * 2 + 3 + 1 and d.box == 16 and d.voxel_size == 12.0 and d.seed == 4
     assert d.condition.tilt_range == (-50.0, 50.0) and d.condition.n_tilts == 21
     assert d.condition.snr == (0.05, 0.5) and d.condition.defocus == (3.0, 6.0)
-    assert "wrote" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wrote" in err
+    # a 16-voxel box at 12 Å (192 Å) cannot hold the ribosome and the other large ones: said once, nothing lost
+    assert "warning: " in err and "4v4r" in err and "cut by the box" in err and err.count("warning") == 1
 
 
 def test_simulate_from_a_template_file(parser, tmp_path):
