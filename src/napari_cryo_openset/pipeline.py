@@ -192,9 +192,8 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     from .embed import embed_picks
     from .picking import pick_particles
     from .picks import validate_picks
-    from .simulate.generate import generate_subtomograms
     from .simulate.scene_source import generate_scene_source
-    from .train import train_source
+    from .train import simulate_isolated, train_source
 
     if not templates:
         raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
@@ -253,9 +252,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
                 templates, data_params, replace(params.picking, polarity="dark"),
                 polarity=polarity if polarity in ("dark", "bright") else "dark", **scene)
         else:
-            t1 = time.perf_counter()
-            data = yield from generate_subtomograms(templates, data_params)
-            data.info.update(source_kind="isolated", seconds=round(time.perf_counter() - t1, 3), counts=data.counts())
+            data = yield from simulate_isolated(templates, data_params)
         data, spectrum = yield from match_source_spectrum(data, tomogram, picks, binning, params.match_spectrum)
         trained = yield from train_source(data, train_params)
     timings["simulate+train"] = time.perf_counter() - t0

@@ -301,12 +301,18 @@ def simulate_and_train(templates, dataset_params, params: TrainParams | None = N
     ``dataset_params``: :class:`~napari_cryo_openset.simulate.DatasetParams`. The simulation
     runs on ``device`` (the simulator is fast on CPU); training uses ``params.device``.
     """
+    data = yield from simulate_isolated(templates, dataset_params, device)
+    return (yield from train_source(data, params))
+
+
+def simulate_isolated(templates, dataset_params, device: str | torch.device = "cpu"):
+    """The isolated-box source set (stage ``simulate``), its ``info`` saying how it was made."""
     from .simulate.generate import generate_subtomograms
 
     t0 = time.perf_counter()
     data = yield from generate_subtomograms(templates, dataset_params, device)
     data.info.update(source_kind="isolated", seconds=round(time.perf_counter() - t0, 3), counts=data.counts())
-    return (yield from train_source(data, params))
+    return data
 
 
 def simulate_scenes_and_train(templates, dataset_params, picking, params: TrainParams | None = None, *,
