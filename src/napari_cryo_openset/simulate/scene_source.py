@@ -46,7 +46,7 @@ from ..errors import ParameterError
 from ..extract import extract_subtomograms, normalise_subtomograms
 from ..params import DatasetParams, PickingParams
 from ..picks import UNKNOWN_CLASS
-from ..progress import Progress
+from ..progress import Progress, run_to_completion
 from .datasets import EMPTY_CLASS, SimulatedSet, class_names_for
 from .scenes import SceneParams, generate_scene_truth
 from .templates import Template
@@ -196,9 +196,9 @@ def generate_scene_source(
             frac = 0.0
         sp = replace(base, n_particles=n_particles, unknown_fraction=frac, weights=tuple(weights), seed=seed)
         t0 = time.perf_counter()
-        volume, truth, extra = yield from _quiet(generate_scene_truth(sp, device))
+        volume, truth, extra = run_to_completion(generate_scene_truth(sp, device))
         t_sim = time.perf_counter() - t0
-        res = yield from _quiet(pick_particles(volume, vs, _scene_max_picks(scene_picking, len(truth))))
+        res = run_to_completion(pick_particles(volume, vs, _scene_max_picks(scene_picking, len(truth))))
         picks = res.select(max_picks=_scene_max_picks(scene_picking, len(truth)).max_picks)
         coords = picks[["z", "y", "x"]].to_numpy(np.float64)
         centres = truth[["z", "y", "x"]].to_numpy(np.float64)
@@ -300,17 +300,6 @@ def generate_scene_source(
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _quiet(gen):
-    """Run a job generator to its return value without passing its progress on (still cancellable
-    between scenes by the caller)."""
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
-    yield  # pragma: no cover  (makes this a generator for ``yield from``)
 
 
 def _scene_geometry(shape, slab, box: int, largest: float) -> tuple[tuple[int, int, int], tuple[float, float]]:
