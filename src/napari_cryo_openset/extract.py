@@ -21,7 +21,8 @@ Conventions (ARCHITECTURE.md § 3)
   and unit variance per box. Simulation and real data both go through it.
 
 Memory-mapped tomograms are read box by box (a sub-block each), never whole; pages read are
-dropped from the process as it goes.
+dropped from the process as it goes. :class:`SubtomogramSet` cuts the boxes of many picks on
+demand, batch by batch, so memory is bounded by a batch and not by the number of picks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .errors import ParameterError
 from .picking.dog import release_pages
 from .picking.polarity import CANONICAL_POLARITY, polarity_sign
 
-__all__ = ["CANONICAL_POLARITY", "extract_subtomograms", "normalise_subtomograms"]
+__all__ = ["CANONICAL_POLARITY", "SubtomogramSet", "extract_subtomograms", "normalise_subtomograms"]
 
 #: Boxes read between two releases of memory-mapped pages.
 _RELEASE_EVERY = 256
@@ -98,7 +99,10 @@ def extract_subtomograms(
     polarity: str = "dark",
     normalise: bool = True,
 ) -> np.ndarray:
-    """Cut cubic boxes centred on picks; float32 (N, box, box, box).
+    """Cut cubic boxes centred on picks; float32 (N, box, box, box), all at once.
+
+    Holds every box in memory (N × box³ × 4 bytes): for many picks use
+    :class:`SubtomogramSet` (the same boxes, cut on demand, in batches) instead.
 
     Parameters
     ----------
@@ -121,20 +125,106 @@ def extract_subtomograms(
         True: return :func:`normalise_subtomograms` of the boxes (canonical polarity, zero
         mean, unit variance). False: raw voxel values (polarity ignored).
     """
-    if hasattr(volume, "data") and hasattr(volume, "voxel_size") and not isinstance(volume, np.ndarray):
-        voxel_size = volume.voxel_size if voxel_size is None else voxel_size
-        volume = volume.data
-    if not hasattr(volume, "shape"):
-        volume = np.asarray(volume)
-    if volume.ndim != 3 or min(volume.shape) < 1:
-        raise ParameterError(f"extraction needs a 3-D (Z, Y, X) tomogram, got shape {tuple(volume.shape)}")
-    if isinstance(box, bool) or not float(box).is_integer() or int(box) < 1:
-        raise ParameterError(f"box must be a whole number of voxels ≥ 1, got {box!r}")
-    box = int(box)
-    if normalise:
-        polarity_sign(polarity)  # validate early
-    coords = _coords(coords_zyx)
-    shape = np.asarray(volume.shape)
+    boxes = SubtomogramSet(volume, coords_zyx, box, voxel_size=voxel_size, target_voxel_size=target_voxel_size,
+                           polarity=polarity, normalise=normalise)
+    return boxes.read_all()
+
+
+class SubtomogramSet:
+    """The boxes at a set of picks, cut on demand: a lazy float32 array (N, box, box, box).
+
+    Same parameters and boxes as :func:`extract_subtomograms`, validated once here; nothing is
+    extracted until asked. :meth:`take` cuts the boxes of some rows (Z, Y, X voxels of the
+    tomogram, read sub-block by sub-block from the memory map) and :meth:`batches` walks all
+    rows in order, so memory is bounded by one batch (``batch × box³ × 4`` bytes), not by the
+    number of picks. A box depends only on its own pick: any batching gives the same boxes.
+    """
+
+    def __init__(self, volume, coords_zyx, box: int, *, voxel_size=None, target_voxel_size=None,
+                 polarity: str = "dark", normalise: bool = True) -> None:
+        if hasattr(volume, "data") and hasattr(volume, "voxel_size") and not isinstance(volume, np.ndarray):
+            voxel_size = volume.voxel_size if voxel_size is None else voxel_size
+            volume = volume.data
+        if not hasattr(volume, "shape"):
+            volume = np.asarray(volume)
+        if volume.ndim != 3 or min(volume.shape) < 1:
+            raise ParameterError(f"extraction needs a 3-D (Z, Y, X) tomogram, got shape {tuple(volume.shape)}")
+        if isinstance(box, bool) or not float(box).is_integer() or int(box) < 1:
+            raise ParameterError(f"box must be a whole number of voxels ≥ 1, got {box!r}")
+        if normalise:
+            polarity_sign(polarity)  # validate early
+        coords = _coords(coords_zyx)
+        _check_inside(coords, np.asarray(volume.shape))
+        self.volume, self.coords, self.box = volume, coords, int(box)
+        self.polarity, self.normalise = polarity, bool(normalise)
+        self.voxel_size, self.target_voxel_size = voxel_size, target_voxel_size
+        self.scale = _scale(voxel_size, target_voxel_size)
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N, box, box, box)."""
+        return (len(self.coords), self.box, self.box, self.box)
+
+    @property
+    def box_bytes(self) -> int:
+        """Bytes of one float32 box."""
+        return 4 * self.box**3
+
+    def _copy(self, **changes) -> SubtomogramSet:
+        out = object.__new__(SubtomogramSet)
+        out.__dict__.update(self.__dict__, **changes)
+        return out
+
+    def subset(self, rows) -> SubtomogramSet:
+        """The set of the picks ``rows`` (indices into this set, in that order); nothing is cut."""
+        return self._copy(coords=self.coords[np.asarray(rows, dtype=np.int64)])
+
+    def normalised(self, polarity: str) -> SubtomogramSet:
+        """The same picks, cut as canonical boxes (:func:`normalise_subtomograms` with ``polarity``)."""
+        polarity_sign(polarity)
+        return self._copy(normalise=True, polarity=polarity)
+
+    def take(self, rows) -> np.ndarray:
+        """float32 boxes (len(rows), box, box, box) of the picks ``rows``, in that order.
+
+        Boxes are cut in Z order (neighbouring boxes share pages of the memory map) and the
+        mapped pages are released every :data:`_RELEASE_EVERY` boxes and at the end.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        b = self.box
+        out = np.empty((len(rows), b, b, b), dtype=np.float32)
+        coords = self.coords[rows]
+        order = np.argsort(coords[:, 0], kind="stable")  # Z order: neighbouring boxes share pages
+        for n, i in enumerate(order):
+            if self.scale is None:
+                out[i] = _box_nearest(self.volume, coords[i], b)
+            else:
+                out[i] = _box_resampled(self.volume, coords[i], b, self.scale)
+            if (n + 1) % _RELEASE_EVERY == 0:
+                release_pages(self.volume)
+        release_pages(self.volume)
+        return normalise_subtomograms(out, self.polarity) if self.normalise else out
+
+    def read_all(self, batch_size: int = 256) -> np.ndarray:
+        """Every box, (N, box, box, box) float32, filled batch by batch (no second full-size copy)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        for start, boxes in self.batches(batch_size):
+            out[start:start + len(boxes)] = boxes
+        return out
+
+    def batches(self, batch_size: int):
+        """Yield ``(start, boxes)`` for rows ``start … start + len(boxes) − 1``, at most ``batch_size`` each."""
+        batch_size = int(batch_size)
+        if batch_size < 1:
+            raise ParameterError(f"batch size must be ≥ 1, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            yield start, self.take(np.arange(start, min(start + batch_size, len(self))))
+
+
+def _check_inside(coords: np.ndarray, shape: np.ndarray) -> None:
     outside = np.any((coords < -0.5) | (coords > shape - 0.5), axis=1)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
@@ -143,18 +233,6 @@ def extract_subtomograms(
             f"(Z, Y, X voxels); first: pick {i} at {tuple(round(float(v), 2) for v in coords[i])}. Are the "
             "picks in voxels of this tomogram?"
         )
-    scale = _scale(voxel_size, target_voxel_size)
-    out = np.empty((len(coords), box, box, box), dtype=np.float32)
-    order = np.argsort(coords[:, 0], kind="stable")  # Z order: neighbouring boxes share pages
-    for n, i in enumerate(order):
-        if scale is None:
-            out[i] = _box_nearest(volume, coords[i], box)
-        else:
-            out[i] = _box_resampled(volume, coords[i], box, scale)
-        if (n + 1) % _RELEASE_EVERY == 0:
-            release_pages(volume)
-    release_pages(volume)
-    return normalise_subtomograms(out, polarity) if normalise else out
 
 
 def _coords(coords_zyx) -> np.ndarray:
