@@ -36,7 +36,8 @@ import torch
 from .checkpoint import ModelBundle, check_compatible
 from .device import choose_device, describe, set_cpu_threads
 from .errors import ParameterError, PicksError
-from .extract import extract_subtomograms, normalise_subtomograms
+from .boxes import PickBoxes, iter_batches
+from .extract import SubtomogramSet
 from .models import to_device
 from .params import PredictParams
 from .picks import UNKNOWN_CLASS, class_counts, validate_picks
@@ -134,19 +135,57 @@ def classify_boxes(bundle: ModelBundle, boxes: np.ndarray | torch.Tensor, device
     return score_outputs(bundle, logits, feats, threshold)
 
 
-def guess_polarity_at_picks(raw_boxes: np.ndarray) -> tuple[str, float]:
+def guess_polarity_at_picks(raw_boxes) -> tuple[str, float]:
     """``dark``/``bright`` from raw boxes on particles: is the centre darker than the rim?
 
-    Returns the guess and the contrast (centre − rim mean, in units of the boxes' SD).
+    ``raw_boxes``: (N, B, B, B) raw voxel values (Z, Y, X), or an iterable of such batches
+    (the statistics are accumulated batch by batch). Returns the guess and the contrast
+    (centre − rim mean, averaged over the boxes, in units of the SD of all their voxels).
     """
-    b = raw_boxes.shape[-1]
-    zz, yy, xx = np.mgrid[:b, :b, :b] - b // 2
-    r = np.sqrt(zz**2 + yy**2 + xx**2)
-    centre, rim = r <= b / 6, r >= b / 2.6
-    x = raw_boxes.reshape(len(raw_boxes), -1).astype(np.float64)
-    sd = x.std() or 1.0
-    contrast = float((x[:, centre.ravel()].mean(1) - x[:, rim.ravel()].mean(1)).mean() / sd)
-    return ("bright" if contrast > 0 else "dark"), contrast
+    if isinstance(raw_boxes, np.ndarray) or hasattr(raw_boxes, "shape"):
+        raw_boxes = [raw_boxes]
+    stats = _PolarityStats()
+    for batch in raw_boxes:
+        stats.add(np.asarray(batch))
+    return stats.guess()
+
+
+class _PolarityStats:
+    """Running sums for :func:`guess_polarity_at_picks` (float64)."""
+
+    def __init__(self) -> None:
+        self.n_boxes = 0
+        self.diff = self.total = self.squares = 0.0
+        self.n_voxels = 0
+        self.masks: tuple[np.ndarray, np.ndarray] | None = None
+
+    def add(self, boxes: np.ndarray) -> None:
+        if not len(boxes):
+            return
+        b = boxes.shape[-1]
+        if self.masks is None:
+            zz, yy, xx = np.mgrid[:b, :b, :b] - b // 2
+            r = np.sqrt(zz**2 + yy**2 + xx**2).ravel()
+            self.masks = (r <= b / 6, r >= b / 2.6)
+        centre, rim = self.masks
+        x = boxes.reshape(len(boxes), -1).astype(np.float64)
+        self.diff += float((x[:, centre].mean(1) - x[:, rim].mean(1)).sum())
+        self.total += float(x.sum())
+        self.squares += float(np.square(x).sum())
+        self.n_boxes += len(x)
+        self.n_voxels += x.size
+
+    def guess(self) -> tuple[str, float]:
+        if not self.n_boxes:
+            return "dark", 0.0
+        mean = self.total / self.n_voxels
+        sd = float(np.sqrt(max(self.squares / self.n_voxels - mean * mean, 0.0))) or 1.0
+        contrast = float(self.diff / self.n_boxes / sd)
+        return ("bright" if contrast > 0 else "dark"), contrast
+
+
+#: ``polarity='auto'`` is guessed from at most this many picks (evenly spaced in the table).
+MAX_POLARITY_PICKS = 20_000
 
 
 def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: PredictParams | None = None,
@@ -155,6 +194,9 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
 
     Yields :class:`Progress` per batch; returns a :class:`PredictionResult` whose ``picks`` is a
     copy of ``picks`` with the prediction columns filled (rejected picks: empty class, NaN).
+    Boxes are cut, classified and dropped batch by batch (``params.batch_size`` boxes of
+    ``bundle.box_size``³ at a time): memory grows with the picks only by the per-pick outputs
+    (class probabilities and a ``d``-wide float32 feature vector per pick).
     """
     params = params or PredictParams()
     t0 = time.perf_counter()
@@ -166,43 +208,91 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
     set_cpu_threads(params.threads)
     n_active = int(active_mask.sum())
     yield Progress("extract", 0, n_active, f"{n_active} boxes of {bundle.box_size}³")
-    boxes, polarity, resample = extract_pick_boxes(bundle, tomogram, picks.loc[active_mask], params.polarity,
-                                                   params.allow_resampling)
+    boxes, polarity, resample = pick_boxes(bundle, tomogram, picks.loc[active_mask], params.polarity,
+                                           params.allow_resampling)
     yield Progress("extract", n_active, n_active, f"polarity {polarity}")
     model = to_device(bundle.model, device)
-    logits, feats = [], []
     n = len(boxes)
+    outputs = PredictionBuffer(n)
     try:
-        for s in range(0, n, params.batch_size):
-            z, h = infer(model, boxes[s:s + params.batch_size], device, batch_size=params.batch_size)
-            logits.append(z)
-            feats.append(h)
-            done = min(s + params.batch_size, n)
+        for start, xb in iter_batches(boxes, params.batch_size):
+            z, h = infer(model, xb, device, batch_size=params.batch_size)
+            outputs.put(start, score_outputs(bundle, z, h, params.threshold))
+            done = start + len(xb)
             yield Progress("predict", done, n, f"{done}/{n} picks on {describe(device)}")
     finally:
         bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    pred = score_outputs(bundle, torch.cat(logits), torch.cat(feats), params.threshold)
+    pred = outputs.result()
     out = fill_predictions(picks, active_mask, pred)
     return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts=class_counts(pred.class_name),
                             seconds=time.perf_counter() - t0, features=pred.features,
                             active_index=np.flatnonzero(active_mask))
 
 
-def extract_pick_boxes(bundle: ModelBundle, tomogram, picks: pd.DataFrame, polarity: str = "dark",
-                       allow_resampling: bool = True) -> tuple[torch.Tensor, str, bool]:
-    """Canonical boxes (N, B, B, B) at ``picks`` for ``bundle``'s box and voxel size.
+class PredictionBuffer:
+    """:class:`Predictions` of N boxes filled batch by batch (no list of batches to concatenate)."""
 
-    Returns (boxes, polarity used — ``auto`` resolved at the picks —, resampled?).
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+        self.parts: Predictions | None = None
+        self.threshold = None
+
+    def put(self, start: int, pred: Predictions) -> None:
+        """Store the predictions of rows ``start … start + len(pred) − 1``."""
+        if self.parts is None:
+            self.parts = Predictions(
+                class_name=np.empty(self.n, dtype=object), confidence=np.empty(self.n, dtype=np.float64),
+                unknown_score=np.empty(self.n, dtype=np.float64), is_unknown=np.empty(self.n, dtype=bool),
+                probabilities=np.empty((self.n, pred.probabilities.shape[1]), dtype=np.float32),
+                features=np.empty((self.n, pred.features.shape[1]), dtype=np.float32))
+        rows = slice(start, start + len(pred.class_name))
+        for name in ("class_name", "confidence", "unknown_score", "is_unknown", "probabilities", "features"):
+            getattr(self.parts, name)[rows] = getattr(pred, name)
+        self.threshold = pred.threshold
+
+    def result(self) -> Predictions:
+        if self.parts is None:
+            raise ValueError("no predictions were stored")  # internal misuse: n == 0 is refused earlier
+        self.parts.threshold = self.threshold
+        return self.parts
+
+
+def pick_boxes(bundle: ModelBundle, tomogram, picks: pd.DataFrame, polarity: str = "dark",
+               allow_resampling: bool = True) -> tuple[PickBoxes, str, bool]:
+    """Canonical boxes at ``picks`` for ``bundle``'s box and voxel size, cut on demand.
+
+    Returns (a lazy ``(N, 1, B, B, B)`` :class:`~napari_cryo_openset.boxes.PickBoxes`, the
+    polarity used — ``auto`` resolved on at most :data:`MAX_POLARITY_PICKS` of the picks —,
+    resampled?).
     """
     voxel_size = getattr(tomogram, "voxel_size", None)
     resample = check_compatible(bundle, voxel_size=voxel_size, allow_resampling=allow_resampling,
                                 source=f"tomogram '{getattr(tomogram, 'path', 'tomogram')}'")
     coords = picks[["z", "y", "x"]].to_numpy(np.float64)
-    raw = extract_subtomograms(tomogram, coords, bundle.box_size, voxel_size=voxel_size,
-                               target_voxel_size=bundle.voxel_size if resample else None, normalise=False)
+    raw = SubtomogramSet(tomogram, coords, bundle.box_size, voxel_size=voxel_size,
+                         target_voxel_size=bundle.voxel_size if resample else None, normalise=False)
     if polarity == "auto":
-        polarity, _ = guess_polarity_at_picks(raw)
-    return torch.from_numpy(normalise_subtomograms(raw, polarity)), polarity, resample
+        polarity = _guess_polarity(raw)
+    return PickBoxes(raw.normalised(polarity)), polarity, resample
+
+
+def _guess_polarity(raw: SubtomogramSet, batch_size: int = 256) -> str:
+    rows = np.arange(len(raw))
+    if len(rows) > MAX_POLARITY_PICKS:
+        rows = np.unique(np.linspace(0, len(rows) - 1, MAX_POLARITY_PICKS).round().astype(np.int64))
+    subset = raw.subset(rows)
+    guess, _ = guess_polarity_at_picks(boxes for _, boxes in subset.batches(batch_size))
+    return guess
+
+
+def extract_pick_boxes(bundle: ModelBundle, tomogram, picks: pd.DataFrame, polarity: str = "dark",
+                       allow_resampling: bool = True) -> tuple[torch.Tensor, str, bool]:
+    """Canonical boxes (N, B, B, B) at ``picks``, all in memory (see :func:`pick_boxes` for many picks).
+
+    Returns (boxes, polarity used — ``auto`` resolved at the picks —, resampled?).
+    """
+    boxes, polarity, resample = pick_boxes(bundle, tomogram, picks, polarity, allow_resampling)
+    return boxes.materialise()[:, 0], polarity, resample
 
 
 def fill_predictions(picks: pd.DataFrame, active_mask: np.ndarray, pred: Predictions) -> pd.DataFrame:
