@@ -152,8 +152,12 @@ class AdaRounds(Rounds):
 
 
 def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-              ) -> Generator[Progress, None, AdaptResult]:
-    """Adapt ``bundle``'s encoder to ``target`` boxes (N, 1, B, B, B) with 3D-ADA."""
+              predict_on=None) -> Generator[Progress, None, AdaptResult]:
+    """Adapt ``bundle``'s encoder to ``target`` boxes (N, 1, B, B, B) with 3D-ADA.
+
+    ``predict_on``: the boxes the result predicts (default ``target``; e.g. every pick when
+    ``target`` is a subset of them).
+    """
     run = yield from run_rounds("3D-ADA", source, target, params,
                                 lambda device, batch: AdaRounds(bundle, target, params, device, batch))
     ada = run.rounds
@@ -165,6 +169,6 @@ def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, par
     result = yield from finish_open_set(
         bundle, ada.model, source, target, params, run.device,
         reference_encoder=ada.source_encoder, discriminator=ada.disc, history=run.history, stopped=run.stopped,
-        t0=run.t0, classify="argmax", extra={"adabn": ada.adabn},
+        t0=run.t0, classify="argmax", extra={"adabn": ada.adabn}, predict_on=predict_on,
     )
     return result

@@ -150,8 +150,12 @@ class MludaRounds(Rounds):
 
 
 def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-                ) -> Generator[Progress, None, AdaptResult]:
-    """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss."""
+                predict_on=None) -> Generator[Progress, None, AdaptResult]:
+    """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss.
+
+    ``predict_on``: the boxes the result predicts (default ``target``; e.g. every pick when
+    ``target`` is a subset of them).
+    """
     run = yield from run_rounds("MLUDA", source, target, params,
                                 lambda device, batch: MludaRounds(bundle, source, target, params, device))
     model = run.rounds.model
@@ -165,6 +169,6 @@ def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, p
     model.eval()
     result = yield from finish_open_set(
         bundle, model, source, target, params, run.device, reference_encoder=source_encoder, history=run.history,
-        stopped=run.stopped, t0=run.t0, classify="nearest", normalize=True,
+        stopped=run.stopped, t0=run.t0, classify="nearest", normalize=True, predict_on=predict_on,
     )
     return result

@@ -62,8 +62,12 @@ def metric(h: torch.Tensor, normalize: bool) -> torch.Tensor:
 def finish_open_set(bundle: ModelBundle, model, source: SourceData, target: torch.Tensor, params: AdaptParams,
                     device: torch.device, *, reference_encoder, discriminator=None, history=None,
                     stopped: str = "completed", t0: float | None = None, classify: str = "argmax",
-                    normalize: bool = False, extra: dict | None = None):
-    """Centres, threshold and temperature from source data; the adapted bundle; target predictions."""
+                    normalize: bool = False, extra: dict | None = None, predict_on=None):
+    """Centres, threshold and temperature from source data; the adapted bundle; target predictions.
+
+    ``target``: the boxes adapted to; ``predict_on``: the boxes predicted (default ``target``),
+    a tensor or a lazy :class:`~napari_cryo_openset.boxes.PickBoxes` encoded batch by batch.
+    """
     from ..openset import nearest_centre
     from ..predict import score_outputs
 
@@ -97,7 +101,8 @@ def finish_open_set(bundle: ModelBundle, model, source: SourceData, target: torc
     }
     provenance = copy.deepcopy(bundle.provenance)
     provenance["adaptation"] = {"method": params.method, "params": params.to_dict(), "stopped": stopped,
-                                "target_picks": int(len(target)), "seconds": round(time.perf_counter() - t0, 2),
+                                "target_picks": int(len(predict_on if predict_on is not None else target)),
+                                "adaptation_picks": int(len(target)), "seconds": round(time.perf_counter() - t0, 2),
                                 **(extra or {})}
     adapted = ModelBundle(
         model=model, class_names=list(bundle.class_names), box_size=bundle.box_size, voxel_size=bundle.voxel_size,
@@ -108,7 +113,7 @@ def finish_open_set(bundle: ModelBundle, model, source: SourceData, target: torc
         normalisation=dict(bundle.normalisation),
     )
     dev_model = model.to(device)
-    h_t = encode(dev_model.encoder, target, device)
+    h_t = encode(dev_model.encoder, predict_on if predict_on is not None else target, device)
     with torch.no_grad():
         logits_t = dev_model.head(h_t.to(device)).float().cpu()
     adapted.model = dev_model.to("cpu").to(memory_format=torch.contiguous_format)

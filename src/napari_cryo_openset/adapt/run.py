@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..boxes import PickBoxes, cache_if_small, take_rows
 from ..checkpoint import ModelBundle
 from ..errors import ParameterError, PicksError
 from ..picks import validate_picks
@@ -22,8 +23,12 @@ def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, 
                 ) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``bundle`` to canonical target boxes (N, B, B, B) or (N, 1, B, B, B).
 
-    ``source``: the model's simulated set (:class:`SimulatedSet`, its path, or a prepared
-    :class:`SourceData`).
+    ``target``: a tensor or array, or a lazy :class:`~napari_cryo_openset.boxes.PickBoxes`
+    (boxes cut from the tomogram on demand). The adaptation learns from at most
+    ``params.max_target_picks`` of them (:func:`adaptation_subset`), held in memory when they
+    take at most :data:`~napari_cryo_openset.boxes.CACHE_BYTES` (else cut again at every pass);
+    the predictions of the result cover every box. ``source``: the model's simulated set
+    (:class:`SimulatedSet`, its path, or a prepared :class:`SourceData`).
     """
     from .ada import adapt_ada
     from .mluda import adapt_mluda
@@ -32,14 +37,31 @@ def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, 
     if is_adapted(bundle):
         raise ParameterError("this model is already adapted; adapt the source model instead")
     src = source if isinstance(source, SourceData) else load_source(source, bundle)
-    target = torch.as_tensor(np.asarray(target, dtype=np.float32)) if isinstance(target, np.ndarray) else target
-    if target.ndim == 4:
-        target = target[:, None]
+    if not isinstance(target, PickBoxes):
+        target = torch.as_tensor(np.asarray(target, dtype=np.float32)) if isinstance(target, np.ndarray) else target
+        if target.ndim == 4:
+            target = target[:, None]
     if target.ndim != 5 or tuple(target.shape[-3:]) != (bundle.box_size,) * 3:
         raise ParameterError(f"target boxes must be (N, {bundle.box_size}, {bundle.box_size}, {bundle.box_size}), "
                              f"got {tuple(target.shape)}")
+    learn_from = cache_if_small(adaptation_subset(target, params.max_target_picks, params.seed))
+    predict_on = learn_from if len(learn_from) == len(target) else target
     run = adapt_ada if params.method == "ada" else adapt_mluda
-    return (yield from run(bundle, src, target.float(), params))
+    return (yield from run(bundle, src, learn_from.float(), params, predict_on=predict_on.float()))
+
+
+def adaptation_subset(target, max_picks: int, seed: int = 0):
+    """The target boxes an adaptation learns from: all of them, or ``max_picks`` of them.
+
+    More than ``max_picks`` boxes: a seeded random subset (rows in their original order, drawn
+    from its own generator so the run's other random draws do not change). A tensor gives a
+    tensor, a lazy :class:`~napari_cryo_openset.boxes.PickBoxes` a lazy subset.
+    """
+    n = len(target)
+    if n <= max_picks:
+        return target
+    rows = np.sort(np.random.default_rng([int(seed), n]).choice(n, int(max_picks), replace=False))
+    return take_rows(target, rows)
 
 
 @dataclass
@@ -55,8 +77,14 @@ class TomogramAdaptation:
 def adapt_to_tomogram(bundle: ModelBundle, source, tomogram, picks: pd.DataFrame, params: AdaptParams | None = None,
                       polarity: str = "dark", allow_resampling: bool = True,
                       ) -> Generator[Progress, None, TomogramAdaptation]:
-    """Extract the active picks (accepted + unreviewed), adapt, and predict every active pick."""
-    from ..predict import extract_pick_boxes, fill_predictions
+    """Adapt to the active picks (accepted + unreviewed) and predict every active pick.
+
+    The boxes are cut from the tomogram on demand (:func:`~napari_cryo_openset.predict.pick_boxes`),
+    batch by batch; at most ``params.max_target_picks`` of them are learnt from, and a set of at
+    most :data:`~napari_cryo_openset.boxes.CACHE_BYTES` is held in memory while it is (see
+    :func:`adapt_boxes`).
+    """
+    from ..predict import fill_predictions, pick_boxes
 
     params = params or AdaptParams()
     picks = validate_picks(picks.copy())
@@ -65,7 +93,7 @@ def adapt_to_tomogram(bundle: ModelBundle, source, tomogram, picks: pd.DataFrame
         raise PicksError("there are no picks to adapt to (all rejected, or none picked)")
     src = source if isinstance(source, SourceData) else load_source(source, bundle)
     yield Progress("extract", 0, int(active.sum()), f"{int(active.sum())} target boxes")
-    boxes, polarity, resampled = extract_pick_boxes(bundle, tomogram, picks.loc[active], polarity, allow_resampling)
+    boxes, polarity, resampled = pick_boxes(bundle, tomogram, picks.loc[active], polarity, allow_resampling)
     yield Progress("extract", int(active.sum()), int(active.sum()), f"polarity {polarity}")
     result = yield from adapt_boxes(bundle, src, boxes, params)
     prov = result.bundle.provenance.setdefault("adaptation", {})

@@ -98,6 +98,9 @@ class AdaptParams:
     ``unknown_margin`` (False drops L_c: the JDDA-like baseline). Open set: ``threshold_rule``
     ``auto`` (Youden's J between source-validation known and decoy scores when the source has
     decoys, else the ``threshold_quantile`` of the known scores), ``youden`` or ``quantile``.
+    Large pick sets: the rounds, the diagnostics and the target BatchNorm statistics use at most
+    ``max_target_picks`` picks (a seeded random subset, the same for a seed; all of them when
+    there are fewer); the predictions at the end cover every pick.
     """
 
     method: str = param("ada", choices=METHODS,
@@ -112,6 +115,8 @@ class AdaptParams:
     threads: int | None = param(None, low=1, help=_THREADS_HELP)
     amp: bool = param(True, help="mixed precision on CUDA")
     eval_every: int = param(25, low=1, help="rounds between diagnostics on all target picks")
+    max_target_picks: int = param(10_000, low=16, help="target picks the adaptation learns from at most (a seeded "
+                                                       "random subset of more; every pick is still predicted)")
     augment: bool = param(True, help="augment the source boxes")
     # 3D-ADA
     k: int = param(1, low=1, help="target-encoder steps per discriminator step")
