@@ -5,16 +5,21 @@
   (the encoder's embedding, one row per active pick). Perplexity is capped at (N − 1) / 3 for
   small sets; below :data:`MIN_TSNE_PICKS` picks the map is the first two principal components.
   The optimisation runs in chunks and yields a :class:`~napari_cryo_openset.progress.Progress`
-  between them, so a widget can cancel it.
+  between them, so a widget can cancel it. Above :data:`MAX_TSNE_FIT` (20,000) picks the map is
+  fitted on a seeded subset of that many and the others are placed into it (openTSNE
+  ``transform``).
 - **Clusters of unknowns**: HDBSCAN (scikit-learn) on the L2-normalised features of the picks
   called ``unknown`` — in feature space, not on the 2-D map, whose distances t-SNE distorts.
   Clusters are numbered 0, 1, … by decreasing size; ``-1`` = not unknown, or unknown but in no
   cluster (noise). Each cluster is a *candidate* novel structure for the user to inspect.
+  Above :data:`MAX_CLUSTER_FIT` (20,000) unknowns HDBSCAN runs on a seeded subset and the others
+  take their nearest neighbour's cluster.
 - **Averages**: the mean of the canonical boxes (protein bright, per-box normalised; see
   :func:`napari_cryo_openset.extract.normalise_subtomograms`) of each group — a known class or an
   unknown cluster. They are **unaligned** (boxes are summed in the tomogram's frame, so the
   missing wedge stays where it is and orientations blur into a rotational average): a first look
   at size and shape, and a reference to start a RELION/Warp refinement from, not a structure.
+  They are running sums over boxes cut batch by batch (at most 2,000 per group by default).
 """
 
 from __future__ import annotations
@@ -36,6 +41,14 @@ from .progress import Progress
 MIN_TSNE_PICKS = 8
 #: Early-exaggeration rounds of the t-SNE optimisation (the rest run without exaggeration).
 EARLY_EXAGGERATION_ITERATIONS = 250
+#: The t-SNE map is fitted on at most this many picks (a seeded subset); the rest are placed into it.
+MAX_TSNE_FIT = 20_000
+#: HDBSCAN clusters at most this many unknowns (a seeded subset); the rest join their nearest neighbour's cluster.
+MAX_CLUSTER_FIT = 20_000
+#: Picks placed on the map (or given a cluster) per call, after the fit.
+TRANSFORM_CHUNK = 10_000
+#: Boxes cut and summed per step of the averages.
+AVERAGE_BATCH = 256
 
 
 @dataclass
@@ -82,7 +95,13 @@ def _pca(x: np.ndarray) -> np.ndarray:
 
 
 def tsne_map(features, params: EmbedParams | None = None) -> Generator[Progress, None, tuple[np.ndarray, str, float | None]]:
-    """2-D map of ``features`` (N, d); returns ``(xy, method, perplexity)``."""
+    """2-D map of ``features`` (N, d); returns ``(xy, method, perplexity)``.
+
+    Up to :data:`MAX_TSNE_FIT` picks the map is fitted on all of them. More picks: it is fitted
+    on a seeded random subset of :data:`MAX_TSNE_FIT` and the other picks are placed into it with
+    openTSNE's ``transform`` (each new point optimised against the fixed map, in chunks of
+    :data:`TRANSFORM_CHUNK`), so time and memory grow with the subset, not with N.
+    """
     params = params or EmbedParams()
     x = _check_features(features)
     n = len(x)
@@ -90,16 +109,39 @@ def tsne_map(features, params: EmbedParams | None = None) -> Generator[Progress,
     if n < MIN_TSNE_PICKS:
         yield Progress("embed", total, total, f"{n} picks: PCA map (t-SNE needs ≥ {MIN_TSNE_PICKS})")
         return _pca(x), ("PCA" if n else "none"), None
+    fit_rows = _fit_subset(n, MAX_TSNE_FIT, params.seed)
+    emb, perplexity = yield from _fit_tsne(x[fit_rows], params, n)
+    xy = np.empty((n, 2), dtype=np.float64)
+    xy[fit_rows] = np.asarray(emb, dtype=np.float64)
+    rest = np.setdiff1d(np.arange(n), fit_rows)
+    for start in range(0, len(rest), TRANSFORM_CHUNK):
+        rows = rest[start:start + TRANSFORM_CHUNK]
+        xy[rows] = np.asarray(emb.transform(x[rows]), dtype=np.float64)
+        yield Progress("embed", total, total, f"t-SNE: {start + len(rows)}/{len(rest)} more picks placed on the map")
+    return xy, "t-SNE", perplexity
 
+
+def _fit_subset(n: int, limit: int, seed: int) -> np.ndarray:
+    """All rows when ``n ≤ limit``, else a seeded random ``limit`` of them (sorted)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([int(seed), n]).choice(n, int(limit), replace=False))
+
+
+def _fit_tsne(x: np.ndarray, params: EmbedParams, n_all: int):
+    """openTSNE fit of ``x`` (PCA initialisation, early exaggeration, chunks with progress)."""
     from openTSNE import TSNEEmbedding
     from openTSNE.affinity import PerplexityBasedNN
     from openTSNE.initialization import rescale
 
     from .device import cpu_count
 
+    n = len(x)
     threads = params.threads or cpu_count()
     perplexity = float(min(params.perplexity, (n - 1) / 3.0))
-    yield Progress("embed", 0, total, f"t-SNE of {n} picks (perplexity {perplexity:.3g})")
+    total = EARLY_EXAGGERATION_ITERATIONS + params.iterations
+    subset = f" (fitted on {n}, the rest placed into it)" if n < n_all else ""
+    yield Progress("embed", 0, total, f"t-SNE of {n_all} picks{subset} (perplexity {perplexity:.3g})")
     affinities = PerplexityBasedNN(x, perplexity=perplexity, n_jobs=threads, random_state=params.seed)
     init = rescale(_pca(x))
     emb = TSNEEmbedding(init, affinities, n_jobs=threads, random_state=params.seed,
@@ -114,11 +156,16 @@ def tsne_map(features, params: EmbedParams | None = None) -> Generator[Progress,
             left -= step
             done += step
             yield Progress("embed", done, total, "t-SNE")
-    return np.asarray(emb, dtype=np.float64).copy(), "t-SNE", perplexity
+    return emb, perplexity
 
 
-def cluster_unknowns(features, is_unknown, min_cluster_size: int = 5) -> np.ndarray:
-    """Cluster ids (N,) of the unknown picks (HDBSCAN on L2-normalised features); -1 elsewhere."""
+def cluster_unknowns(features, is_unknown, min_cluster_size: int = 5, seed: int = 0) -> np.ndarray:
+    """Cluster ids (N,) of the unknown picks (HDBSCAN on L2-normalised features); -1 elsewhere.
+
+    More than :data:`MAX_CLUSTER_FIT` unknowns: HDBSCAN runs on a seeded random subset of that
+    many, and every other unknown takes the cluster (or noise) of its nearest neighbour in the
+    subset.
+    """
     x = _check_features(features)
     unknown = np.asarray(is_unknown, dtype=bool)
     if unknown.shape != (len(x),):
@@ -130,7 +177,10 @@ def cluster_unknowns(features, is_unknown, min_cluster_size: int = 5) -> np.ndar
     from sklearn.cluster import HDBSCAN
 
     u = x[idx] / np.maximum(np.linalg.norm(x[idx], axis=1, keepdims=True), 1e-12)
-    labels = HDBSCAN(min_cluster_size=int(min_cluster_size), copy=True).fit_predict(u)
+    fit = _fit_subset(len(idx), MAX_CLUSTER_FIT, seed)
+    labels = HDBSCAN(min_cluster_size=int(min_cluster_size), copy=True).fit_predict(u[fit])
+    if len(fit) < len(idx):
+        labels = _nearest_labels(u, fit, labels)
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
     order = ids[np.lexsort((ids, -counts))]  # by decreasing size, ties by first label
     renumber = {int(old): new for new, old in enumerate(order)}
@@ -138,12 +188,26 @@ def cluster_unknowns(features, is_unknown, min_cluster_size: int = 5) -> np.ndar
     return out
 
 
+def _nearest_labels(u: np.ndarray, fit: np.ndarray, fit_labels: np.ndarray) -> np.ndarray:
+    """Labels of all rows of ``u``: the fitted rows keep theirs, the others take their nearest fitted row's."""
+    from sklearn.neighbors import NearestNeighbors
+
+    labels = np.empty(len(u), dtype=np.int64)
+    labels[fit] = fit_labels
+    rest = np.setdiff1d(np.arange(len(u)), fit)
+    nn = NearestNeighbors(n_neighbors=1).fit(u[fit])
+    for start in range(0, len(rest), TRANSFORM_CHUNK):
+        rows = rest[start:start + TRANSFORM_CHUNK]
+        labels[rows] = fit_labels[nn.kneighbors(u[rows], return_distance=False)[:, 0]]
+    return labels
+
+
 def embed_predictions(features, is_unknown, params: EmbedParams | None = None) -> Generator[Progress, None, Embedding]:
     """The map and the clusters of unknowns for classified picks (rows of ``features``)."""
     params = params or EmbedParams()
     t0 = time.perf_counter()
     xy, method, perplexity = yield from tsne_map(features, params)
-    cluster = cluster_unknowns(features, is_unknown, params.min_cluster_size)
+    cluster = cluster_unknowns(features, is_unknown, params.min_cluster_size, params.seed)
     return Embedding(xy=xy, cluster=cluster, method=method, perplexity=perplexity,
                      seconds=time.perf_counter() - t0)
 
@@ -178,23 +242,58 @@ def group_names(class_name, cluster) -> np.ndarray:
 def group_averages(boxes, groups, max_per_group: int | None = None, seed: int = 0) -> dict[str, tuple[np.ndarray, int]]:
     """Unaligned average box of each group: ``{group: (average (B, B, B), number averaged)}``.
 
-    ``boxes`` (N, B, B, B) canonical subtomograms; ``groups`` (N,) names (e.g. from
-    :func:`group_names`; empty names are skipped). ``max_per_group`` caps the boxes averaged
-    (a seeded random subset) to bound memory and time for large classes.
+    ``boxes`` (N, B, B, B) canonical subtomograms (Z, Y, X): an array, a tensor, or a lazy
+    :class:`~napari_cryo_openset.boxes.PickBoxes` (N, 1, B, B, B) whose boxes are cut here;
+    ``groups`` (N,) names (e.g. from :func:`group_names`; empty names are skipped).
+    ``max_per_group`` caps the boxes averaged (a seeded random subset) to bound time for large
+    classes. The boxes are summed in float64 running sums, :data:`AVERAGE_BATCH` boxes at a
+    time, so memory does not grow with N.
     """
-    boxes = np.asarray(boxes)
     groups = np.asarray(groups, dtype=object).astype(str)
-    if boxes.ndim != 4 or len(boxes) != len(groups):
-        raise ParameterError(f"boxes must be (N, B, B, B) with one group name each; got {boxes.shape} and "
+    shape = tuple(boxes.shape)
+    if not (len(shape) == 4 or (len(shape) == 5 and shape[1] == 1)) or shape[0] != len(groups):
+        raise ParameterError(f"boxes must be (N, B, B, B) with one group name each; got {shape} and "
                              f"{len(groups)} names")
+    chosen = _average_members(groups, max_per_group, seed)
+    if not chosen:
+        return {}
+    names = sorted(chosen)
+    member = np.full(len(groups), -1, dtype=np.int64)
+    for k, name in enumerate(names):
+        member[chosen[name]] = k
+    rows = np.flatnonzero(member >= 0)
+    sums = np.zeros((len(names),) + shape[-3:], dtype=np.float64)
+    for start in range(0, len(rows), AVERAGE_BATCH):
+        batch = rows[start:start + AVERAGE_BATCH]
+        x = _box_batch(boxes, batch)
+        for k in np.unique(member[batch]):
+            sums[k] += x[member[batch] == k].sum(axis=0, dtype=np.float64)
+    return {name: ((sums[k] / len(chosen[name])).astype(np.float32), len(chosen[name]))
+            for k, name in enumerate(names)}
+
+
+def _average_members(groups: np.ndarray, max_per_group: int | None, seed: int) -> dict[str, np.ndarray]:
+    """The rows averaged per group (all, or a seeded random ``max_per_group`` of them)."""
     rng = np.random.default_rng(seed)
-    out: dict[str, tuple[np.ndarray, int]] = {}
+    out: dict[str, np.ndarray] = {}
     for name in sorted(set(groups) - {""}):
         idx = np.flatnonzero(groups == name)
         if max_per_group is not None and len(idx) > max_per_group:
             idx = np.sort(rng.choice(idx, max_per_group, replace=False))
-        out[name] = (boxes[idx].astype(np.float64).mean(axis=0).astype(np.float32), len(idx))
+        out[name] = idx
     return out
+
+
+def _box_batch(boxes, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), B, B, B) numpy boxes of an array, a tensor or a :class:`PickBoxes`."""
+    if isinstance(boxes, np.ndarray):
+        x = boxes[rows]
+    else:
+        import torch
+
+        x = boxes[torch.from_numpy(rows)] if isinstance(boxes, torch.Tensor) else boxes[rows]
+        x = x.numpy()
+    return x[:, 0] if x.ndim == 5 else x
 
 
 @dataclass
@@ -221,11 +320,14 @@ def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", p
     active ones (not rejected) with a class are embedded. Their classes and ``is_unknown``
     flags are taken from the table as they are (so a threshold the user moved is respected);
     the network only supplies the feature vectors. Boxes are extracted as for prediction
-    (same box, voxel size and normalisation); averages are unaligned (see the module doc).
+    (same box, voxel size and normalisation), batch by batch: once for the features, and again
+    for the (at most ``max_per_average`` per group) boxes averaged; averages are unaligned (see
+    the module doc). Large sets: see :func:`tsne_map` and :func:`cluster_unknowns` for the
+    limits above which the map and the clusters are fitted on a subset.
     """
     from .errors import PicksError
     from .picks import UNKNOWN_CLASS, validate_picks
-    from .predict import classify_boxes, extract_pick_boxes
+    from .predict import classify_boxes, pick_boxes
 
     params = params or EmbedParams()
     picks = validate_picks(picks.copy())
@@ -238,7 +340,7 @@ def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", p
                          "are left out)")
     n = int(mask.sum())
     yield Progress("extract", 0, n, f"{n} classified picks")
-    boxes, polarity, _ = extract_pick_boxes(bundle, tomogram, picks.loc[mask], polarity)
+    boxes, polarity, _ = pick_boxes(bundle, tomogram, picks.loc[mask], polarity)
     yield Progress("extract", n, n, f"polarity {polarity}")
     features = classify_boxes(bundle, boxes, device).features
     chosen = names[mask].to_numpy()
@@ -249,7 +351,7 @@ def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", p
     embedding = yield from embed_predictions(features, is_unknown, params)
     out = fill_embedding(picks, mask, embedding)
     groups = group_names(np.where(is_unknown, UNKNOWN_CLASS, chosen), embedding.cluster)
-    averages = group_averages(boxes.numpy(), groups, max_per_average, params.seed)
+    averages = group_averages(boxes, groups, max_per_average, params.seed)
     return PicksEmbedding(picks=out, embedding=embedding, averages=averages, voxel_size=float(bundle.voxel_size),
                           polarity=polarity, active_index=np.flatnonzero(mask))
 

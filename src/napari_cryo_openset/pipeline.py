@@ -320,6 +320,10 @@ def scene_source_settings(tomogram, picks: pd.DataFrame, slab, binning: int, mod
     return out
 
 
+#: The target spectrum of the spectral matching is measured on at most this many picks.
+MAX_SPECTRUM_PICKS = 2_000
+
+
 def match_source_spectrum(data, tomogram, picks: pd.DataFrame, binning: int, enabled: bool = True):
     """Spectral matching of the simulated source boxes to the target picks (stage ``spectrum``).
 
@@ -328,17 +332,23 @@ def match_source_spectrum(data, tomogram, picks: pd.DataFrame, binning: int, ena
     that makes the source's radial power spectrum follow theirs and every source box is filtered
     by it. Returns (the set, matched or not, and the diagnostic :func:`~napari_cryo_openset.spectrum.spectrum_report`
     — before/after spectra and per-box statistics; with ``enabled`` False only the gap is reported).
+    The target spectrum is that of at most :data:`MAX_SPECTRUM_PICKS` active picks (a seeded
+    random subset of more: a mean spectrum needs no more, and the boxes are held in memory).
     """
-    from .extract import extract_subtomograms, normalise_subtomograms
+    from .extract import extract_subtomograms
     from .spectrum import apply_spectral_match, fit_spectral_match, spectrum_report
 
     yield Progress("spectrum", 0, 1, "radial power spectra of the target picks and the source boxes")
     active = picks.loc[picks["curation"] != "rejected", ["z", "y", "x"]].to_numpy(np.float64)
+    if len(active) > MAX_SPECTRUM_PICKS:
+        rows = np.random.default_rng([int(getattr(data, "seed", 0) or 0), len(active)]).choice(
+            len(active), MAX_SPECTRUM_PICKS, replace=False)
+        active = active[np.sort(rows)]
     vs = float(data.voxel_size)
     tomo_vs = float(tomogram.voxel_size[0])
-    raw = extract_subtomograms(tomogram, active, int(data.box), voxel_size=tomogram.voxel_size,
-                               target_voxel_size=(vs,) * 3 if binning > 1 else None, normalise=False)
-    target = normalise_subtomograms(raw, "bright")  # the sign does not change a power spectrum
+    # the sign does not change a power spectrum: bright (kept)
+    target = extract_subtomograms(tomogram, active, int(data.box), voxel_size=tomogram.voxel_size,
+                                  target_voxel_size=(vs,) * 3 if binning > 1 else None, polarity="bright")
     source = np.asarray(data.subtomograms, dtype=np.float32)
     if not enabled:
         report = spectrum_report(source, None, target, vs)
