@@ -275,3 +275,30 @@ def test_blocks_of_different_tomograms_are_refused(tmp_path):
     path.write_text(text)
     with pytest.raises(PicksError, match="different tomograms"):
         read_picks(path)
+
+
+# ----------------------------------------------------------------------------- the real command, in its own process
+@pytest.mark.slow
+def test_predict_100k_picks_peak_rss_under_2gb(tmp_path, source_bundle):
+    """``predict`` on 100,000 picks of a small tomogram: peak RSS of the process < 2 GB (~1 min)."""
+    import os
+    import subprocess
+    import sys
+
+    from napari_cryo_openset.checkpoint import save_bundle
+    from napari_cryo_openset.io import write_tomogram
+
+    rng = np.random.default_rng(0)
+    write_tomogram(tmp_path / "t.mrc", rng.normal(size=(32, 64, 64)).astype(np.float32), 10.0)
+    n = 100_000
+    zyx = rng.uniform(0, 1, (n, 3)) * (np.array([32, 64, 64]) - 1)
+    write_picks(tmp_path / "p.csv", pd.DataFrame({"x": zyx[:, 2], "y": zyx[:, 1], "z": zyx[:, 0]}))
+    save_bundle(source_bundle, tmp_path / "m.pt")
+    cmd = [sys.executable, "-c", "import sys; from napari_cryo_openset.cli import main; sys.exit(main())",
+           "predict", str(tmp_path / "m.pt"), "--tomo", str(tmp_path / "t.mrc"), "--picks", str(tmp_path / "p.csv"),
+           "-o", str(tmp_path / "out.star"), "--device", "cpu", "--threads", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()[-2000:]
+    assert usage.ru_maxrss / 1024**2 < 2.0, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+    assert len(read_picks(tmp_path / "out.star")) == n
