@@ -163,6 +163,19 @@ def _check_header(path: Path, header, byte_order: str) -> tuple[tuple[int, ...],
     return (nz, ny, nx), dtype, offset
 
 
+def check_mrc_file(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Validate an MRC file's header against its size without reading the data.
+
+    Map ID or a plausible header, a supported mode, positive sizes, an extended header
+    (``nsymbt``) and data that fit in the file. Returns (shape Z Y X, dtype, data offset);
+    raises :class:`TomogramError` naming the file. Run it before any permissive reader, which
+    would trust a garbage header's sizes.
+    """
+    path = Path(path)
+    header, byte_order = _read_raw_header(path)
+    return _check_header(path, header, byte_order)
+
+
 def _imod_stamp_and_flags(header, byte_order: str) -> tuple[int, int]:
     extra2 = bytes(header.extra2)
     stamp, flags = np.frombuffer(extra2[40:48], dtype=np.dtype(f"{byte_order}i4"))
