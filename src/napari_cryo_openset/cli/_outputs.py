@@ -1,8 +1,8 @@
 """Output checks made *before* the work: the folder exists and is writable, the path is not a
 folder (or is one, for ``run -o OUTDIR``), and the disk has roughly the space the output needs.
 
-Each failure is an :class:`~napari_cryo_openset.errors.OutputError` naming the option and the
-user's path (one line, exit 2), so a command does not compute for minutes and then fail to write.
+Each failure is a :class:`~napari_cryo_openset.errors.CryoOpensetError` naming the option and
+the user's path (one line, exit 2), so a command does not compute for minutes and then fail to write.
 Space needs are estimates (:func:`bundle_bytes`, :func:`simulated_set_bytes`, :data:`RUN_BYTES`);
 below the estimate the command is refused, below twice the estimate it warns.
 """
@@ -13,11 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
-from ..errors import CryoOpensetError, OutputError
+from ..errors import CryoOpensetError
 
 MB = 1024**2
-#: A picks or predictions table: generous for a few hundred thousand rows.
-TABLE_BYTES = 64 * MB
+#: A picks or predictions table: generous for a hundred thousand rows.
+TABLE_BYTES = 16 * MB
 #: A ``run`` folder: two model bundles, two tables, the maps, a few averages (estimate).
 RUN_BYTES = 96 * MB
 #: Names a ``run`` writes into OUTDIR; ``--overwrite`` replaces only a folder made of these.
@@ -34,9 +34,9 @@ def _say(line: str) -> None:
 def writable_folder(folder: Path, option: str, target: Path) -> None:
     """``folder`` (where ``target`` goes) must exist and be writable."""
     if not folder.is_dir():
-        raise OutputError(target, f"{option}: the folder '{folder}' does not exist")
+        raise CryoOpensetError(f"{option} '{target}': the folder '{folder}' does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(target, f"{option}: the folder '{folder}' is not writable")
+        raise CryoOpensetError(f"{option} '{target}': the folder '{folder}' is not writable")
 
 
 def check_space(target: Path, need: int, option: str, command: str) -> None:
@@ -47,8 +47,8 @@ def check_space(target: Path, need: int, option: str, command: str) -> None:
     except OSError:
         return  # cannot tell: the write itself will say
     if free < need:
-        raise OutputError(target, f"{option}: only {free / MB:,.1f} MB free on its disk; the output needs about "
-                                  f"{need / MB:,.1f} MB")
+        raise CryoOpensetError(f"{option} '{target}': only {free / MB:,.1f} MB free on its disk; the output needs "
+                               f"about {need / MB:,.1f} MB")
     if free < 2 * need:
         _say(f"{command}: warning: {free / MB:,.1f} MB free on the disk of '{target}'; the output needs about "
              f"{need / MB:,.1f} MB")

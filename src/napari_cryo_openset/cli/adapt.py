@@ -140,8 +140,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         pred_out = output_file(args.predictions, PICKS_EXTENSIONS, "the predictions file", "predictions.star",
                                option="--predictions", command="adapt")
-        if pred_out.resolve() == out.resolve():
-            raise CryoOpensetError(f"--predictions '{pred_out}' is the -o file; give two different files")
     tomo_path = input_file(args.tomo, "--tomo", "a tomogram (.mrc)")
     picks_path = input_file(args.picks, "--picks", "a picks file (.star or .csv)")
     if pred_out is not None and pred_out.resolve() == picks_path.resolve():

@@ -126,17 +126,20 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
 def _named(exc: BaseException, temps: Sequence[Path], targets: Sequence[Path]) -> BaseException:
     """``exc`` naming the user's target rather than its temporary name (OSError → OutputError)."""
     if isinstance(exc, OutputError):
-        for tmp, target in zip(temps, targets):
-            if exc.path.startswith(str(tmp)):
-                return exc.moved(tmp, target)
-        return exc
+        return OutputError(_moved(exc.path, temps, targets), exc.reason)
     if isinstance(exc, OSError):
-        name = str(exc.filename) if exc.filename is not None else None
-        for tmp, target in zip(temps, targets):
-            if name is None or name.startswith(str(tmp)) or name == str(target):
-                return OutputError(target, os_reason(exc))
-        return OutputError(user_path(name), os_reason(exc))
+        name = _moved(str(exc.filename), temps, targets) if exc.filename is not None else str(targets[0])
+        return OutputError(name, os_reason(exc))
     return exc
+
+
+def _moved(name: str, temps: Sequence[Path], targets: Sequence[Path]) -> str:
+    """``name`` (a temporary, or a file inside a temporary folder) as the user's path."""
+    for tmp, target in zip(temps, targets):
+        if name == str(tmp) or name.startswith(str(tmp) + os.sep):
+            name = str(target) + name[len(str(tmp)):]
+            break
+    return user_path(name)
 
 
 @contextlib.contextmanager

@@ -155,6 +155,11 @@ def _check_header(path: Path, header, byte_order: str) -> tuple[tuple[int, ...],
     offset = _HEADER_BYTES + nsymbt
     expected = offset + nx * ny * nz * dtype.itemsize
     actual = path.stat().st_size
+    if actual < expected and nsymbt > actual:
+        raise TomogramError(
+            f"{_describe(path)} is not a valid MRC file: its header claims an extended header of "
+            f"{nsymbt:,} bytes (nsymbt) but the file has {actual:,} bytes"
+        )
     if actual < expected:
         raise TomogramError(
             f"{_describe(path)} is truncated: its header describes {nz}×{ny}×{nx} voxels of "
