@@ -146,3 +146,29 @@ def _check_geometry(tomo, templates, params: RunParams) -> None:
     _, box, binning = working_geometry(tomo.voxel_size[0], largest, params.box)
     what = "--box" if params.box is not None else f"the working box (from the largest structure, {largest:g} Å)"
     check_box_fits(tomo.shape, box, binning, what)
+    _warn_memory(len(templates), box, params)
+
+
+#: Copies of the source set a run holds at once (float32 boxes, augmented batches, spectra), roughly.
+_SOURCE_COPIES = 3
+
+
+def _warn_memory(n_templates: int, box: int, params: RunParams) -> None:
+    """Say so before simulating when the source set alone would need more memory than is free."""
+    n = params.n_per_class
+    n_boxes = n_templates * n + n + max(1, n // 2)  # per template, decoys, empty (RunParams.source_params)
+    need = _SOURCE_COPIES * 4 * n_boxes * box**3
+    free = _available_memory()
+    if free is not None and need > free:
+        say(f"run: warning: {n_boxes} source boxes of {box}³ voxels need about {need / 1024**3:.1f} GB of memory, "
+            f"{free / 1024**3:.1f} GB are free; lower --per-class or --box if the run runs out of memory")
+
+
+def _available_memory() -> int | None:
+    """Free physical memory in bytes (Linux/macOS), or None when the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -116,8 +116,9 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
             for tmp, target in zip(temps, targets):
                 os.replace(tmp, target)
     except BaseException as exc:
-        for tmp in temps:
-            _remove(tmp)
+        with deferred_signals():  # a second Ctrl-C must not cut the clean-up short
+            for tmp in temps:
+                _remove(tmp)
         if isinstance(exc, (OutputError, OSError)):
             raise _named(exc, temps, targets) from None
         raise
@@ -162,7 +163,8 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
         yield tmp
         swap_in(tmp, target, overwrite)
     except BaseException as exc:
-        _remove(tmp)
+        with deferred_signals():
+            _remove(tmp)
         if isinstance(exc, (OutputError, OSError)):
             raise _named(exc, [tmp], [target]) from None
         raise
