@@ -72,6 +72,24 @@ def working_geometry(tomogram_voxel_size: float, structure_diameter: float, box:
     return tomogram_voxel_size * binning, int(box), binning
 
 
+def check_box_fits(tomogram_shape, box: int, binning: int, what: str = "box") -> None:
+    """The working box (``box`` voxels at ``binning``) must fit inside the tomogram.
+
+    A box larger than the tomogram's smallest side cannot hold a particle's neighbourhood, and
+    simulating a source set of such boxes would allocate gigabytes; refuse before any of it.
+    """
+    side = int(box) * int(binning)
+    smallest = min(int(n) for n in tomogram_shape)
+    if side > smallest:
+        shape = "×".join(str(int(n)) for n in tomogram_shape)
+        binned = f" at bin {binning} ({side} tomogram voxels)" if binning > 1 else ""
+        raise ParameterError(
+            f"{what} {box}{binned} is larger than the tomogram ({shape} voxels, Z×Y×X): boxes must fit its "
+            f"smallest side, {smallest} voxels (a box of at most {smallest // binning} at bin {binning}; a smaller "
+            "structure diameter needs less binning)"
+        )
+
+
 @dataclass
 class RunResult:
     """Everything a run produced (tables, models, diagnostics); :func:`write_run` saves it."""
@@ -240,6 +258,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     # 3. simulate + train at the working voxel size
     largest = max([params.picking.largest_diameter] + [float(t.diameter) for t in templates])
     model_vs, box, binning = working_geometry(tomo_vs, largest, params.box)
+    check_box_fits(tomogram.shape, box, binning, "box" if params.box is not None else "the working box")
     if binning > 1:
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
@@ -478,7 +497,7 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     from .io import atomic_path
 
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # a fresh folder: the CLI swaps it in whole (io.atomic_dir)
     vs = result.geometry["tomogram_voxel_size"]
     paths = {name: out / name for name in OUTPUTS}
     write_picks(paths["picks.star"], result.picks, voxel_size=vs)
