@@ -35,9 +35,16 @@ from pathlib import Path
 
 import torch
 
-from .errors import CryoOpensetError, ParameterError
+from .errors import CryoOpensetError, OutputError, ParameterError
 from .io import atomic_path
-from .models import Classifier3D, DomainDiscriminator, NetworkParams, build_encoder, build_model
+from .models import (
+    Classifier3D,
+    DomainDiscriminator,
+    NetworkParams,
+    build_encoder,
+    build_model,
+    check_network_sizes,
+)
 
 FORMAT = "napari-cryo-openset model"
 FORMAT_VERSION = 1
@@ -170,8 +177,24 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
         raise BundleError(f"output '{path}': the folder '{path.parent}' does not exist")
     data = to_dict(bundle)
     with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        try:
+            torch.save(data, tmp)
+        except RuntimeError as exc:  # torch's C++ writer: "[enforce fail at inline_container.cc…] …"
+            raise OutputError(path, _write_failure(path, exc)) from None
     return path
+
+
+def _write_failure(path: Path, exc: RuntimeError) -> str:
+    """torch's C++ write error in words, with the space left on the output's disk."""
+    import shutil
+
+    text = str(exc)
+    reason = "the disk is full or failed" if ("write" in text or "enforce fail" in text) else text.splitlines()[0][:160]
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return reason
+    return f"{reason} ({free / 1024**2:,.1f} MB free there)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,9 +239,36 @@ def read_bundle_dict(path: str | os.PathLike) -> dict:
     return data
 
 
+#: Checked range (inclusive) of the 3D-ADA discriminator's hidden layer.
+DISCRIMINATOR_HIDDEN_LIMITS = (1, 4096)
+
+
+def check_bundle_sizes(data: dict, path) -> None:
+    """Refuse a bundle whose stored architecture sizes are out of range, before building anything.
+
+    The message names the file and the field (an edited or damaged file must not make the
+    loader allocate gigabytes).
+    """
+    arch = data.get("architecture")
+    values = arch.get("params") if isinstance(arch, dict) else None
+    if not isinstance(values, dict):
+        raise BundleError(f"model file '{path}' is damaged or incomplete (no architecture parameters)")
+    try:
+        check_network_sizes(values)
+    except ParameterError as exc:
+        raise BundleError(f"model file '{path}': architecture field {exc}; the file was edited or is damaged, "
+                          "it was not loaded") from None
+    hidden = data.get("discriminator_hidden")
+    lo, hi = DISCRIMINATOR_HIDDEN_LIMITS
+    if hidden is not None and (isinstance(hidden, bool) or not isinstance(hidden, int) or not lo <= hidden <= hi):
+        raise BundleError(f"model file '{path}': field discriminator_hidden must be a whole number in {lo}–{hi}, "
+                          f"got {hidden!r}; the file was edited or is damaged, it was not loaded")
+
+
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Load a bundle (on the CPU, eval mode). Never unpickles code."""
     data = read_bundle_dict(path)
+    check_bundle_sizes(data, path)
     try:
         params = NetworkParams.from_dict(data["architecture"]["params"])
         model = build_model(params)

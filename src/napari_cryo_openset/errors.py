@@ -24,6 +24,26 @@ class ParameterError(CryoOpensetError):
     """A parameter value is out of range or inconsistent with the data."""
 
 
+class OutputError(CryoOpensetError):
+    """An output cannot be written (folder missing or read-only, disk full, a folder in the way).
+
+    ``path`` is the user's output path, never a hidden temporary name; ``reason`` says what went
+    wrong. :meth:`moved` names another path (a file written inside a temporary folder is
+    reported under the folder it is swapped into).
+    """
+
+    def __init__(self, path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot write '{self.path}': {reason}")
+
+    def moved(self, old_prefix, new_prefix) -> OutputError:
+        """The same error for ``path`` under ``new_prefix`` instead of ``old_prefix``."""
+        old, new = str(old_prefix), str(new_prefix)
+        path = new + self.path[len(old):] if self.path.startswith(old) else self.path
+        return OutputError(path, self.reason)
+
+
 def known_fields(cls, data: dict) -> dict:
     """The items of ``data`` that name fields of the dataclass ``cls``.
 

@@ -43,6 +43,11 @@ DEFAULT_ARCHITECTURE = "fast"
 REFERENCE_ARCHITECTURE = "ada-reference"
 ARCHITECTURES = (DEFAULT_ARCHITECTURE, REFERENCE_ARCHITECTURE)
 REFERENCE_MIN_BOX = 37
+#: Checked ranges (inclusive) of the sizes that decide how big a network is. A model bundle is
+#: checked against them before any layer is built: an edited ``width`` of 2048 would allocate
+#: gigabytes. The reference encoder's FC layer grows with the box cubed, hence its own limit.
+NETWORK_LIMITS = {"box": (8, 256), "num_classes": (2, 1000), "embedding_dim": (2, 4096), "width": (2, 128)}
+REFERENCE_MAX_BOX = 128
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,9 @@ class NetworkParams:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
-            raise ParameterError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}")
-        if int(self.box) < 8:
-            raise ParameterError(f"box must be at least 8 voxels, got {self.box}")
         if int(self.num_classes) < 2:
             raise ParameterError(f"a classifier needs at least 2 classes, got {self.num_classes}")
+        check_network_sizes(self.to_dict())
         if self.norm not in ("batch", "group"):
             raise ParameterError(f"norm must be 'batch' or 'group', got {self.norm!r}")
         if int(self.embedding_dim) < 2 or int(self.width) < 2:
@@ -103,6 +105,27 @@ class NetworkParams:
     @classmethod
     def from_dict(cls, data: dict) -> NetworkParams:
         return cls(**known_fields(cls, data))
+
+
+def check_network_sizes(values: dict) -> None:
+    """Refuse architecture values outside :data:`NETWORK_LIMITS` (ParameterError naming the field).
+
+    Runs on plain values (a bundle's stored dict, too) before anything is built.
+    """
+    arch = values.get("architecture", DEFAULT_ARCHITECTURE)
+    if arch not in ARCHITECTURES:
+        raise ParameterError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    for name, (lo, hi) in NETWORK_LIMITS.items():
+        if name not in values:
+            continue
+        if name == "box" and arch == REFERENCE_ARCHITECTURE:
+            hi = REFERENCE_MAX_BOX
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int) and not (
+                isinstance(value, float) and value.is_integer()):
+            raise ParameterError(f"{name} must be a whole number in {lo}–{hi}, got {value!r}")
+        if not lo <= int(value) <= hi:
+            raise ParameterError(f"{name} must be in {lo}–{hi}, got {int(value)}")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

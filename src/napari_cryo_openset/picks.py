@@ -17,7 +17,8 @@ Optional picking column: ``diameter`` (float64, Å) — the particle diameter th
 
 Optional prediction columns (written by later stages) are ``class_name`` (str, template name
 or ``unknown``), ``confidence`` (0..1), ``unknown_score`` (higher = more likely unknown),
-``is_unknown`` (bool), ``tsne_x``, ``tsne_y`` (float) and ``cluster`` (int, -1 = none). Any
+``is_unknown`` (bool), ``template_correlation`` (float, the pick's best correlation with the
+chosen class's template, :mod:`napari_cryo_openset.verify`; STAR ``cosTemplateCorrelation``), ``tsne_x``, ``tsne_y`` (float) and ``cluster`` (int, -1 = none). Any
 other column is carried along untouched (e.g. ``rlnTomoName`` from a STAR file).
 
 The same table is the ``features`` of a napari Points layer (with ``data`` = the Z Y X
@@ -52,10 +53,12 @@ STAR_COLUMNS: dict[str, str] = {
     "tsne_y": "cosTsneY",
     "cluster": "cosCluster",
     "diameter": "cosDiameterAngst",
+    "template_correlation": "cosTemplateCorrelation",
 }
 FROM_STAR: dict[str, str] = {v: k for k, v in STAR_COLUMNS.items()}
 
-_FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y", "diameter")
+_FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y", "diameter",
+                  "template_correlation")
 _STRING_COLUMNS = ("class_name", "curation")
 
 

@@ -72,6 +72,24 @@ def working_geometry(tomogram_voxel_size: float, structure_diameter: float, box:
     return tomogram_voxel_size * binning, int(box), binning
 
 
+def check_box_fits(tomogram_shape, box: int, binning: int, what: str = "box") -> None:
+    """The working box (``box`` voxels at ``binning``) must fit inside the tomogram.
+
+    A box larger than the tomogram's smallest side cannot hold a particle's neighbourhood, and
+    simulating a source set of such boxes would allocate gigabytes; refuse before any of it.
+    """
+    side = int(box) * int(binning)
+    smallest = min(int(n) for n in tomogram_shape)
+    if side > smallest:
+        shape = "×".join(str(int(n)) for n in tomogram_shape)
+        binned = f" at bin {binning} ({side} tomogram voxels)" if binning > 1 else ""
+        raise ParameterError(
+            f"{what} {box}{binned} is larger than the tomogram ({shape} voxels, Z×Y×X): boxes must fit its "
+            f"smallest side, {smallest} voxels (a box of at most {smallest // binning} at bin {binning}; a smaller "
+            "structure diameter needs less binning)"
+        )
+
+
 @dataclass
 class RunResult:
     """Everything a run produced (tables, models, diagnostics); :func:`write_run` saves it."""
@@ -90,6 +108,7 @@ class RunResult:
     timings: dict
     condition: object = None  # ResolvedCondition: the condition simulated and where each value came from
     spectrum: dict | None = None  # spectrum_report: source vs target power spectra, before/after matching
+    verification: object = None  # verify.Verification: the calls checked against the templates (None: off)
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
@@ -132,10 +151,13 @@ class RunResult:
                            "calibration": _jsonable(res.calibration), "polarity": self.adaptation.polarity,
                            "resampled": bool(self.adaptation.resampled)},
             "condition": self.condition.to_dict() if self.condition is not None else None,
-            "open_set": {"expected_unknown_fraction": (res.calibration.get("transfer") or {}).get(
-                             "expected_unknown_fraction"),
+            "open_set": {"decided_by": "template verification" if self.verification is not None else "network",
+                         "expected_unknown_fraction": (
+                             (self.verification.report if self.verification is not None else res.calibration)
+                             .get("transfer") or {}).get("expected_unknown_fraction"),
                          "called_unknown_fraction": self.unknown_fraction()},
             "spectrum": _jsonable(self.spectrum),
+            "verification": _jsonable(self.verification.report) if self.verification is not None else None,
             "class_counts": self.class_counts(),
             "embedding": {"method": self.embedded.embedding.method, "perplexity": self.embedded.embedding.perplexity,
                           "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
@@ -236,6 +258,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     # 3. simulate + train at the working voxel size
     largest = max([params.picking.largest_diameter] + [float(t.diameter) for t in templates])
     model_vs, box, binning = working_geometry(tomo_vs, largest, params.box)
+    check_box_fits(tomogram.shape, box, binning, "box" if params.box is not None else "the working box")
     if binning > 1:
         templates = [t.at_voxel_size(model_vs) for t in templates]
     geometry = {"tomogram_voxel_size": tomo_vs, "model_voxel_size": model_vs, "bin": binning, "box": box,
@@ -265,16 +288,60 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     timings["adapt"] = time.perf_counter() - t0
     adapted = adaptation.result.bundle
 
-    # 5. map, clusters of unknowns, averages
+    # 5. template verification of the calls
+    classified, verification = adaptation.picks, None
+    if params.verify:
+        t0 = time.perf_counter()
+        classified, verification = yield from verify_run_calls(
+            adapted, trained, templates, data_params.condition, tomogram, adaptation.picks, adaptation.polarity, params)
+        timings["verify"] = time.perf_counter() - t0
+
+    # 6. map, clusters of unknowns, averages
     t0 = time.perf_counter()
-    embedded = yield from embed_picks(adapted, tomogram, adaptation.picks, adaptation.polarity, params.embed_params(),
+    embedded = yield from embed_picks(adapted, tomogram, classified, adaptation.polarity, params.embed_params(),
                                       device=params.device)
     timings["embed"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
-                     condition=resolved, spectrum=spectrum)
+                     condition=resolved, spectrum=spectrum, verification=verification)
+
+
+def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.DataFrame, polarity: str,
+                     params: RunParams):
+    """Stage ``verify``: the calls of the active picks checked against the known templates
+    (:func:`~napari_cryo_openset.verify.verify_calls`); returns (the picks table with the verified
+    ``class_name``, ``confidence``, ``unknown_score``, ``is_unknown`` and ``template_correlation``,
+    the :class:`~napari_cryo_openset.verify.Verification`).
+
+    ``templates`` at the working voxel size; ``condition`` the simulated one (working voxel
+    size); the source validation boxes of ``trained`` calibrate the fusion and the threshold.
+    """
+    from .device import choose_device
+    from .predict import pick_boxes
+    from .train import source_boxes
+    from .verify import TemplateBank, verify_calls
+
+    known = [t for t in templates if t.name in set(bundle.class_names)]
+    device = choose_device(params.device)
+    yield Progress("verify", 0, 3, f"imaging {len(known)} templates at {params.verify_rotations} rotations")
+    bank = TemplateBank(known, condition, int(bundle.box_size), n_rotations=params.verify_rotations, seed=params.seed,
+                        device=device)
+    data = trained.data
+    val = np.asarray(trained.val_indices if trained.val_indices is not None else np.arange(len(data.labels)))
+    names = np.asarray(data.class_names)[np.asarray(data.labels)[val]]
+    src = source_boxes(data.subtomograms[val], data.polarity)
+    active = (picks["curation"] != "rejected").to_numpy()
+    boxes, _, _ = pick_boxes(bundle, tomogram, picks.loc[active], polarity)  # cut batch by batch, on demand
+    verification = yield from verify_calls(bundle, bank, boxes, src, names, transfer_rule=params.adapt.threshold_transfer,
+                                           seed=params.seed, device=device)
+    out = picks.copy()
+    out["template_correlation"] = np.nan
+    for column in ("class_name", "confidence", "unknown_score", "template_correlation"):
+        out.loc[active, column] = getattr(verification, column)
+    out.loc[active, "is_unknown"] = verification.is_unknown
+    return out, verification
 
 
 def with_slab_note(resolved, templates, tomogram_voxel_size: float, largest: float):
@@ -440,7 +507,7 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     from .io import atomic_path
 
     out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # a fresh folder: the CLI swaps it in whole (io.atomic_dir)
     vs = result.geometry["tomogram_voxel_size"]
     paths = {name: out / name for name in OUTPUTS}
     write_picks(paths["picks.star"], result.picks, voxel_size=vs)

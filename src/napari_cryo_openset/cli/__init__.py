@@ -14,6 +14,7 @@ Building the parser imports neither torch nor napari, so ``--help`` and bad inpu
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,12 @@ from .. import __version__
 from ..errors import CryoOpensetError
 from . import adapt, demo, info, pick, predict, run, simulate, train
 from ._args import PROG, say
+from ._signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, terminate_as_exception
+
+#: File-system errors caused by the user's files, folders or disk (exit 2, one line), not bugs.
+USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                         errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EFBIG, errno.ENAMETOOLONG,
+                         errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY, errno.ELOOP})
 
 #: In the order ``--help`` lists them.
 COMMANDS = (pick, simulate, train, predict, adapt, run, info, demo)
@@ -43,12 +50,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the command; return the exit status (0, 1 internal error, 2 bad input, 130)."""
+    """Parse ``argv`` and run the command; return the exit status.
+
+    0 success, 1 internal error, 2 bad input or an output that cannot be written, 130 SIGINT
+    (Ctrl-C), 143 SIGTERM. Interrupted commands leave no temporary files behind.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help(sys.stderr)
-        return 2
+    with terminate_as_exception():
+        try:
+            args = parser.parse_args(argv)
+            if not getattr(args, "command", None):
+                parser.print_help(sys.stderr)
+                return 2
+            return _run(args)
+        except Terminated:
+            say(f"{PROG}: terminated (SIGTERM); no partial output was left")
+            return EXIT_SIGTERM
+        except KeyboardInterrupt:
+            say(f"{PROG}: interrupted; no partial output was left")
+            return EXIT_SIGINT
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command under the one error policy (interrupts pass through)."""
     try:
         return int(args.func(args) or 0)
     except CryoOpensetError as exc:
@@ -56,14 +80,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         say(f"{PROG}: error: {exc}")
         return 2
-    except KeyboardInterrupt:
-        say(f"{PROG}: interrupted")
-        return 130
+    except OSError as exc:
+        if args.debug or exc.errno not in USER_ERRNOS:
+            return _internal_error(args, exc)
+        say(f"{PROG}: error: {_os_error_line(exc)}")
+        return 2
     except Exception as exc:  # an unexpected failure: say what and how to get details
-        if args.debug:
-            raise
-        say(f"{PROG}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
-        return 1
+        return _internal_error(args, exc)
+
+
+def _internal_error(args: argparse.Namespace, exc: Exception) -> int:
+    if args.debug:
+        raise exc
+    say(f"{PROG}: internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+    return 1
+
+
+def _os_error_line(exc: OSError) -> str:
+    """A file-system error the user can fix, naming the file (never a hidden temporary name)."""
+    from ..io._atomic import os_reason, user_path
+
+    if exc.filename is None:
+        return os_reason(exc)
+    return f"'{user_path(exc.filename)}': {os_reason(exc)}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import CryoOpensetError, ParameterError, PicksError
 from ..params import Spec, spec, specs
+from ._outputs import output_dir, output_file  # noqa: F401  (re-exported: every command's output checks)
 
 PROG = "napari-cryo-openset"
 _UNIT_METAVARS = {"degrees": "DEG", "voxels": "N"}
@@ -200,29 +201,6 @@ def input_file(path: str, option: str, what: str) -> Path:
     if not p.is_file():
         raise CryoOpensetError(f"{option} '{p}' is not a file (expected {what})")
     return p
-
-
-def output_file(path: str, suffixes: tuple[str, ...], what: str, example: str, option: str = "-o") -> Path:
-    """``option`` must name a file with one of ``suffixes`` in an existing folder."""
-    out = Path(path)
-    if out.is_dir():
-        raise CryoOpensetError(f"{option} '{out}' is a folder; give a file name such as {example}")
-    if out.suffix.lower() not in suffixes:
-        raise CryoOpensetError(f"{option} '{out}': unknown extension '{out.suffix}'; {what} must end in "
-                               f"{' or '.join(suffixes)} (e.g. {example})")
-    if not out.parent.is_dir():
-        raise CryoOpensetError(f"{option} '{out}': the folder '{out.parent}' does not exist")
-    return out
-
-
-def output_dir(path: str) -> Path:
-    """``-o OUTDIR``: a folder, created if missing (its parent must exist)."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise CryoOpensetError(f"-o '{out}' is a file; give a folder for the run's outputs")
-    if not out.exists() and not out.parent.is_dir():
-        raise CryoOpensetError(f"-o '{out}': the folder '{out.parent}' does not exist")
-    return out
 
 
 def simulated_set(path: Path, option: str):

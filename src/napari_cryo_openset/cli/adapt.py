@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import CryoOpensetError, ParameterError
 from ..params import AdaptParams
 from ..picks import class_counts
+from ._outputs import MB
 from ._args import (
     add_device_options,
     add_options,
@@ -130,13 +131,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # file checks first: they need no torch, so a typo fails at once
     model_path = input_file(args.model, "MODEL.pt", "a model bundle (.pt) written by 'train'")
-    out = output_file(args.output, (".pt",), "the adapted model file", "adapted.pt")
+    # the adapted bundle adds a source encoder and a discriminator to the model's weights
+    out = output_file(args.output, (".pt",), "the adapted model file", "adapted.pt",
+                      need=3 * model_path.stat().st_size + MB, command="adapt")
     if out.resolve() == model_path.resolve():
         raise CryoOpensetError(f"-o '{out}' is MODEL.pt; write the adapted model to another file")
     pred_out = None
     if args.predictions is not None:
         pred_out = output_file(args.predictions, PICKS_EXTENSIONS, "the predictions file", "predictions.star",
-                               option="--predictions")
+                               option="--predictions", command="adapt")
     tomo_path = input_file(args.tomo, "--tomo", "a tomogram (.mrc)")
     picks_path = input_file(args.picks, "--picks", "a picks file (.star or .csv)")
     if pred_out is not None and pred_out.resolve() == picks_path.resolve():
@@ -154,7 +157,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     from ..adapt.common import MIN_TARGET_PICKS, is_adapted
     from ..adapt import adapt_to_tomogram
-    from ..checkpoint import load_bundle, save_bundle
     from ..progress import run_with_tqdm
 
     bundle = load_model(model_path)
@@ -189,10 +191,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         say(f"adapt: the tomogram's voxels differ from the model's {bundle.voxel_size:g} Å; boxes were "
             f"resampled to {bundle.box_size}³ voxels of {bundle.voxel_size:g} Å")
 
-    save_bundle(result.bundle, out)
-    load_bundle(out)  # read back: the file on disk is a valid bundle
-    if pred_out is not None:
-        write_table(pred_out, adaptation.picks, tomo.voxel_size)
+    _write_outputs(out, pred_out, result.bundle, adaptation.picks, tomo.voxel_size)
 
     active = (adaptation.picks["curation"] != "rejected").to_numpy()
     counts = class_counts(adaptation.picks["class_name"].astype(str).to_numpy()[active])
@@ -209,6 +208,19 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     written = f"{out}" + (f" and {pred_out}" if pred_out is not None else "")
     say(f"adapt: adaptation {result.seconds:.1f} s, {time.perf_counter() - t0:.1f} s in all → {written}")
     return 0
+
+
+def _write_outputs(out: Path, pred_out: Path | None, bundle, picks, voxel_size) -> None:
+    """ADAPTED.pt and PREDICTIONS.star as one unit: both are written, then both renamed in place."""
+    from ..checkpoint import load_bundle, save_bundle
+    from ..io._atomic import atomic_paths
+
+    targets = [out] if pred_out is None else [out, pred_out]
+    with atomic_paths(targets) as temps:
+        save_bundle(bundle, temps[0])
+        load_bundle(temps[0])  # read back: the file on disk is a valid bundle
+        if pred_out is not None:
+            write_table(temps[1], picks, voxel_size)
 
 
 def _trained_on_hint(model_path: Path) -> str:

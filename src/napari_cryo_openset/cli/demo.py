@@ -34,6 +34,7 @@ DEMO_DIAMETER = 120.0
 def _demo_classify(tomo, condition, seed: int, out: Path):
     """Run the pipeline (fast) on the sample with one built-in structure held out; write ``out``."""
     from ..params import AdaptParams, PickingParams, RunParams
+    from ..io._atomic import atomic_dir
     from ..pipeline import run_pipeline, write_run
     from ..progress import run_with_tqdm
     from ..simulate import builtin_templates
@@ -46,7 +47,8 @@ def _demo_classify(tomo, condition, seed: int, out: Path):
     sample = params.source.condition.replace(snr=float(condition.snr), defocus=float(condition.defocus))
     params = replace(params, source=replace(params.source, condition=sample))  # the sample's SNR and defocus
     result = run_with_tqdm(run_pipeline(tomo, templates, params), desc="demo")
-    write_run(out, result)
+    with atomic_dir(out, overwrite=True) as tmp:  # the demo's own folder: replaced, whole, each time
+        write_run(tmp, result)
     counts = ", ".join(f"{k} {v}" for k, v in result.class_counts().items())
     say(f"demo: {len(result.picks)} picks classified in {result.timings['total']:.0f} s: {counts}; "
         f"{result.embedded.summary()} → {out}/")

@@ -31,7 +31,7 @@ _PICKING = ("diameter", "polarity", "max_picks")
 _IMAGING = ("defocus", "cs", "voltage", "tilt_range", "tilt_step", "snr")
 _CROWDING = ("neighbours", "background")
 _RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads", "source_kind",
-        "match_spectrum")
+        "match_spectrum", "verify", "verify_rotations")
 _DEFAULTS = RunParams(PickingParams(diameter=1.0))  # the run's own defaults (crowded source, mluda)
 
 
@@ -52,7 +52,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="MRC maps, PDB/mmCIF models, folders of them, or the word 'builtin'")
     add_options(p, PickingParams, ("diameter",), required=("diameter",))
     add_options(p, AdaptParams, ("method",), required=("method",))
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (created if missing)")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder (created if missing; an existing non-empty one needs --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier run in OUTDIR; they are kept until the new set is complete "
+                        "(written into a hidden folder beside OUTDIR and swapped in at the end)")
     add_options(p, PickingParams, ("polarity",))
     add_options(p, _DEFAULTS, ("seed", "fast"))
     p.add_argument("--picks", default=None, metavar="PICKS.star",
@@ -61,7 +65,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("imaging condition of the simulation (voxel size: the tomogram's)")
     add_options(g, _DEFAULTS.source.condition, _IMAGING)
     add_options(g, _DEFAULTS.source, _CROWDING)
-    add_options(g, _DEFAULTS, ("source_kind", "match_spectrum"))
+    add_options(g, _DEFAULTS, ("source_kind", "match_spectrum", "verify", "verify_rotations"))
     g.add_argument("--no-estimate", action="store_true",
                    help="simulate with the defaults for what is not given, without reading the tilt range and SNR "
                         "from the tomogram (by default they are estimated from the volume and reported)")
@@ -87,11 +91,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     tomo_path = input_file(args.tomo, "--tomo", "a tomogram (.mrc)")
     picks_path = input_file(args.picks, "--picks", "a picks file (.star or .csv)") if args.picks else None
-    out = output_dir(args.output)
+    out = output_dir(args.output, overwrite=args.overwrite)
     params = run_params_from_args(args)
     check_device(params.device)
 
     from ..io import read_picks, read_tomogram
+    from ..io._atomic import atomic_dir
     from ..pipeline import run_pipeline, write_run
     from ..progress import run_with_tqdm
     from ..simulate.templates import load_templates
@@ -110,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"({int((picks['curation'] == 'rejected').sum())} rejected kept, not classified)")
     templates = load_templates(args.templates, vs[0])
     say(f"run: {len(templates)} templates: {', '.join(t.name for t in templates)}")
+    _check_geometry(tomo, templates, params)
     job = run_pipeline(tomo, templates, params, picks=picks)
     result = run_with_tqdm(job, desc="run", disable=args.quiet or None)
     if result.picking is not None:
@@ -125,7 +131,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in result.class_counts().items())
     say(f"run: classes: {counts}")
     say(f"run: {result.embedded.summary()}")
-    paths = write_run(out, result)
+    with atomic_dir(out, overwrite=args.overwrite) as tmp:
+        paths = write_run(tmp, result)
     say(f"run: {time.perf_counter() - t0:.1f} s in all → {out}/ ({', '.join(sorted(p for p in paths if '/' not in p))}, "
         f"averages/ ×{sum('/' in p for p in paths)})")
     return 0
+
+
+def _check_geometry(tomo, templates, params: RunParams) -> None:
+    """The working box must fit the tomogram: checked before picking and simulating anything."""
+    from ..pipeline import check_box_fits, working_geometry
+
+    largest = max([params.picking.largest_diameter] + [float(t.diameter) for t in templates])
+    _, box, binning = working_geometry(tomo.voxel_size[0], largest, params.box)
+    what = "--box" if params.box is not None else f"the working box (from the largest structure, {largest:g} Å)"
+    check_box_fits(tomo.shape, box, binning, what)
+    _warn_memory(len(templates), box, params)
+
+
+#: Copies of the source set a run holds at once (float32 boxes, augmented batches, spectra), roughly.
+_SOURCE_COPIES = 3
+
+
+def _warn_memory(n_templates: int, box: int, params: RunParams) -> None:
+    """Say so before simulating when the source set alone would need more memory than is free."""
+    n = params.n_per_class
+    n_boxes = n_templates * n + n + max(1, n // 2)  # per template, decoys, empty (RunParams.source_params)
+    need = _SOURCE_COPIES * 4 * n_boxes * box**3
+    free = _available_memory()
+    if free is not None and need > free:
+        say(f"run: warning: {n_boxes} source boxes of {box}³ voxels need about {need / 1024**3:.1f} GB of memory, "
+            f"{free / 1024**3:.1f} GB are free; lower --per-class or --box if the run runs out of memory")
+
+
+def _available_memory() -> int | None:
+    """Free physical memory in bytes (Linux/macOS), or None when the system does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -11,9 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from ..errors import CryoOpensetError
 from ..params import DatasetParams, ImagingCondition
 from ._args import add_options, build, finite, say
+from ._outputs import check_space, output_file, simulated_set_bytes
 
 _CONDITION = ("voxel_size", "cs", "voltage", "tilt_range", "tilt_step", "bfactor", "tilt_jitter")
 _DATASET = ("box", "per_class", "decoys", "empty", "seed")
@@ -51,11 +51,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def params_from_args(args: argparse.Namespace) -> tuple[DatasetParams, list[str]]:
     """(DatasetParams, template paths) from parsed arguments (validated by the dataclasses)."""
-    out = Path(args.output)
-    if out.is_dir():
-        raise CryoOpensetError(f"-o '{out}' is a folder; give a file name such as source.npz")
-    if not out.parent.is_dir():
-        raise CryoOpensetError(f"-o '{out}': the folder '{out.parent}' does not exist")
+    output_file(args.output, None, "the simulated set", "source.npz", need=0, command="simulate")
     ranges = {}
     flags = {}
     for name in ("snr", "defocus"):
@@ -77,6 +73,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     params, paths = params_from_args(args)
     templates = load_templates(paths, params.voxel_size)
+    n_boxes = len(templates) * params.per_class + params.decoys + params.empty
+    check_space(Path(args.output), simulated_set_bytes(n_boxes, params.box), "-o", "simulate")
     too_big = templates_fit_box(templates, params.box)
     if too_big:
         say(f"simulate: warning: {', '.join(too_big)} larger than the {params.box}-voxel box "

@@ -13,6 +13,7 @@ import time
 from ..errors import CryoOpensetError
 from ..params import TrainParams
 from ._args import add_device_options, add_options, build, check_device, input_file, output_file, say, simulated_set
+from ._outputs import bundle_bytes
 
 MODEL_SUFFIX = ".pt"
 _OPTIONS = ("epochs", "architecture", "batch_size", "learning_rate", "patience", "validation_fraction", "seed", "amp")
@@ -110,7 +111,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # file checks first: they need no torch, so a typo fails at once
     source = input_file(args.source, "SOURCE", "a simulated set (.npz) written by 'simulate'")
-    out = output_file(args.output, (MODEL_SUFFIX,), "the model file", "model.pt")
+    out = output_file(args.output, (MODEL_SUFFIX,), "the model file", "model.pt", need=bundle_bytes(),
+                      command="train")
     if out.resolve() == source.resolve():
         raise CryoOpensetError(f"-o '{out}' is the source file; choose another name for the model")
     simulated_set(source, "SOURCE")

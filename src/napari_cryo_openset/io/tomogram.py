@@ -155,12 +155,30 @@ def _check_header(path: Path, header, byte_order: str) -> tuple[tuple[int, ...],
     offset = _HEADER_BYTES + nsymbt
     expected = offset + nx * ny * nz * dtype.itemsize
     actual = path.stat().st_size
+    if actual < expected and nsymbt > actual:
+        raise TomogramError(
+            f"{_describe(path)} is not a valid MRC file: its header claims an extended header of "
+            f"{nsymbt:,} bytes (nsymbt) but the file has {actual:,} bytes"
+        )
     if actual < expected:
         raise TomogramError(
             f"{_describe(path)} is truncated: its header describes {nz}×{ny}×{nx} voxels of "
             f"{dtype.name} ({expected:,} bytes with the header) but the file has {actual:,} bytes"
         )
     return (nz, ny, nx), dtype, offset
+
+
+def check_mrc_file(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Validate an MRC file's header against its size without reading the data.
+
+    Map ID or a plausible header, a supported mode, positive sizes, an extended header
+    (``nsymbt``) and data that fit in the file. Returns (shape Z Y X, dtype, data offset);
+    raises :class:`TomogramError` naming the file. Run it before any permissive reader, which
+    would trust a garbage header's sizes.
+    """
+    path = Path(path)
+    header, byte_order = _read_raw_header(path)
+    return _check_header(path, header, byte_order)
 
 
 def _imod_stamp_and_flags(header, byte_order: str) -> tuple[int, int]:

@@ -53,8 +53,8 @@ class TrainParams:
     architecture: str = param("fast", choices=ARCHITECTURES,
                               help="fast: the default encoder for 24³–40³ boxes; ada-reference: the 3D-ADA "
                                    "paper's encoder; boxes < 37³ are zero-padded to 37³")
-    embedding_dim: int = param(64, low=2, help="feature dimension")
-    width: int = param(16, low=2, help="channels of the first convolution")
+    embedding_dim: int = param(64, low=2, high=4096, help="feature dimension")
+    width: int = param(16, low=2, high=128, help="channels of the first convolution")
     norm: str = param("batch", choices=NORMS, help="normalisation layers")
     l2_normalize: bool = param(False, help="L2-normalise the features")
     dropout: float = param(0.1, low=0, high=1, high_open=True, help="dropout before the classifier")

@@ -82,6 +82,10 @@ class RunParams:
                                   "isolated: one simulated particle per box (the papers' protocol)")
     match_spectrum: bool = param(True, help="spectral matching: filter every simulated source box so that its radial "
                                             "power spectrum follows the target picks' (napari_cryo_openset.spectrum)")
+    verify: bool = param(True, help="template verification: fuse the network's call of every pick with its correlation "
+                                     "against the known templates imaged like the source, and call unknown by both "
+                                     "(napari_cryo_openset.verify)")
+    verify_rotations: int = param(300, low=12, help="rotations per template in the verification bank")
     given: tuple[str, ...] | None = param(None, help="names of the imaging-condition fields the user gave (None: all "
                                                      "of source.condition is the user's); the others are read from "
                                                      "the tomogram where it tells (tilt range, SNR, slab)")
@@ -158,6 +162,7 @@ class RunParams:
             "max_picks": self.picking.max_picks, "seed": self.seed, "device": self.device, "threads": self.threads,
             "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
             "iterations": self.n_iterations, "source_kind": self.source_kind, "match_spectrum": self.match_spectrum,
+            "verify": self.verify, "verify_rotations": self.verify_rotations,
             "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),

@@ -249,7 +249,14 @@ def read_map(path: str | os.PathLike, source_voxel_size: float | None = None) ->
     """Read an MRC/CCP4 density map: (Z, Y, X) float32 array and its voxel size in Å."""
     import mrcfile
 
+    from ..errors import TomogramError
+    from ..io.tomogram import check_mrc_file
+
     path = Path(path)
+    try:  # the header first: a permissive open trusts garbage sizes (a text file → gigabytes)
+        check_mrc_file(path)
+    except TomogramError as exc:
+        raise TemplateError(f"template {exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

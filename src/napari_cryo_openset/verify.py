@@ -1,0 +1,269 @@
+"""Template verification: every pick's call checked against the known templates (core, no Qt).
+
+The network alone is a weak judge of "is this one of my structures?" on a crowded tomogram: its
+embedding distances and softmax were learnt on simulated boxes, and after adaptation the
+unknown score barely separates known from unknown particles (``benchmarks/bench_run.py``:
+AUROC ≈ 0.5 for the adapted centre distance). What biologists trust — template matching — is
+the missing half. This stage combines the two:
+
+1. **A template bank.** Every known template, at ``n_rotations`` orientations drawn uniformly on
+   SO(3) (seeded), passed through the run's imaging model (the resolved condition at the working
+   voxel size: CTF at the mean defocus, the tilt range's missing wedge, weighted back-projection;
+   no noise), brought to the canonical polarity (protein positive), binned by ``bin`` and
+   normalised inside a spherical mask.
+2. **Correlations.** Each pick box (canonical, the run's working box) is correlated with every
+   bank entry (normalised cross-correlation inside the mask, Z Y X centre offsets of
+   ±``shift`` binned voxels); a pick's correlation with a template is the best over rotations
+   and offsets: an (N, K) matrix.
+3. **Fusion.** The posterior over the known classes is ``softmax(log p + c / T)``: the
+   network's probabilities ``p`` (renormalised over the known classes) times a correlation
+   likelihood ``exp(c / T)``. The temperature ``T`` is fitted on the **source** validation
+   boxes (maximum likelihood of their true classes), never on the target.
+4. **Unknown score.** ``z(H(q)) + z(−c_class)``: the standardised entropy of the fused
+   posterior plus the standardised (negated) correlation with the chosen class, standardised
+   by the source validation boxes of the known classes. The threshold is calibrated on the
+   source validation boxes (known classes vs. decoys, Youden's J:
+   :func:`~napari_cryo_openset.openset.calibrate_threshold`) and checked on the target without
+   labels (:func:`~napari_cryo_openset.adapt.transfer.transfer_threshold`).
+
+A pick the network calls ``empty`` (no particle) stays ``empty``. ``benchmarks/bench_run.py``
+measures the verified calls next to the network's own (rows "… + templates").
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .picks import UNKNOWN_CLASS
+from .progress import Progress
+
+EMPTY_CLASS = "empty"
+#: Temperatures tried when fitting the fusion on the source validation boxes.
+TEMPERATURES = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
+#: Bank references correlated per matrix product (bounds memory: rows × references × 4 bytes).
+ROWS_PER_BATCH = 256
+
+
+def _masked_unit(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, b, b, b) → (N, b³): zero mean and unit norm inside ``mask`` (zero outside)."""
+    x = x * mask
+    x = x - (x.sum(dim=(1, 2, 3), keepdim=True) / mask.sum()) * mask
+    x = x.reshape(len(x), -1)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _bin(x: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.avg_pool3d(x[:, None], factor)[:, 0] if factor > 1 else x
+
+
+class TemplateBank:
+    """Known templates × rotations, imaged like the run's source set (see the module docstring).
+
+    ``templates``: :class:`~napari_cryo_openset.simulate.Template` at the working voxel size;
+    ``condition``: the :class:`~napari_cryo_openset.params.ImagingCondition` simulated (its
+    voxel size the working one); ``box``: the working box edge (voxels).
+    """
+
+    def __init__(self, templates: Sequence, condition, box: int, *, n_rotations: int = 300, bin_: int = 2,
+                 shift: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+        from .extract import normalise_subtomograms
+        from .simulate.imaging import image_volumes
+        from .simulate.placement import random_rotations, rotate_into_boxes
+
+        t0 = time.perf_counter()
+        self.class_names = [str(t.name) for t in templates]
+        self.box, self.bin, self.shift = int(box), max(1, int(bin_)), max(0, int(shift))
+        self.n_rotations = int(n_rotations)
+        self.device = torch.device(device)
+        b = self.box // self.bin
+        r = np.arange(b) - (b - 1) / 2.0
+        zz, yy, xx = np.meshgrid(r, r, r, indexing="ij")
+        self.mask = torch.from_numpy((np.sqrt(zz**2 + yy**2 + xx**2) <= b / 2.0 - 0.5).astype(np.float32))
+        rng = np.random.default_rng([int(seed), 0x7E3])
+        size = self.box + 8  # room for the CTF's ringing before the box is cut
+        defocus = float(np.mean(condition.defocus_range))
+        bank, labels = [], []
+        for k, tpl in enumerate(templates):
+            rotations = random_rotations(rng, self.n_rotations)
+            for a in range(0, self.n_rotations, 64):
+                vol = rotate_into_boxes(tpl.density, rotations[a:a + 64], None, (size,) * 3)
+                n = len(vol)
+                imaged = image_volumes(vol, condition, defocus=[defocus] * n, snr=[1e6] * n,
+                                       noise_seeds=list(range(n)), recon_shape=(self.box,) * 3)
+                canon = torch.from_numpy(normalise_subtomograms(imaged.numpy(), "dark"))
+                bank.append(_masked_unit(_bin(canon, self.bin), self.mask))
+                labels.append(np.full(n, k))
+        self.bank = torch.cat(bank).to(self.device)  # (K·R, b³)
+        self.labels = torch.from_numpy(np.concatenate(labels)).to(self.device)
+        self.mask = self.mask.to(self.device)
+        self.seconds = time.perf_counter() - t0
+
+    def correlations(self, boxes) -> np.ndarray:
+        """(N, K) best normalised cross-correlation of each canonical box with each template.
+
+        ``boxes``: (N, B, B, B) or (N, 1, B, B, B) — an array, a tensor, or a lazy
+        :class:`~napari_cryo_openset.boxes.PickBoxes` whose boxes are cut :data:`ROWS_PER_BATCH`
+        at a time (memory bounded by a batch, not by N).
+        """
+        from .boxes import PickBoxes
+
+        x = boxes if isinstance(boxes, PickBoxes) else torch.as_tensor(np.asarray(boxes), dtype=torch.float32)
+        shape = tuple(x.shape)
+        box_shape = shape[2:] if len(shape) == 5 else shape[1:]
+        if box_shape != (self.box,) * 3:
+            from .errors import ParameterError
+
+            raise ParameterError(f"template verification: boxes of {tuple(box_shape)} voxels, the bank is "
+                                 f"{self.box}³")
+        k = len(self.class_names)
+        out = np.empty((len(x), k), dtype=np.float32)
+        offsets = list(itertools.product(range(-self.shift, self.shift + 1), repeat=3))
+        with torch.no_grad():
+            for a in range(0, len(x), ROWS_PER_BATCH):
+                xb = x[a:a + ROWS_PER_BATCH]
+                xb = _bin((xb[:, 0] if xb.ndim == 5 else xb).to(self.device), self.bin)
+                best = torch.full((len(xb), k), -2.0, device=self.device)
+                for dz, dy, dx in offsets:
+                    v = _masked_unit(torch.roll(xb, shifts=(dz, dy, dx), dims=(1, 2, 3)), self.mask)
+                    cc = v @ self.bank.T  # (n, K·R)
+                    per = torch.full((len(cc), k), -2.0, device=self.device).scatter_reduce(
+                        1, self.labels.expand(len(cc), -1), cc, reduce="amax", include_self=True)
+                    best = torch.maximum(best, per)
+                out[a:a + len(xb)] = best.cpu().numpy()
+        return out
+
+
+def known_probabilities(probabilities: np.ndarray, class_names: Sequence[str], known: Sequence[str]) -> np.ndarray:
+    """The network's probabilities of the ``known`` classes (columns in that order), renormalised."""
+    idx = [list(class_names).index(k) for k in known]
+    p = np.asarray(probabilities, dtype=np.float64)[:, idx]
+    return p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def fuse(p_known: np.ndarray, correlations: np.ndarray, temperature: float) -> np.ndarray:
+    """Posterior over the known classes: ``softmax(log p + c / T)`` (rows sum to 1)."""
+    logit = np.log(np.clip(p_known, 1e-6, None)) + np.asarray(correlations, np.float64) / float(temperature)
+    logit -= logit.max(axis=1, keepdims=True)
+    q = np.exp(logit)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(p_known: np.ndarray, correlations: np.ndarray, labels: np.ndarray,
+                    temperatures: Sequence[float] = TEMPERATURES) -> tuple[float, dict]:
+    """The ``T`` of :func:`fuse` maximising the mean log-likelihood of the true ``labels``
+    (column indices) on source boxes; returns (T, {T: mean log-likelihood})."""
+    labels = np.asarray(labels, dtype=int)
+    rows = np.arange(len(labels))
+    ll = {float(t): float(np.mean(np.log(np.clip(fuse(p_known, correlations, t)[rows, labels], 1e-12, None))))
+          for t in temperatures}
+    return max(ll, key=ll.get), ll
+
+
+def _entropy(q: np.ndarray) -> np.ndarray:
+    return -(q * np.log(np.clip(q, 1e-12, None))).sum(axis=1)
+
+
+@dataclass
+class Standardiser:
+    """Standardises the two parts of the unknown score by the source known boxes."""
+
+    entropy: tuple[float, float]
+    correlation: tuple[float, float]
+
+    @classmethod
+    def fit(cls, q: np.ndarray, c_class: np.ndarray) -> Standardiser:
+        h = _entropy(q)
+        return cls((float(h.mean()), float(h.std() or 1.0)), (float(c_class.mean()), float(c_class.std() or 1.0)))
+
+    def score(self, q: np.ndarray, c_class: np.ndarray) -> np.ndarray:
+        h = _entropy(q)
+        return (h - self.entropy[0]) / self.entropy[1] + (self.correlation[0] - c_class) / self.correlation[1]
+
+    def to_dict(self) -> dict:
+        return {"entropy_mean_sd": list(self.entropy), "correlation_mean_sd": list(self.correlation)}
+
+
+@dataclass
+class Verification:
+    """The verified calls of the target picks (rows of the active picks) and how they were made."""
+
+    class_name: np.ndarray  # str: known class, unknown or empty
+    confidence: np.ndarray  # fused posterior of the chosen class (0..1)
+    unknown_score: np.ndarray  # z(H) + z(−c); higher = more likely unknown
+    template_correlation: np.ndarray  # best correlation with the chosen class's template
+    threshold: float
+    report: dict = field(default_factory=dict)
+
+    @property
+    def is_unknown(self) -> np.ndarray:
+        return self.class_name == UNKNOWN_CLASS
+
+
+def verify_calls(bundle, bank: TemplateBank, target_boxes, source_boxes, source_names: Sequence[str], *,
+                 transfer_rule: str = "auto", seed: int = 0, device: str = "cpu"
+                 ) -> Generator[Progress, None, Verification]:
+    """Verify the network's calls on ``target_boxes`` with the template ``bank`` (a generator).
+
+    ``bundle``: the model whose probabilities are fused (the adapted one in ``run``);
+    ``source_boxes`` (canonical) and ``source_names`` (their true class names, ``unknown`` for
+    decoys, ``empty``): the source **validation** boxes — they fit the temperature, standardise
+    the score and calibrate the threshold. No target label is used.
+    """
+    from .adapt.transfer import transfer_threshold
+    from .openset import calibrate_threshold
+    from .predict import classify_boxes
+
+    t0 = time.perf_counter()
+    known = list(bank.class_names)
+    names = np.asarray(source_names).astype(str)
+    is_known = np.isin(names, known)
+    is_decoy = names == UNKNOWN_CLASS
+    keep = is_known | is_decoy
+    src = np.asarray(source_boxes)[keep]
+    names, is_known, is_decoy = names[keep], is_known[keep], is_decoy[keep]
+    yield Progress("verify", 0, 3, f"correlating {len(src)} source boxes with {len(known)} templates × "
+                                   f"{bank.n_rotations} rotations")
+    c_src = bank.correlations(src)
+    p_src = known_probabilities(classify_boxes(bundle, src, device).probabilities, bundle.class_names, known)
+    labels = np.array([known.index(n) if n in known else -1 for n in names])
+    temperature, likelihood = fit_temperature(p_src[is_known], c_src[is_known], labels[is_known])
+    q_src = fuse(p_src, c_src, temperature)
+    chosen_src = q_src.argmax(axis=1)
+    c_class_src = c_src[np.arange(len(c_src)), chosen_src]
+    std = Standardiser.fit(q_src[is_known], c_class_src[is_known])
+    s_src = std.score(q_src, c_class_src)
+    cal = calibrate_threshold(s_src[is_known], s_src[is_decoy] if is_decoy.any() else None)
+
+    yield Progress("verify", 1, 3, f"correlating {len(target_boxes)} picks with the templates")
+    c_tgt = bank.correlations(target_boxes)
+    pred = classify_boxes(bundle, target_boxes, device)
+    q = fuse(known_probabilities(pred.probabilities, bundle.class_names, known), c_tgt, temperature)
+    chosen = q.argmax(axis=1)
+    c_class = c_tgt[np.arange(len(c_tgt)), chosen]
+    score = std.score(q, c_class)
+    threshold, transfer = transfer_threshold(cal.threshold, score, transfer_rule, seed=seed)
+    cls = np.asarray(known, dtype=object)[chosen]
+    cls[score > threshold] = UNKNOWN_CLASS
+    cls[np.asarray(pred.class_name).astype(str) == EMPTY_CLASS] = EMPTY_CLASS
+    source_acc = float(np.mean(chosen_src[is_known] == labels[is_known])) if is_known.any() else float("nan")
+    report = {
+        "templates": known, "rotations": bank.n_rotations, "bin": bank.bin, "shift_voxels": bank.shift,
+        "temperature": temperature, "log_likelihood_by_temperature": likelihood,
+        "source_boxes": int(len(src)), "source_known_accuracy": source_acc,
+        "source_threshold": float(cal.threshold), "threshold": float(threshold), "transfer": transfer,
+        "standardiser": std.to_dict(), "bank_seconds": round(bank.seconds, 3),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "called_unknown_fraction": float(np.mean(cls == UNKNOWN_CLASS)) if len(cls) else None,
+    }
+    yield Progress("verify", 3, 3, f"template verification: T {temperature:g}, source accuracy {source_acc:.2f}, "
+                                   f"{int(np.sum(cls == UNKNOWN_CLASS))} of {len(cls)} picks unknown")
+    return Verification(class_name=cls.astype(str), confidence=q[np.arange(len(q)), chosen].astype(np.float64),
+                        unknown_score=score.astype(np.float64), template_correlation=c_class.astype(np.float64),
+                        threshold=float(threshold), report=report)
