@@ -98,9 +98,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="predict 10k/100k, run 10k")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the commands (default 1)")
+    ap.add_argument("--commands", nargs="+", choices=("predict", "run"), default=["predict", "run"],
+                    help="measure only these; the other rows are kept from the last results file")
+    ap.add_argument("--run-sizes", nargs="+", type=int, default=None, help="picks of the run cases")
     args = ap.parse_args()
     predict_sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
-    run_sizes = [10_000] if args.quick else [10_000, 100_000]
+    run_sizes = args.run_sizes or ([10_000] if args.quick else [10_000, 100_000])
+    predict_sizes = predict_sizes if "predict" in args.commands else []
+    run_sizes = run_sizes if "run" in args.commands else []
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         work = Path(tmp)
@@ -115,6 +120,7 @@ def main() -> None:
         for command, n, cmd in cases:
             seconds, rss, status = measure(CLI + cmd, work / f"{command}_{n}.log")
             row = {"command": command, "picks": n, "seconds": round(seconds, 1), "peak_rss_mb": round(rss),
+                   "date": time.strftime("%Y-%m-%d %H:%M"),
                    "limit_gb": LIMITS_GB[command], "exit": status,
                    "within_limit": bool(status == 0 and rss / 1024 < LIMITS_GB[command])}
             if status != 0:
@@ -122,9 +128,38 @@ def main() -> None:
             rows.append(row)
             print(f"{command:8s} {n:>9,d} picks: {seconds:7.1f} s, peak RSS {rss:7.0f} MB, exit {status}", flush=True)
     name = "scale_quick" if args.quick else "scale"
+    rows = kept_rows(name, args.commands) + rows
+    reads = kept_reads(name, reads)
     payload = {"machine": machine(), "tomogram": "64×96×96 voxels at 10 Å", "model": "fast, 24³ boxes",
                "run_options": RUN_OPTIONS, "threads": args.threads, "cases": rows, "read_seconds": reads}
     save(name, payload, markdown(rows, reads, args))
+
+
+def kept_rows(name: str, measured: list[str]) -> list[dict]:
+    """Rows of the commands not measured now, from the last ``results/NAME.json`` (with their date)."""
+    import json
+
+    from _protocol import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if not path.exists() or set(measured) == {"predict", "run"}:
+        return []
+    old = json.loads(path.read_text())
+    return [{**r, "date": r.get("date", old["machine"]["date"])} for r in old["cases"] if r["command"] not in measured]
+
+
+def kept_reads(name: str, reads: dict) -> dict:
+    """The read reference of the last results file when it read more rows than this run."""
+    import json
+
+    from _protocol import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if path.exists():
+        old = json.loads(path.read_text()).get("read_seconds", {})
+        if old.get("read.star", {}).get("rows", 0) > reads["read.star"]["rows"]:
+            return old
+    return reads
 
 
 def markdown(rows, reads, args) -> str:
@@ -137,12 +172,12 @@ def markdown(rows, reads, args) -> str:
         "a fast-encoder model with 24³ boxes; uniform random picks (CSV). Each case is the real command line in its "
         "own process; peak RSS is that process's `ru_maxrss`.",
         "",
-        "| command | picks | seconds | peak RSS (MB) | limit | within |",
-        "|---|---:|---:|---:|---:|:---:|",
+        "| command | picks | seconds | peak RSS (MB) | limit | within | measured |",
+        "|---|---:|---:|---:|---:|:---:|---|",
     ]
     for r in rows:
         lines.append(f"| `{r['command']}` | {r['picks']:,} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | "
-                     f"{r['limit_gb']:g} GB | {'yes' if r['within_limit'] else 'NO'} |")
+                     f"{r['limit_gb']:g} GB | {'yes' if r['within_limit'] else 'NO'} | {r.get('date', '')} |")
     star, csv, sf = reads["read.star"], reads["read.csv"], reads["starfile"]
     lines += [
         "",

@@ -104,7 +104,15 @@ def _disk_full_on_write(monkeypatch):
     def full(self, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
 
+    real_open = Path.open
+
+    def full_open(self, mode="r", *args, **kwargs):  # picks files are written a chunk at a time
+        if any(c in mode for c in "wax+"):
+            full(self)
+        return real_open(self, mode, *args, **kwargs)
+
     monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(Path, "open", full_open)
 
 
 def _torch_writer_fails(monkeypatch):

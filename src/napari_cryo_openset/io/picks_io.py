@@ -438,7 +438,7 @@ def write_picks(
         table[VOXEL_SIZE_COLUMN] = float(vs[0])
     chunks = _star_chunks(table) if suffix == ".star" else _csv_chunks(table)
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
+        with Path(tmp).open("w", encoding="utf-8", newline="") as f:
             for chunk in chunks:  # a few thousand rows at a time: memory does not grow with the rows
                 f.write(chunk)
     return path
