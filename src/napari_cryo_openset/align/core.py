@@ -129,11 +129,12 @@ class _Target:
         return torch.where(out > d / 2, out - d, out)
 
 
-def _global_search(target: _Target, ref: torch.Tensor, grid: torch.Tensor, tick) -> Generator:
-    """Best grid rotation per box (shared rotations, chunked). Returns (score (N,), index (N,))."""
+def _global_search(target: _Target, ref: torch.Tensor, grid: torch.Tensor, tick, keep: int = 1) -> Generator:
+    """The ``keep`` best grid rotations per box (shared rotations, chunked): (score (N, K), index (N, K))."""
     n, d, m = target.n, target.d, grid.shape[0]
-    best = torch.full((n,), -torch.inf, device=target.device)
-    best_idx = torch.zeros(n, dtype=torch.long, device=target.device)
+    keep = max(1, min(keep, m))
+    best = torch.full((n, keep), -torch.inf, device=target.device)
+    best_idx = torch.zeros(n, keep, dtype=torch.long, device=target.device)
     chunk = max(1, min(m, _BUDGET // max(1, n * d**3)))
     box_chunk = n if chunk > 1 else max(1, _BUDGET // d**3)
     groups = [torch.nonzero(target.wedge_ids == gi).flatten() for gi in range(len(target.tilt_ranges))]
@@ -148,25 +149,34 @@ def _global_search(target: _Target, ref: torch.Tensor, grid: torch.Tensor, tick)
                 bid = ids[b0 : b0 + box_chunk]
                 cc = target.correlate(bid, g.expand(len(bid), *g.shape))
                 score, _ = target.best_shift(cc, bid, gnorm.expand(len(bid), -1))  # (B, C)
-                s, j = score.max(dim=1)
-                better = s > best[bid]
-                best[bid] = torch.where(better, s, best[bid])
-                best_idx[bid] = torch.where(better, j + start, best_idx[bid])
+                both = torch.cat([best[bid], score], dim=1)
+                both_idx = torch.cat([best_idx[bid], torch.arange(start, start + len(rots), device=target.device)
+                                      .expand(len(bid), -1)], dim=1)
+                s, j = both.topk(keep, dim=1)
+                best[bid] = s
+                best_idx[bid] = torch.gather(both_idx, 1, j)
         yield tick(f"global search: rotations {min(start + chunk, m)}/{m}")
     return best, best_idx
 
 
 def _local_search(target: _Target, ref: torch.Tensor, rotations: torch.Tensor, local: torch.Tensor,
                   tick, label: str) -> Generator:
-    """Refine each box's rotation over ``rotations[n] @ local[l]``; returns (R (N,3,3), score, shift)."""
-    n, d, ln = target.n, target.d, local.shape[0]
+    """Refine each box's rotation over ``rotations[n, k] @ local[l]``; returns (R (N,3,3), score, shift).
+
+    ``rotations`` (N, 3, 3), or (N, K, 3, 3) for K starting candidates per box (all refined).
+    """
+    if rotations.ndim == 3:
+        rotations = rotations[:, None]
+    n, d = target.n, target.d
+    local = (rotations[:, :, None] @ local[None, None]).flatten(1, 2)  # (N, K·L, 3, 3)
+    ln = local.shape[1]
     per = max(1, _BUDGET // (ln * d**3))
-    out_r = rotations.clone()
+    out_r = rotations[:, 0].clone()
     out_s = torch.empty(n, device=target.device)
     out_t = torch.empty(n, 3, device=target.device)
     for b0 in range(0, n, per):
         bid = torch.arange(b0, min(n, b0 + per), device=target.device)
-        cand = rotations[bid][:, None] @ local[None]  # (B, L, 3, 3)
+        cand = local[bid]  # (B, L, 3, 3)
         ref_rot = rotate_volumes(ref, cand.reshape(-1, 3, 3))
         g, gnorm = target.filtered_reference(ref_rot, target.wedge_ids[bid].repeat_interleave(ln))
         g = g.reshape(len(bid), ln, *g.shape[1:])
@@ -483,9 +493,9 @@ def align_group(boxes, voxel_size: float, *, tilt_range=(-60.0, 60.0), reference
                 tg = _Target(fourier_crop(xs, dg), wid[ids], tilt_ranges, cutoff * d / dg,
                              max_shift * dg / d, params.score)
                 best, best_idx = yield from _global_search(tg, fourier_crop(ref_full[None], dg)[0], grid,
-                                                           lambda m: tick(f"{label}: {m}"))
-                r_h = grid[best_idx]
-                scores[ids] = best
+                                                           lambda m: tick(f"{label}: {m}"), params.candidates)
+                r_h = grid[best_idx]  # (n_h, K, 3, 3): every candidate is refined at the first level
+                scores[ids] = best[:, 0]
                 step[0] += 1
             else:
                 start_level = 1
@@ -555,7 +565,7 @@ def _align_one(moving: torch.Tensor, fixed: torch.Tensor, cutoff: float, params:
     grid = torch.as_tensor(so3.xyz_to_zyx(so3.uniform_rotations(params.angular_step, seed=params.seed)),
                            dtype=torch.float32, device=device)
     tg = _Target(fourier_crop(mov, dg), wid_t, tilt_ranges, cutoff * d / dg, max_shift * dg / d, score)
-    _, idx = yield from _global_search(tg, fourier_crop(ref[None], dg)[0], grid, lambda m: m)
+    _, idx = yield from _global_search(tg, fourier_crop(ref[None], dg)[0], grid, lambda m: m, params.candidates)
     r = grid[idx]
     tw = _Target(fourier_crop(mov, dw), wid_t, tilt_ranges, cutoff * d / dw, max_shift * dw / d, score)
     ref_w = fourier_crop(ref[None], dw)[0]
@@ -677,7 +687,7 @@ def align_to_reference(boxes, reference, voxel_size: float, *, tilt_range=(-60.0
     dg += dg % 2
     tg = _Target(fourier_crop(x, dg), wid_t, tilt_ranges, cutoff * d / dg, max_shift * dg / d, params.score)
     tick = lambda m: Progress(STAGE, 0, 1, m)  # noqa: E731
-    _, idx = yield from _global_search(tg, fourier_crop(ref[None], dg)[0], grid, tick)
+    _, idx = yield from _global_search(tg, fourier_crop(ref[None], dg)[0], grid, tick, params.candidates)
     r = grid[idx]
     dw = _work_size(d, cutoff)
     tw = _Target(fourier_crop(x, dw), wid_t, tilt_ranges, cutoff * d / dw, max_shift * dw / d, params.score)

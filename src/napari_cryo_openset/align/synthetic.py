@@ -76,7 +76,7 @@ def phantom(d: int = 24, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     ax = np.arange(d) - d // 2
     z, y, x = np.meshgrid(ax, ax, ax, indexing="ij")
-    s = d / 24.0
+    s = d / 28.0  # inside the default mask (0.9 of the half box, less 2 voxels)
     blobs = [((0, 0, 0), 3.0), ((0, 0, 6), 2.4), ((0, 4, 0), 1.3), ((-5, 0, 0), 1.8), ((3, -3, -3), 1.0)]
     out = np.zeros((d, d, d))
     for (cz, cy, cx), r in blobs:

@@ -29,6 +29,7 @@ class AlignParams:
     iterations: int = param(4, low=1, help="alignment rounds (align → average → FSC → low-pass)")
     global_iterations: int = param(1, low=0, help="rounds that start with the global SO(3) search (the others refine locally)")
     angular_step: float = param(15.0, low=3.0, high=60.0, unit="°", help="step of the global rotational grid")
+    candidates: int = param(3, low=1, high=10, help="best global-grid rotations per box kept for the first local level")
     refine_levels: int = param(2, low=0, high=4, help="local refinement levels (each step / 3, within the previous step)")
     max_shift: float | None = param(None, low=0, unit="Å",
                                     help="largest translation searched (default: a quarter of the box)")
