@@ -167,6 +167,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-shift", type=float, default=2.0)
     ap.add_argument("--step", type=float, default=15.0, help="our global grid step (degrees)")
     ap.add_argument("--acryo-step", type=float, default=30.0, help="acryo's Euler grid step (degrees)")
+    ap.add_argument("--acryo-timeout", type=int, default=600, help="seconds acryo may take before its row says so")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-acryo", action="store_true")
     ap.add_argument("--quick", action="store_true", help="24 copies and a 20° grid")
@@ -195,8 +196,21 @@ def main(argv=None) -> None:
         try:
             import acryo
 
-            rows[f"acryo {acryo.__version__}: ZNCC + wedge, from the 40 Å reference"] = run_acryo(
-                boxes, ref, truth, mats, shifts, a.voxel, a.acryo_step, a.max_shift)
+            import signal
+
+            def stop(*_):
+                raise TimeoutError
+
+            key = f"acryo {acryo.__version__}: ZNCC + wedge, from the 40 Å reference"
+            signal.signal(signal.SIGALRM, stop)
+            signal.alarm(a.acryo_timeout)
+            try:
+                rows[key] = run_acryo(boxes, ref, truth, mats, shifts, a.voxel, a.acryo_step, a.max_shift)
+            except TimeoutError:
+                rows[key + f" — did not finish in {a.acryo_timeout} s"] = {
+                    "median_angle_error": None, "seconds": float(a.acryo_timeout)}
+            finally:
+                signal.alarm(0)
         except ImportError:
             print("acryo is not installed (pip install acryo): its row is left out")
     base_key = "ours: gold standard from the 40 Å reference, constrained CC"
@@ -215,7 +229,7 @@ def main(argv=None) -> None:
              "| seconds | time ratio vs ours |",
              "|---|---|---|---|---|---|---|"]
     for k, r in rows.items():
-        lines.append(f"| {k} | {f(r['median_angle_error'], '.1f')} | {f(r.get('median_shift_error'), '.2f')} | "
+        lines.append(f"| {k} | {f(r.get('median_angle_error'), '.1f')} | {f(r.get('median_shift_error'), '.2f')} | "
                      f"{f(r.get('resolution'), '.1f')} | {f(r.get('ncc40'), '.3f')} | {r['seconds']:.1f} | "
                      f"{r['seconds'] / base['seconds']:.2f} |")
     lines += ["", f"Ratios are to “{base_key}”. “search only” = one global + local search of every box against the "
