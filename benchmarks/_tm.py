@@ -27,11 +27,12 @@ from napari_cryo_openset.verify import TemplateBank
 
 
 def template_matching_peer(trained, templates, condition, target_boxes, *, n_rotations: int = 300,
-                           per_class: int = 40, seed: int = 0) -> dict:
+                           per_class: int = 40, seed: int = 0, bank: TemplateBank | None = None) -> dict:
     """Classify ``target_boxes`` (canonical) by template matching; threshold from the run's source set.
 
     ``trained``: the run's :class:`~napari_cryo_openset.train.TrainResult` (its simulated source
-    set ``trained.data`` calibrates the unknown threshold). Returns class names, the target
+    set ``trained.data`` calibrates the unknown threshold); ``bank``: the run's own template bank
+    (the same templates and imaging), else one is made. Returns class names, the target
     unknown scores, the threshold report and seconds.
     """
     from napari_cryo_openset.train import source_boxes
@@ -40,7 +41,8 @@ def template_matching_peer(trained, templates, condition, target_boxes, *, n_rot
     data = trained.data
     known = [t for t in templates if t.name in data.class_names]
     box = int(data.box)
-    tm = TemplateBank(known, condition.replace(voxel_size=data.voxel_size), box, n_rotations=n_rotations, seed=seed)
+    tm = bank if bank is not None else TemplateBank(known, condition.replace(voxel_size=data.voxel_size), box,
+                                                    n_rotations=n_rotations, seed=seed)
     rng = np.random.default_rng(seed)
     names = np.asarray(data.class_names)[data.labels]
     take = np.concatenate([rng.permutation(np.flatnonzero(names == c))[:per_class]

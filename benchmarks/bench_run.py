@@ -246,7 +246,8 @@ def cell(name: str, cond: Condition, seed: int, setting: str, templates, args) -
     boxes, _, _ = extract_pick_boxes(result.model, tomo, result.picks.loc[active], result.adaptation.polarity)
     model_vs = result.geometry["model_voxel_size"]
     tm = template_matching_peer(result.trained, [t.at_voxel_size(model_vs) for t in known_templates],
-                                result.condition.condition, boxes.numpy(), n_rotations=args.rotations, seed=seed)
+                                result.condition.condition, boxes.numpy(), n_rotations=args.rotations, seed=seed,
+                                bank=result.verification.bank if result.verification is not None else None)
     out["template matching"] = score(tm["class_name"], result.picks.loc[active], truth, diam, known) | {
         "seconds": result.timings.get("pick", 0) + time.perf_counter() - t1, "threshold": tm["transfer"]}
     est = result.condition.to_dict() if result.condition is not None else {}
