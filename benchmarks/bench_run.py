@@ -16,7 +16,10 @@ the SNR is read from the tomogram); ``estimated`` — only the voxel size (the t
 are read from the tomogram, defocus and Cs are the defaults).
 
 Rows per cell: source-only (the source model and its calibrated threshold), 3D-ADA and MLUDA
-(adapted from the same source model), and the template-matching peer (``_tm.py``: normalised
+(adapted from the same source model: the network's own calls), each also "+ templates" (the
+calls after the run's template verification, :mod:`napari_cryo_openset.verify`, with that
+model's probabilities — "MLUDA + templates" is what ``run`` gives by default), and the
+template-matching peer (``_tm.py``: normalised
 cross-correlation against every known template imaged like the source, 300 rotations, its
 unknown threshold calibrated on the same simulated source set and checked the same label-free
 way). Scores against the scene's truth: pick F1 (a pick matches a particle within 0.3 × that
@@ -45,7 +48,7 @@ from scipy.spatial import cKDTree
 from napari_cryo_openset.io.tomogram import Tomogram
 from napari_cryo_openset.metrics import open_set_metrics
 from napari_cryo_openset.params import AdaptParams, ImagingCondition, PickingParams, RunParams
-from napari_cryo_openset.pipeline import run_pipeline
+from napari_cryo_openset.pipeline import run_pipeline, verify_run_calls
 from napari_cryo_openset.predict import PredictParams, classify_boxes, extract_pick_boxes, predict_picks
 from napari_cryo_openset.progress import run_to_completion
 from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
@@ -75,7 +78,10 @@ CONDITIONS = {
     "B": Condition(8.0, 2.7, 65.0, 0.2, 128, 160, "thick slab, far from focus, wide tilt range"),
     "C": Condition(3.5, 2.3, 50.0, 0.03, 96, 130, "very noisy, mid tilt range"),
 }
-ROWS = ("source-only", "3D-ADA", "MLUDA", "template matching")
+ROWS = ("source-only", "source + templates", "3D-ADA", "3D-ADA + templates", "MLUDA", "MLUDA + templates",
+        "template matching")
+#: The product's default path (``run``: MLUDA, template verification on).
+PRODUCT = "MLUDA + templates"
 COLUMNS = ("f1", "os_star", "unk", "hos", "seconds")
 
 
@@ -135,6 +141,26 @@ def rule_scores(result, tomo, truth, diam, known) -> dict:
     return out
 
 
+def verified_rule_scores(verification, picks, truth, diam, known) -> dict:
+    """HOS of the verified calls at the source-calibrated threshold and at the one used (diagnosis)."""
+    out = {}
+    rules = {"youden": verification.report.get("youden_threshold"), "source": verification.source_threshold,
+             "used": verification.threshold}
+    scores = np.asarray(verification.unknown_score)
+    for q in (0.1, 0.2, 0.3, 0.4):  # called-unknown fractions (diagnosis: what a known fraction would give)
+        rules[f"calls {q:.0%}"] = float(np.quantile(scores, 1 - q))
+    for rule, thr in rules.items():
+        s = score(verification.calls_at(thr), picks, truth, diam, known)
+        out[rule] = {"threshold": float(thr), "hos": s["hos"], "os_star": s["os_star"], "unk": s["unk"]}
+    return out
+
+
+def templates_at(templates, result):
+    """``templates`` at the run's working voxel size."""
+    vs = result.geometry["model_voxel_size"]
+    return [t.at_voxel_size(vs) for t in templates] if result.geometry["bin"] > 1 else list(templates)
+
+
 def picking_params(quick: bool) -> PickingParams:
     fields = {f.name for f in dataclasses.fields(PickingParams)}
     if "max_diameter" in fields:
@@ -185,10 +211,21 @@ def cell(name: str, cond: Condition, seed: int, setting: str, templates, args) -
             first = result
         else:
             seconds += sim_train_s
-        out[row] = score(result.predictions["class_name"], result.predictions, truth, diam, known) | {
+        network = result.adaptation.picks  # the adapted network's own calls, before template verification
+        net_active = network["curation"] != "rejected"
+        out[row] = score(network.loc[net_active, "class_name"], network.loc[net_active], truth, diam, known) | {
+            "seconds": seconds - result.timings.get("verify", 0.0),
+            "called_unknown": float((network.loc[net_active, "class_name"] == "unknown").mean()),
+            "threshold_rules": rule_scores(result, tomo, truth, diam, known)}
+        active = result.predictions["curation"] != "rejected"
+        out[row + " + templates"] = score(result.predictions.loc[active, "class_name"], result.predictions.loc[active],
+                                          truth, diam, known) | {
             "seconds": seconds, "expected_unknown": result.report()["open_set"]["expected_unknown_fraction"],
             "called_unknown": result.unknown_fraction(), "stages": {k: round(v, 1) for k, v in result.timings.items()},
-            "threshold_rules": rule_scores(result, tomo, truth, diam, known)}
+            "verification": {k: result.verification.report.get(k) for k in ("temperature", "source_known_accuracy",
+                                                                             "threshold", "seconds", "bank_seconds")},
+            "threshold_rules": verified_rule_scores(result.verification, result.predictions.loc[active], truth, diam,
+                                                    known)}
     result = first
     t1 = time.perf_counter()
     src = run_to_completion(predict_picks(result.model, tomo, result.picks,
@@ -197,11 +234,20 @@ def cell(name: str, cond: Condition, seed: int, setting: str, templates, args) -
     out["source-only"] = score(src.picks["class_name"], src.picks, truth, diam, known) | {
         "seconds": sim_train_s + result.timings.get("pick", 0) + time.perf_counter() - t1}
     t1 = time.perf_counter()
+    verified, _ = run_to_completion(verify_run_calls(result.model, result.trained, templates_at(known_templates, result),
+                                                     result.trained.data.params.condition, tomo, result.picks,
+                                                     result.adaptation.polarity, result.params,
+                                                     bank=result.verification.bank))
+    active = verified["curation"] != "rejected"
+    out["source + templates"] = score(verified.loc[active, "class_name"], verified.loc[active], truth, diam, known) | {
+        "seconds": out["source-only"]["seconds"] + time.perf_counter() - t1}
+    t1 = time.perf_counter()
     active = result.picks["curation"] != "rejected"
     boxes, _, _ = extract_pick_boxes(result.model, tomo, result.picks.loc[active], result.adaptation.polarity)
     model_vs = result.geometry["model_voxel_size"]
     tm = template_matching_peer(result.trained, [t.at_voxel_size(model_vs) for t in known_templates],
-                                result.condition.condition, boxes.numpy(), n_rotations=args.rotations, seed=seed)
+                                result.condition.condition, boxes.numpy(), n_rotations=args.rotations, seed=seed,
+                                bank=result.verification.bank if result.verification is not None else None)
     out["template matching"] = score(tm["class_name"], result.picks.loc[active], truth, diam, known) | {
         "seconds": result.timings.get("pick", 0) + time.perf_counter() - t1, "threshold": tm["transfer"]}
     est = result.condition.to_dict() if result.condition is not None else {}
@@ -244,17 +290,19 @@ def table(cells: list[dict], args) -> str:
     for r in ROWS:
         m, s = mean_sd([c[r]["hos"] for c in cells])
         lines.append(f"- {r}: HOS {m:.3f} ± {s:.3f}, OS* {fmt([c[r]['os_star'] for c in cells])}")
-    for r in ("3D-ADA", "MLUDA"):
-        wins = sum(c[r]["hos"] >= c["source-only"]["hos"] for c in cells)
-        lines.append(f"- {r} ≥ source-only (HOS) in {wins} of {len(cells)} cells")
-    wins = sum(c["MLUDA"]["hos"] >= c["template matching"]["hos"] for c in cells)
-    lines.append(f"- MLUDA ≥ template matching (HOS) in {wins} of {len(cells)} cells")
-    lines += ["", "Estimated tilt range / expected vs. called unknown fraction (MLUDA) / true unknown fraction:", ""]
+    for r, base in (("3D-ADA", "source-only"), ("MLUDA", "source-only"), ("3D-ADA + templates", "source + templates"),
+                    ("MLUDA + templates", "source + templates")):
+        wins = sum(c[r]["hos"] >= c[base]["hos"] for c in cells)
+        lines.append(f"- {r} ≥ {base} (HOS) in {wins} of {len(cells)} cells")
+    for r in ("MLUDA", PRODUCT):
+        wins = sum(c[r]["hos"] >= c["template matching"]["hos"] for c in cells)
+        lines.append(f"- {r} ≥ template matching (HOS) in {wins} of {len(cells)} cells")
+    lines += ["", f"Estimated tilt range / expected vs. called unknown fraction ({PRODUCT}) / true unknown fraction:", ""]
     for c in cells:
         est = (c.get("resolved_condition") or {}).get("estimate") or {}
         lines.append(f"- {c['condition']} seed {c['seed']} {c['setting']}: tilt {est.get('tilt_range')} "
-                     f"(true ±{CONDITIONS[c['condition']].tilt:g}); unknown expected {c['MLUDA']['expected_unknown']}, "
-                     f"called {c['MLUDA']['called_unknown']:.2f}, true {c['true_unknown_fraction']:.2f}")
+                     f"(true ±{CONDITIONS[c['condition']].tilt:g}); unknown expected {c[PRODUCT]['expected_unknown']}, "
+                     f"called {c[PRODUCT]['called_unknown']:.2f}, true {c['true_unknown_fraction']:.2f}")
     return "\n".join(lines) + "\n"
 
 

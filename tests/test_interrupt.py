@@ -82,7 +82,7 @@ def command(name: str, inputs: dict, out: Path) -> list[str]:
                   "--method", "mluda", "--iterations", "2", "-o", str(out / "adapted.pt"),
                   "--predictions", str(out / "predictions.star"), *DEVICE],
         "run": ["run", "--tomo", i["tomo"], "--templates", "builtin", "--diameter", "120", "--method", "mluda",
-                "--picks", i["picks"], "--per-class", "4", "--epochs", "1", "--iterations", "2",
+                "--picks", i["picks"], "--per-class", "4", "--epochs", "1", "--iterations", "2", "--verify-rotations", "24",
                 "-o", str(out / "run"), "--overwrite", *DEVICE],
     }[name]
 

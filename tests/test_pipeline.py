@@ -18,7 +18,7 @@ from napari_cryo_openset.progress import run_to_completion
 
 VOXEL = 10.0
 NAMES = ("1bxn", "1qvr", "2cg9")
-TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu"}
+TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu", "verify_rotations": 24}
 
 
 def _run_params(diameter, *, method="mluda", polarity="dark", max_picks=None, neighbours=None, background=None,
@@ -171,7 +171,7 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
                "--method", "ada", "-o", str(out), "--per-class", "6", "--epochs", "1", "--iterations", "10",
-               "--threads", "2", "--device", "cpu", "--quiet", "--max-picks", "40"])
+               "--threads", "2", "--device", "cpu", "--quiet", "--max-picks", "40", "--verify-rotations", "24"])
     err = capsys.readouterr().err
     assert rc == 0, err
     assert "run: pick:" in err and "run: classes:" in err
@@ -187,6 +187,12 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
     assert abs(lo + 60) <= 5 and abs(hi - 60) <= 5  # the scene's ±60°
     assert "run: imaging condition: tilt" in err
     assert "transfer" in report["adaptation"]["calibration"]
+    # the calls were verified against the templates: the fusion was fitted on the source, each pick has its correlation
+    ver = report["verification"]
+    assert ver["rotations"] == 24 and ver["temperature"] > 0 and report["open_set"]["decided_by"] == "template verification"
+    verified = read_picks(out / "predictions.star")
+    active = verified["curation"] != "rejected"
+    assert verified.loc[active, "template_correlation"].between(-1, 1).all()
     # the source boxes were matched to the target's spectrum; the diagnostic shows the gap before and after
     spec = report["spectrum"]["summary"]
     assert (out / "spectrum.png").is_file() and report["parameters"]["match_spectrum"]

@@ -309,7 +309,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
 
 
 def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.DataFrame, polarity: str,
-                     params: RunParams):
+                     params: RunParams, bank=None):
     """Stage ``verify``: the calls of the active picks checked against the known templates
     (:func:`~napari_cryo_openset.verify.verify_calls`); returns (the picks table with the verified
     ``class_name``, ``confidence``, ``unknown_score``, ``is_unknown`` and ``template_correlation``,
@@ -325,16 +325,17 @@ def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.
 
     known = [t for t in templates if t.name in set(bundle.class_names)]
     device = choose_device(params.device)
-    yield Progress("verify", 0, 3, f"imaging {len(known)} templates at {params.verify_rotations} rotations")
-    bank = TemplateBank(known, condition, int(bundle.box_size), n_rotations=params.verify_rotations, seed=params.seed,
-                        device=device)
+    if bank is None:
+        yield Progress("verify", 0, 3, f"imaging {len(known)} templates at {params.verify_rotations} rotations")
+        bank = TemplateBank(known, condition, int(bundle.box_size), n_rotations=params.verify_rotations,
+                            seed=params.seed, device=device)
     data = trained.data
     val = np.asarray(trained.val_indices if trained.val_indices is not None else np.arange(len(data.labels)))
     names = np.asarray(data.class_names)[np.asarray(data.labels)[val]]
     src = source_boxes(data.subtomograms[val], data.polarity)
     active = (picks["curation"] != "rejected").to_numpy()
     boxes, _, _ = pick_boxes(bundle, tomogram, picks.loc[active], polarity)  # cut batch by batch, on demand
-    verification = yield from verify_calls(bundle, bank, boxes, src, names, transfer_rule=params.adapt.threshold_transfer,
+    verification = yield from verify_calls(bundle, bank, boxes, src, names, transfer_rule=params.verify_threshold,
                                            seed=params.seed, device=device)
     out = picks.copy()
     out["template_correlation"] = np.nan

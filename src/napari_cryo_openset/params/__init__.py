@@ -14,10 +14,12 @@ swap in their own name for it (``--epochs must be …``).
 :class:`AdaptParams`    3D-ADA / MLUDA (``adapt``, the Adapt & predict widget)
 :class:`PredictParams`  prediction (``predict``)
 :class:`EmbedParams`    the t-SNE map and clusters of unknowns (Results widget)
+:class:`AlignParams`    subtomogram alignment and averaging (:mod:`napari_cryo_openset.align`)
 :class:`RunParams`      a whole run: the above, composed (``run``, the demo)
 =====================  ===========================================================
 """
 
+from .align import SCORES, SPLITS, AlignParams, symmetry_order
 from ._spec import Spec, check_fields, check_value, flag_of, param, spec, specs, widget_options
 from .learning import (
     ARCHITECTURES,
@@ -35,6 +37,7 @@ from .run import FAST_SIZES, FULL_SIZES, RunParams
 from .simulation import EMPTY_CLASS, MODES, DatasetParams, ImagingCondition, Range
 
 __all__ = [
+    "SCORES", "SPLITS", "AlignParams", "symmetry_order",
     "ARCHITECTURES", "DEFAULT_LEARNING_RATE", "EMPTY_CLASS", "FAST_SIZES", "FULL_SIZES", "METHODS", "MODES", "NORMS",
     "POLARITIES", "THRESHOLD_METHODS", "THRESHOLD_RULES", "AdaptParams", "DatasetParams", "EmbedParams",
     "ImagingCondition", "PickingParams", "PredictParams", "Range", "RunParams", "Spec", "TrainParams",
