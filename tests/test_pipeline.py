@@ -168,6 +168,8 @@ def test_isolated_source_keeps_the_box_simulator(templates, scene_files):
 
 
 def test_run_command_end_to_end(scene_files, tmp_path, capsys):
+    from napari_cryo_openset.io.picks_io import read_picks
+
     out = tmp_path / "run"
     rc = main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
                "--method", "ada", "-o", str(out), "--per-class", "6", "--epochs", "1", "--iterations", "10",
@@ -198,7 +200,6 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
     assert (out / "spectrum.png").is_file() and report["parameters"]["match_spectrum"]
     assert spec["after"]["mean_abs"] < 0.1 < spec["before"]["mean_abs"] or spec["after"]["mean_abs"] < 0.5 * spec["before"]["mean_abs"]
     # the DoG picks land on the scene's particles
-    from napari_cryo_openset.io.picks_io import read_picks
 
     picks = read_picks(out / "picks.star")
     truth = scene_files["truth"][["z", "y", "x"]].to_numpy(float)
