@@ -158,13 +158,17 @@ def test_isolated_source_keeps_the_box_simulator(templates, scene_files):
 
     tomo = read_tomogram(scene_files["tomo"])
     params = _run_params(diameter=120, embed=EmbedParams(iterations=50), source_kind="isolated",
-                         **{**TINY, "per_class": 4, "iterations": 5})
+                         **{**TINY, "per_class": 4, "iterations": 5, "verify_max_picks": 5})
     stages = []
     result = run_to_completion(run_pipeline(tomo, templates, params, picks=read_picks(scene_files["picks"])),
                                lambda e: stages.append(e.stage))
     assert "simulate" in stages and "scenes" not in stages
     source = result.report()["training"]["source"]
     assert source["kind"] == "isolated" and source["boxes"]["1bxn"] == 4 and "scenes" not in source
+    # more active picks than --verify-max-picks: verification is skipped, said so, the network's calls are kept
+    report = result.report()
+    assert "skipped" in report["verification"] and "--verify-max-picks 5" in report["verification"]["skipped"]
+    assert report["open_set"]["decided_by"] == "network" and "verify" not in result.timings
 
 
 def test_run_command_end_to_end(scene_files, tmp_path, capsys):

@@ -109,6 +109,7 @@ class RunResult:
     condition: object = None  # ResolvedCondition: the condition simulated and where each value came from
     spectrum: dict | None = None  # spectrum_report: source vs target power spectra, before/after matching
     verification: object = None  # verify.Verification: the calls checked against the templates (None: off)
+    verify_skipped: str | None = None  # why verification was skipped (too many picks), else None
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
@@ -157,7 +158,8 @@ class RunResult:
                              .get("transfer") or {}).get("expected_unknown_fraction"),
                          "called_unknown_fraction": self.unknown_fraction()},
             "spectrum": _jsonable(self.spectrum),
-            "verification": _jsonable(self.verification.report) if self.verification is not None else None,
+            "verification": (_jsonable(self.verification.report) if self.verification is not None
+                             else {"skipped": self.verify_skipped} if self.verify_skipped else None),
             "class_counts": self.class_counts(),
             "embedding": {"method": self.embedded.embedding.method, "perplexity": self.embedded.embedding.perplexity,
                           "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
@@ -290,7 +292,13 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
 
     # 5. template verification of the calls
     classified, verification = adaptation.picks, None
-    if params.verify:
+    verify_skipped = None
+    if params.verify and n_active > params.verify_max_picks:
+        verify_skipped = (f"template verification skipped: {n_active} active picks > --verify-max-picks "
+                          f"{params.verify_max_picks} (about 20 ms per pick on 2 CPU cores); the network's own calls "
+                          "are written")
+        yield Progress("verify", 1, 1, verify_skipped)
+    elif params.verify:
         t0 = time.perf_counter()
         classified, verification = yield from verify_run_calls(
             adapted, trained, templates, data_params.condition, tomogram, adaptation.picks, adaptation.polarity, params)
@@ -305,7 +313,8 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
-                     condition=resolved, spectrum=spectrum, verification=verification)
+                     condition=resolved, spectrum=spectrum, verification=verification,
+                     verify_skipped=verify_skipped)
 
 
 def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.DataFrame, polarity: str,

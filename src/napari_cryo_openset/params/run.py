@@ -86,6 +86,8 @@ class RunParams:
                                      "against the known templates imaged like the source, and call unknown by both "
                                      "(napari_cryo_openset.verify)")
     verify_rotations: int = param(300, low=12, help="rotations per template in the verification bank")
+    verify_max_picks: int = param(20000, low=1, help="skip template verification (with a note) above this many active "
+                                                   "picks: it costs about 20 ms per pick on 2 CPU cores")
     verify_threshold: str = param("anchor", choices=("anchor", "source", "mixture", "auto"),
                                   help="how the verified unknown threshold moves from the source to the target: "
                                        "anchor (the target's score shift at the confident end), or a "
@@ -167,7 +169,7 @@ class RunParams:
             "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
             "iterations": self.n_iterations, "source_kind": self.source_kind, "match_spectrum": self.match_spectrum,
             "verify": self.verify, "verify_rotations": self.verify_rotations,
-            "verify_threshold": self.verify_threshold,
+            "verify_threshold": self.verify_threshold, "verify_max_picks": self.verify_max_picks,
             "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
