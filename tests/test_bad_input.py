@@ -198,6 +198,8 @@ CASES = [
     ("train-batch-size-1", _with(TRAIN, batch_size="1"), ["--batch-size"], None),
     ("run-box-128-on-48-deep", [*RUN, "--box", "128"], ["--box", "128", "48"], None),
     ("run-diameter-900", _with(RUN, diameter="900"), ["working box", "900"], None),
+    ("run-verify-rotations-0", [*RUN, "--verify-rotations", "0"], ["--verify-rotations", "12"], None),
+    ("run-verify-max-picks-0", [*RUN, "--verify-max-picks", "0"], ["--verify-max-picks"], None),
     ("predict-output-is-picks", _with(PREDICT, **{"-o": "{picks}"}), ["--picks"], None),
     ("adapt-output-is-model", _with(ADAPT, **{"-o": "{model}"}), ["model.pt", "MODEL.pt"], None),
     # outputs

@@ -293,7 +293,10 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     # 5. template verification of the calls
     classified, verification = adaptation.picks, None
     verify_skipped = None
-    if params.verify and n_active > params.verify_max_picks:
+    if params.verify and not any(t.name in set(adapted.class_names) for t in templates):
+        verify_skipped = "template verification skipped: none of the templates is a class of the model"
+        yield Progress("verify", 1, 1, verify_skipped)
+    elif params.verify and n_active > params.verify_max_picks:
         verify_skipped = (f"template verification skipped: {n_active} active picks > --verify-max-picks "
                           f"{params.verify_max_picks} (about 20 ms per pick on 2 CPU cores); the network's own calls "
                           "are written")
