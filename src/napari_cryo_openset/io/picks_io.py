@@ -5,7 +5,8 @@ Coordinates
     0-based with voxel centres at integers, exactly as the in-memory picks table (no offset is
     added or removed). RELION 5 ``rlnCenteredCoordinateX/Y/ZAngst`` (Å from the tomogram centre)
     are read when the tomogram's shape and voxel size are given:
-    ``voxel = centred_Å / voxel_size + size / 2``.
+    ``voxel = centred_Å / voxel_size + size / 2`` (RELION's own convention, see
+    :mod:`napari_cryo_openset.io.relion5`, which also writes them).
 
 Columns
     The picks-table columns map to STAR names through :data:`~napari_cryo_openset.picks.STAR_COLUMNS`
@@ -397,13 +398,13 @@ def _centred_to_voxels(path, table, tomogram_shape, voxel_size) -> pd.DataFrame:
             "them needs the tomogram's shape and voxel size (open the tomogram first, or pass "
             "tomogram_shape and voxel_size)"
         )
-    shape = np.asarray(tomogram_shape, dtype=np.float64)
-    vs = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (3,))
+    from .relion5 import centred_to_voxels  # the one place of RELION 5's centre convention
+
     out = table.copy()
-    for axis, (centred, voxel) in enumerate(zip(_CENTRED, _VOXEL)):
-        zyx = 2 - axis  # X is the last array axis
-        values = pd.to_numeric(out[centred], errors="coerce").to_numpy(np.float64)
-        out[voxel] = values / vs[zyx] + shape[zyx] / 2.0
+    xyz = np.stack([pd.to_numeric(out[c], errors="coerce").to_numpy(np.float64) for c in _CENTRED], axis=1)
+    zyx = centred_to_voxels(xyz[:, ::-1], tomogram_shape, voxel_size)
+    for axis, voxel in enumerate(_VOXEL):  # X is the last array axis
+        out[voxel] = zyx[:, 2 - axis]
     return out.drop(columns=list(_CENTRED))
 
 
