@@ -205,3 +205,81 @@ def test_copick_bad_config(tmp_path):
     bad.write_text('{"name": "x"}')
     with pytest.raises(PicksError, match="not a valid copick project"):
         copick_io.open_project(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# the command line: export
+# --------------------------------------------------------------------------------------------
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "napari-cryo-openset")
+    return subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+def _inputs(tmp_path):
+    from napari_cryo_openset.io import write_picks
+
+    out = []
+    for i, shape in enumerate([(20, 31, 40), (21, 30, 40)]):
+        tomo = write_tomogram(tmp_path / f"TS_0{i + 1}.mrc", np.zeros(shape, np.float32), voxel_size=10.0)
+        picks = write_picks(tmp_path / f"p{i + 1}.star", _picks(5, i, shape), voxel_size=10.0)
+        out.append((tomo, picks, shape))
+    return out
+
+
+def test_cli_export_relion5_and_warp(tmp_path):
+    (t1, p1, s1), (t2, p2, s2) = _inputs(tmp_path)
+    r = _cli("export", p1, p2, "--tomo", t1, t2, "--format", "relion5", "-o", tmp_path / "particles.star",
+             "--tilt-series-pixel-size", "2.5")
+    assert r.returncode == 0, r.stderr
+    tomos = read_tomograms_star(tmp_path / "tomograms.star")
+    assert [t.name for t in tomos] == ["TS_01", "TS_02"] and tomos[1].shape == s2 and tomos[0].voxel_size == 10.0
+    back = read_relion5_particles(tmp_path / "particles.star", tomos)
+    np.testing.assert_allclose(back["TS_02"][["z", "y", "x"]].to_numpy(),
+                               read_picks(p2)[["z", "y", "x"]].to_numpy(), atol=1e-12)
+    r = _cli("export", p1, p2, "--tomo", t1, t2, "--format", "warp", "-o", tmp_path / "warp.star")
+    assert r.returncode == 0, r.stderr
+    assert list(read_warp_star(tmp_path / "warp.star")) == ["TS_01", "TS_02"]
+
+
+def test_cli_export_copick(tmp_path):
+    pytest.importorskip("copick")
+    from napari_cryo_openset.io import copick_io
+
+    (t1, p1, _), _ = _inputs(tmp_path)
+    config = tmp_path / "proj" / "config.json"
+    config.parent.mkdir()
+    r = _cli("export", p1, "--tomo", t1, "--format", "copick", "-o", config)
+    assert r.returncode == 0, r.stderr
+    back = copick_io.read_copick_picks(copick_io.open_project(config), "TS_01", 10.0)
+    assert sorted(back["class_name"]) == sorted(read_picks(p1)["class_name"])
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("count", "--tomo: 1 tomograms for 2 picks files"),
+    ("format", "invalid choice"),
+    ("missing", "--tomo '.*nope.mrc' does not exist"),
+    ("suffix", "-o '.*out.txt': unknown extension"),
+    ("names", "--name: 1 names for 2 tomograms"),
+])
+def test_cli_export_bad_input(tmp_path, case, pattern):
+    (t1, p1, _), (t2, p2, _) = _inputs(tmp_path)
+    out = tmp_path / "o.star"
+    args = {"count": ("export", p1, p2, "--tomo", t1, "--format", "relion5", "-o", out),
+            "format": ("export", p1, "--tomo", t1, "--format", "dynamo", "-o", out),
+            "missing": ("export", p1, "--tomo", tmp_path / "nope.mrc", "--format", "warp", "-o", out),
+            "suffix": ("export", p1, "--tomo", t1, "--format", "warp", "-o", tmp_path / "out.txt"),
+            "names": ("export", p1, p2, "--tomo", t1, t2, "--name", "a", "--format", "warp", "-o", out)}[case]
+    r = _cli(*args)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    import re
+
+    assert re.search(pattern, r.stderr), r.stderr
+    assert "Traceback" not in r.stderr and (case == "format" or len(lines) == 1)
+    assert not out.exists()
