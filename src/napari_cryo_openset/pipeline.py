@@ -198,22 +198,32 @@ def _jsonable(obj):
     return str(obj)
 
 
-def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
-                 trained=None) -> Generator[Progress, None, RunResult]:
-    """Pick (unless ``picks`` are given), simulate, train, adapt and embed; return a :class:`RunResult`.
+@dataclass
+class PreparedRun:
+    """What the first stages of a run produced (:func:`prepare_run`): the picks, the imaging condition,
+    the working geometry and the source model (simulated and trained, or the one given)."""
 
-    ``tomogram``: a :class:`~napari_cryo_openset.io.Tomogram`; ``templates``: loaded at the
-    tomogram's voxel size (:func:`~napari_cryo_openset.simulate.load_templates`), re-sampled
-    here if the run works binned. Given ``picks`` keep their curation: rejected ones are
-    left out of adaptation and prediction but stay in the tables. ``trained``: a
-    :class:`~napari_cryo_openset.train.TrainResult` of an earlier run on the same tomogram with
-    the same source parameters (benchmarks compare methods on one source model); simulation and
-    training are skipped.
+    picking: object | None  # PickResult (None when picks were given)
+    picks: pd.DataFrame
+    polarity: str
+    resolved: object  # ResolvedCondition
+    geometry: dict
+    templates: list  # at the working voxel size
+    data_params: object  # DatasetParams of the source (working box, voxel size, condition)
+    trained: object  # TrainResult
+    spectrum: dict | None
+    timings: dict
+
+
+def prepare_run(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
+                trained=None) -> Generator[Progress, None, PreparedRun]:
+    """Stages 1–3 of a run: pick (unless ``picks`` are given), read the imaging condition, simulate and
+    train the source model at the working voxel size (skipped when ``trained`` is given).
+
+    :func:`run_pipeline` continues from here; ``batch`` (:mod:`napari_cryo_openset.batch`) calls it
+    once per imaging condition to make the source model its tomograms share.
     """
-    from .adapt import adapt_to_tomogram
     from .adapt.common import MIN_TARGET_PICKS
-    from .checkpoint import bundle_from_training
-    from .embed import embed_picks
     from .picking import pick_particles
     from .picks import validate_picks
     from .simulate.scene_source import generate_scene_source
@@ -222,7 +232,6 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     if not templates:
         raise ParameterError("the run needs at least one template (a map, an atomic model, or 'builtin')")
     timings: dict[str, float] = {}
-    t_all = time.perf_counter()
     vs = tuple(float(v) for v in tomogram.voxel_size)
     if max(vs) - min(vs) > 1e-3 * max(vs):
         raise ParameterError(f"the tomogram's voxels are not cubic ({'/'.join(f'{v:g}' for v in vs)} Å)")
@@ -281,6 +290,34 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
         data, spectrum = yield from match_source_spectrum(data, tomogram, picks, binning, params.match_spectrum)
         trained = yield from train_source(data, train_params)
     timings["simulate+train"] = time.perf_counter() - t0
+
+    return PreparedRun(picking=picking, picks=picks, polarity=polarity, resolved=resolved, geometry=geometry,
+                       templates=list(templates), data_params=data_params, trained=trained, spectrum=spectrum,
+                       timings=timings)
+
+
+def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
+                 trained=None) -> Generator[Progress, None, RunResult]:
+    """Pick (unless ``picks`` are given), simulate, train, adapt and embed; return a :class:`RunResult`.
+
+    ``tomogram``: a :class:`~napari_cryo_openset.io.Tomogram`; ``templates``: loaded at the
+    tomogram's voxel size (:func:`~napari_cryo_openset.simulate.load_templates`), re-sampled
+    here if the run works binned. Given ``picks`` keep their curation: rejected ones are
+    left out of adaptation and prediction but stay in the tables. ``trained``: a
+    :class:`~napari_cryo_openset.train.TrainResult` of an earlier run with the same source
+    parameters (benchmarks compare methods on one source model; ``batch`` shares one per imaging
+    condition); simulation and training are skipped.
+    """
+    from .adapt import adapt_to_tomogram
+    from .checkpoint import bundle_from_training
+    from .embed import embed_picks
+
+    t_all = time.perf_counter()
+    prepared = yield from prepare_run(tomogram, templates, params, picks=picks, trained=trained)
+    picking, picks, polarity, resolved = prepared.picking, prepared.picks, prepared.polarity, prepared.resolved
+    geometry, templates, data_params = prepared.geometry, prepared.templates, prepared.data_params
+    trained, spectrum, timings = prepared.trained, prepared.spectrum, dict(prepared.timings)
+    n_active = int((picks["curation"] != "rejected").sum())
     model = bundle_from_training(trained)
 
     # 4. adapt to the picks, predicting every active pick

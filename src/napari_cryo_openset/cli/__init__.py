@@ -6,7 +6,7 @@ generated from the parameter dataclasses (:mod:`napari_cryo_openset.params`) by
 ``napari-cryo-openset: error: <what, which file/parameter>`` and exit status 2 — never a
 traceback (``--debug`` shows one) and never a half-written file.
 
-Commands: ``pick``, ``simulate``, ``train``, ``predict``, ``adapt``, ``run`` (the whole pipeline),
+Commands: ``pick``, ``simulate``, ``train``, ``predict``, ``adapt``, ``run`` (the whole pipeline), ``batch`` (it on many tomograms, on Dask),
 ``export`` (RELION 5 / Warp STAR, copick), ``info`` (validate and describe files) and ``demo`` (the only one that imports napari).
 Building the parser imports neither torch nor napari, so ``--help`` and bad input answer at once.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import CryoOpensetError
-from . import adapt, demo, export, info, pick, predict, run, simulate, train
+from . import adapt, batch, demo, export, info, pick, predict, run, simulate, train
 from ._args import PROG, say
 from ._signals import EXIT_SIGINT, EXIT_SIGTERM, Terminated, terminate_as_exception
 
@@ -30,7 +30,7 @@ USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, e
                          errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY, errno.ELOOP})
 
 #: In the order ``--help`` lists them.
-COMMANDS = (pick, simulate, train, predict, adapt, run, export, info, demo)
+COMMANDS = (pick, simulate, train, predict, adapt, run, batch, export, info, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,19 +48,27 @@ def register(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--tomo", required=True, metavar="TOMO.mrc", help="tomogram (MRC), read memory-mapped")
-    p.add_argument("--templates", nargs="+", required=True, metavar="PATH",
-                   help="MRC maps, PDB/mmCIF models, folders of them, or the word 'builtin'")
-    add_options(p, PickingParams, ("diameter",), required=("diameter",))
-    add_options(p, AdaptParams, ("method",), required=("method",))
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if missing; an existing non-empty one needs --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier run in OUTDIR; they are kept until the new set is complete "
                         "(written into a hidden folder beside OUTDIR and swapped in at the end)")
-    add_options(p, PickingParams, ("polarity",))
-    add_options(p, _DEFAULTS, ("seed", "fast"))
     p.add_argument("--picks", default=None, metavar="PICKS.star",
                    help="use these (curated) picks instead of DoG picking; rejected picks are kept but not classified")
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a run (templates, picking, imaging condition, model, adaptation, device): ``run``
+    and ``batch`` (which runs this pipeline on every tomogram of a data set) share them."""
+    p.add_argument("--templates", nargs="+", required=True, metavar="PATH",
+                   help="MRC maps, PDB/mmCIF models, folders of them, or the word 'builtin'")
+    add_options(p, PickingParams, ("diameter",), required=("diameter",))
+    add_options(p, AdaptParams, ("method",), required=("method",))
+    add_options(p, PickingParams, ("polarity",))
+    add_options(p, _DEFAULTS, ("seed", "fast"))
     add_options(p, PickingParams, ("max_picks",))
     g = p.add_argument_group("imaging condition of the simulation (voxel size: the tomogram's)")
     add_options(g, _DEFAULTS.source.condition, _IMAGING)
@@ -73,8 +81,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     g = p.add_argument_group("model and adaptation")
     add_options(g, _DEFAULTS, ("box", "per_class", "epochs", "iterations"))
     add_device_options(p, _DEFAULTS)
-    p.set_defaults(func=cmd_run)
-    return p
 
 
 def run_params_from_args(args: argparse.Namespace) -> RunParams:
