@@ -25,7 +25,8 @@ Resumption
 
 Outputs of the batch (:func:`write_batch_outputs`): ``particles.star`` (RELION 5: every complete
 tomogram's predictions, ``rlnTomoName``, centred Å), ``tomograms.star``, ``class_counts.csv``
-(tomogram × class), ``sources/<condition>/model.pt`` (the shared source model) and
+(tomogram × class), ``sources/<condition>/`` (the shared source model ``model.pt``, its simulated set
+``source.npz`` — a rerun reuses them, so resumed tomograms get the same source model) and
 ``batch_report.json`` (per tomogram: status, one-line error, seconds, class counts, worker and
 its peak RSS; per condition: the source stage's time; the cluster and its dashboard link).
 
@@ -560,15 +561,17 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
             p = condition_params(params, group[0])
             templates = templates_for(group[0].voxel_size)
             t0 = time.perf_counter()
-            trained, info = _source_of(client, key, group, templates, p, model, records, say, retries)
+            trained, info = _source_of(client, key, group, templates, p, model, records, say, retries, out)
             if trained is None:
                 continue
             info["seconds_with_transfer"] = time.perf_counter() - t0
             sources[key] = info
-            _save_source(out, key, trained, info)
+            if not info.get("given") and not info.get("reused"):
+                _save_source(out, key, trained, info, p)
             shared_trained, shared_templates = client.scatter([trained, templates], broadcast=True)
-            say(f"batch: condition {key}: source model {'given' if model is not None else 'trained on ' + info['reference']}"
-                f" in {info['seconds']:.1f} s, broadcast to the workers; {len(group)} tomogram(s) to run")
+            how = ("given" if info.get("given") else f"of an earlier run (trained on {info['reference']})"
+                   if info.get("reused") else f"trained on {info['reference']} in {info['seconds']:.1f} s")
+            say(f"batch: condition {key}: source model {how}, broadcast to the workers; {len(group)} tomogram(s) to run")
             for item in group:
                 if item.name in records:  # failed as a source reference
                     continue
@@ -622,10 +625,14 @@ def _set_allowed_failures(dask_scheduler=None, n: int = 2):
         dask_scheduler.allowed_failures = int(n)
 
 
-def _source_of(client, key, group, templates, params, model, records, say, retries):
-    """The source model of a condition: the given one, or trained on the group's first tomogram that works."""
+def _source_of(client, key, group, templates, params, model, records, say, retries, out: Path | None = None):
+    """The source model of a condition: the given one, the one an earlier batch saved with the same
+    parameters (a rerun resumes with the same model), or trained on the group's first tomogram that works."""
     if model is not None:
         return model, {"reference": None, "seconds": 0.0, "given": True}
+    saved = _saved_source(out, key, params) if out is not None else None
+    if saved is not None:
+        return saved
     for item in group:
         fut = client.submit(source_task, item, templates, params, retries=int(retries), pure=False,
                             key=f"source-{key}-{time.time_ns()}")
@@ -643,16 +650,38 @@ def _source_of(client, key, group, templates, params, model, records, say, retri
     return None, None
 
 
-def _save_source(out: Path, key: str, trained, info: dict) -> None:
+def _save_source(out: Path, key: str, trained, info: dict, params) -> None:
+    """``sources/<key>/``: ``model.pt`` (the source model), ``source.npz`` (the simulated set it was trained
+    on, as ``simulate`` writes it) and ``source.json`` (how it was made, with the run parameters) — written
+    last, so a rerun reuses only a complete source."""
     from .checkpoint import bundle_from_training, save_bundle
     from .io import atomic_path
     from .pipeline import _jsonable
+    from .simulate.datasets import write_dataset
 
     folder = out / SOURCES_DIR / key
     folder.mkdir(parents=True, exist_ok=True)
     save_bundle(bundle_from_training(trained), folder / "model.pt")
+    write_dataset(trained.data, folder / "source.npz")
     with atomic_path(folder / "source.json") as tmp:
-        Path(tmp).write_text(json.dumps(_jsonable(info), indent=2) + "\n")
+        Path(tmp).write_text(json.dumps(_jsonable({**info, "parameters": params_fingerprint(params)}), indent=2) + "\n")
+
+
+def _saved_source(out: Path, key: str, params):
+    """The source an earlier batch saved for ``key`` with the same parameters, or None."""
+    folder = out / SOURCES_DIR / key
+    try:
+        info = json.loads((folder / "source.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("parameters") != params_fingerprint(params):
+        return None
+    try:
+        trained = trained_from_model(folder / "model.pt", folder / "source.npz")
+    except (CryoOpensetError, OSError):
+        return None
+    info.pop("parameters", None)
+    return trained, {**info, "reused": True}
 
 
 def describe_client(client) -> dict:

@@ -1,0 +1,253 @@
+"""``batch``: many tomograms on a Dask LocalCluster — failures recorded, reruns resume, killed workers retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from napari_cryo_openset.batch import (  # noqa: E402
+    BatchItem,
+    discover,
+    group_by_condition,
+    is_complete,
+    slurm_job_script,
+)
+from napari_cryo_openset.cli import main  # noqa: E402
+from napari_cryo_openset.errors import ParameterError  # noqa: E402
+
+NAMES = ("1bxn", "1qvr", "2cg9")
+#: The smallest run that exercises every stage (about 10–20 s per tomogram on 2 shared cores).
+SMALL = ["--templates", "builtin", "--diameter", "120", "--method", "ada", "--per-class", "6", "--epochs", "1",
+         "--iterations", "10", "--source", "isolated", "--no-estimate", "--no-match-spectrum",
+         "--verify-rotations", "12", "--max-picks", "40", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, builtin):
+    """4 tomograms: 3 small simulated scenes (48×96×96 at 10 Å) and one corrupt file."""
+    from napari_cryo_openset.io import write_tomogram
+    from napari_cryo_openset.simulate import ImagingCondition, SceneParams, make_scene
+
+    d = tmp_path_factory.mktemp("dataset")
+    templates = builtin(NAMES, 10.0)
+    for i in range(3):
+        volume, _ = make_scene(SceneParams(shape=(48, 96, 96), condition=ImagingCondition(voxel_size=10.0, snr=1.0),
+                                           templates=tuple(templates), n_particles=24, unknown_fraction=0.25, seed=i))
+        write_tomogram(d / f"TS_0{i + 1}.mrc", volume, 10.0)
+    (d / "TS_04.mrc").write_bytes(b"this is not an MRC file" * 100)
+    return d
+
+
+def _outputs(folder: Path) -> dict[str, float]:
+    """Modification times of a batch's per-tomogram files (to see what a rerun recomputed)."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_discover_folder_groups_and_records_the_corrupt_file(dataset):
+    kind, items = discover(dataset)
+    assert kind == "folder" and [i.name for i in items] == ["TS_01", "TS_02", "TS_03", "TS_04"]
+    bad = items[3]
+    assert bad.error is not None and "TS_04.mrc" in bad.error and "\n" not in bad.error
+    assert list(group_by_condition(items)) == ["10A"] and len(group_by_condition(items)["10A"]) == 3
+
+
+def test_discover_tomograms_star_and_copick(dataset, tmp_path):
+    from napari_cryo_openset.io.relion5 import TomogramInfo, write_tomograms_star
+
+    infos = [TomogramInfo(f"TS_0{i}", path=dataset / f"TS_0{i}.mrc", shape=(48, 96, 96), voxel_size=10.0,
+                          tilt_series_pixel_size=2.5, voltage=300.0, cs=2.7) for i in (1, 2)]
+    star = write_tomograms_star(tmp_path / "tomograms.star", infos)
+    kind, items = discover(star)
+    assert kind == "relion5" and [i.condition for i in items] == ["10A_300kV_cs2.7"] * 2
+    missing = write_tomograms_star(tmp_path / "bad.star", infos + [TomogramInfo("TS_09", path=tmp_path / "x.mrc",
+                                                                                shape=(4, 4, 4), voxel_size=10.0)])
+    with pytest.raises(ParameterError, match="TS_09"):
+        discover(missing)
+    pytest.importorskip("copick")
+    from napari_cryo_openset.io import copick_io
+
+    root = copick_io.new_project(tmp_path / "cp" / "config.json", tmp_path / "cp" / "overlay")
+    root.new_run("TS_01").new_voxel_spacing(10.0).new_tomogram("wbp").from_numpy(np.zeros((8, 16, 16), np.float32))
+    kind, items = discover(tmp_path / "cp" / "config.json")
+    assert kind == "copick" and items[0].name == "TS_01" and items[0].shape == (8, 16, 16)
+
+
+def test_mixed_voxel_sizes_make_two_conditions():
+    items = [BatchItem("a", voxel_size=10.0), BatchItem("b", voxel_size=7.5), BatchItem("c", voxel_size=10.0),
+             BatchItem("d", error="corrupt")]
+    groups = group_by_condition(items)
+    assert {k: [i.name for i in v] for k, v in groups.items()} == {"10A": ["a", "c"], "7.5A": ["b"]}
+
+
+def test_slurm_job_script_without_slurm():
+    pytest.importorskip("dask_jobqueue")
+    script = slurm_job_script(cores=8, memory="32GB", walltime="04:00:00", queue="gpu", account="lab")
+    assert "#SBATCH" in script and "--cpus-per-task=8" in script and "-t 04:00:00" in script
+    assert "-p gpu" in script and "-A lab" in script and "--nworkers 8" in script and "--nthreads 1" in script
+    assert "OMP_NUM_THREADS=1" in script
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["DATA", "-o", "OUT", "--scheduler", "tcp://127.0.0.1:9"], "--scheduler 'tcp://127.0.0.1:9': cannot reach"),
+    (["NOPE", "-o", "OUT"], "DATASET '.*NOPE' does not exist"),
+    (["DATA", "-o", "FILE"], "-o '.*FILE' is a file"),
+    (["DATA", "-o", "OUT", "--workers", "0"], "--workers must be ≥ 1"),
+    (["DATA", "-o", "OUT", "--model", "m.pt"], "--model and --source-set go together"),
+])
+def test_batch_bad_input_is_one_line(dataset, tmp_path, capsys, argv, match):
+    import re
+
+    (tmp_path / "FILE").write_text("x")
+    subs = {"DATA": str(dataset), "OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "FILE"),
+            "NOPE": str(tmp_path / "NOPE")}
+    args = ["batch", *[subs.get(a, a) for a in argv], *SMALL]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("napari-cryo-openset")]
+    assert len(err) == 1 and re.search(match, err[0]), err
+
+
+def test_batch_unwritable_output(dataset, tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can write anywhere")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        assert main(["batch", str(dataset), "-o", str(ro / "out"), *SMALL]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_batch_four_tomograms_one_corrupt_then_rerun(dataset, tmp_path, capsys):
+    """The acceptance test: 2 workers, 4 tomograms, one corrupt → 3 complete outputs + a recorded error;
+    the rerun recomputes nothing."""
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert main(["batch", str(dataset), "-o", str(out), "--workers", "2", *SMALL]) == 0
+    first = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert "Dask dashboard: http" in err and "2 worker(s)" in err
+    report = json.loads((out / "batch_report.json").read_text())
+    status = {r["name"]: r for r in report["tomograms"]}
+    assert [status[n]["status"] for n in ("TS_01", "TS_02", "TS_03")] == ["done"] * 3
+    assert status["TS_04"]["status"] == "failed" and "not an MRC file" in status["TS_04"]["error"]
+    assert "\n" not in status["TS_04"]["error"]
+    assert report["cluster"]["workers"] == 2 and report["sources"]["10A"]["reference"] == "TS_01"
+    assert len({status[n]["worker"] for n in ("TS_01", "TS_02", "TS_03")}) >= 1
+    for name in ("TS_01", "TS_02", "TS_03"):
+        assert is_complete(out / "tomograms" / name)
+    assert not (out / "tomograms" / "TS_04").exists()
+    assert not [p for p in (out / "tomograms").iterdir() if p.name.startswith(".")]  # no temporaries left
+    assert (out / "sources" / "10A" / "model.pt").is_file()
+    # the combined RELION 5 particles: every pick of the three, rlnTomoName, centred Å
+    import starfile
+
+    from napari_cryo_openset.io import read_picks
+    from napari_cryo_openset.io.relion5 import read_relion5_particles, read_tomograms_star
+
+    parts = starfile.read(out / "particles.star")["particles"]
+    n = {name: len(read_picks(out / "tomograms" / name / "predictions.star")) for name in ("TS_01", "TS_02", "TS_03")}
+    assert parts["rlnTomoName"].value_counts().to_dict() == n
+    back = read_relion5_particles(out / "particles.star", read_tomograms_star(out / "tomograms.star"))
+    pred = read_picks(out / "tomograms" / "TS_02" / "predictions.star")
+    np.testing.assert_allclose(back["TS_02"][["z", "y", "x"]].to_numpy(), pred[["z", "y", "x"]].to_numpy(), atol=1e-9)
+    assert report["class_counts"] == {c: int(sum(status[t]["class_counts"].get(c, 0) for t in n))
+                                      for c in report["class_counts"]}
+    assert (out / "class_counts.csv").read_text().startswith("tomogram,")
+    assert report["peak_rss_mb_per_worker"] and max(report["peak_rss_mb_per_worker"].values()) < 4000
+
+    before = _outputs(out / "tomograms")
+    t0 = time.perf_counter()
+    assert main(["batch", str(dataset), "-o", str(out), "--workers", "2", *SMALL]) == 0
+    rerun = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert "3 tomogram(s) complete from an earlier run, skipped" in err
+    assert _outputs(out / "tomograms") == before  # nothing recomputed
+    report = json.loads((out / "batch_report.json").read_text())
+    assert report["status_counts"] == {"skipped": 3, "failed": 1}
+    print(f"\nbatch acceptance: first run {first:.1f} s (3 tomograms + source stage "
+          f"{json.loads((out / 'sources' / '10A' / 'source.json').read_text())['seconds']:.1f} s), rerun {rerun:.1f} s")
+
+    # a damaged output is not taken as complete: the rerun redoes that tomogram only, with the saved source
+    # model, and gets the same result
+    earlier = read_picks(out / "tomograms" / "TS_03" / "predictions.star")
+    (out / "tomograms" / "TS_03" / "predictions.star").unlink()
+    assert not is_complete(out / "tomograms" / "TS_03")
+    assert main(["batch", str(dataset), "-o", str(out), "--workers", "2", *SMALL]) == 0
+    assert "source model of an earlier run (trained on TS_01)" in capsys.readouterr().err
+    assert read_picks(out / "tomograms" / "TS_03" / "predictions.star").equals(earlier)
+    report = json.loads((out / "batch_report.json").read_text())
+    assert {r["name"]: r["status"] for r in report["tomograms"]} == {
+        "TS_01": "skipped", "TS_02": "skipped", "TS_03": "done", "TS_04": "failed"}
+
+
+@pytest.mark.slow
+def test_batch_survives_a_killed_worker(dataset, tmp_path):
+    """A worker killed while it runs a tomogram: the task is rescheduled, the batch completes, and the other
+    tomograms' results are identical to an undisturbed batch's."""
+    from distributed import Client, LocalCluster
+
+    from napari_cryo_openset.batch import discover, run_batch
+    from napari_cryo_openset.cli import build_parser
+    from napari_cryo_openset.cli.run import run_params_from_args
+    from napari_cryo_openset.io import read_picks
+    from napari_cryo_openset.simulate.templates import load_templates
+
+    args = build_parser().parse_args(["batch", str(dataset), "-o", "x", *SMALL])
+    from dataclasses import replace
+
+    params = replace(run_params_from_args(args), threads=1)
+    _, items = discover(dataset)
+    items = [i for i in items if i.error is None]
+
+    def templates_for(vs):
+        return load_templates(["builtin"], vs)
+
+    def batch(out, kill=None):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0")
+        client = Client(cluster)
+        killed = {}
+
+        def killer(futures):
+            target = next(f for f, item in futures.items() if item.name == kill)
+
+            def watch():
+                pids = client.run(os.getpid)
+                for _ in range(600):
+                    for addr, keys in client.processing().items():
+                        if target.key in keys:
+                            time.sleep(1.0)  # well inside the task's 8 s delay
+                            os.kill(pids[addr], signal.SIGKILL)
+                            killed["worker"] = addr
+                            return
+                    time.sleep(0.1)
+            threading.Thread(target=watch, daemon=True).start()
+
+        try:
+            result = run_batch(items, templates_for, params, out, client=client, retries=2, say=lambda s: None,
+                               delays={kill: 8.0} if kill else None, on_submitted=killer if kill else None)
+        finally:
+            client.close()
+            cluster.close()
+        return result, killed
+
+    ref, _ = batch(tmp_path / "ref")
+    res, killed = batch(tmp_path / "killed", kill="TS_02")
+    assert killed, "the worker was not killed"
+    assert [r["status"] for r in res.records] == ["done"] * 3
+    assert res.records[1]["worker"] != killed["worker"] or res.records[1]["pid"]  # ran again after the kill
+    for name in ("TS_01", "TS_02", "TS_03"):
+        a = read_picks(tmp_path / "ref" / "tomograms" / name / "predictions.star")
+        b = read_picks(tmp_path / "killed" / "tomograms" / name / "predictions.star")
+        assert a.equals(b), name
+    assert not [p for p in (tmp_path / "killed" / "tomograms").iterdir() if p.name.startswith(".")]
