@@ -428,8 +428,12 @@ def _sigint_ignored():
 
 def make_client(spec: ClusterSpec):
     """A ``distributed.Client`` (and the cluster it owns, or None): local, by address, or on Slurm."""
+    import logging
+
     from distributed import Client, LocalCluster
 
+    # Dask's INFO lines (workers starting and closing) would drown the batch's own progress lines
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     if spec.scheduler:
         try:
             client = Client(spec.scheduler, timeout=f"{spec.timeout}s")
@@ -444,7 +448,8 @@ def make_client(spec: ClusterSpec):
     n = spec.n_workers or default_workers()
     with _sigint_ignored():
         cluster = LocalCluster(n_workers=n, threads_per_worker=spec.threads_per_worker, processes=True,
-                               memory_limit=spec.memory_limit, dashboard_address=":0")
+                               memory_limit=spec.memory_limit, dashboard_address=":0",
+                               silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
