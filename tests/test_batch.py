@@ -251,3 +251,18 @@ def test_batch_survives_a_killed_worker(dataset, tmp_path):
         b = read_picks(tmp_path / "killed" / "tomograms" / name / "predictions.star")
         assert a.equals(b), name
     assert not [p for p in (tmp_path / "killed" / "tomograms").iterdir() if p.name.startswith(".")]
+
+
+def test_condition_params_take_the_microscope_of_the_data_set_unless_told():
+    from napari_cryo_openset.batch import condition_params
+    from napari_cryo_openset.params import PickingParams, RunParams
+
+    params = RunParams(PickingParams(diameter=120.0), given=("voxel_size",))
+    item = BatchItem("a", voxel_size=10.0, voltage=200.0, cs=2.0, amplitude_contrast=0.1)
+    p = condition_params(params, item)
+    c = p.source.condition
+    assert (c.voltage, c.cs, c.amplitude_contrast) == (200.0, 2.0, 0.1)
+    assert {"voltage", "cs", "amplitude_contrast"} <= set(p.given)
+    told = condition_params(params, item, told={"voltage"})
+    assert told.source.condition.voltage == params.source.condition.voltage and told.source.condition.cs == 2.0
+    assert condition_params(params, BatchItem("b", voxel_size=10.0)) is params

@@ -26,6 +26,7 @@ SOURCES = {
     "predict": [P.PredictParams],
     "adapt": [P.AdaptParams],
     "run": [run._DEFAULTS, run._DEFAULTS.source, run._DEFAULTS.source.condition, P.PickingParams],
+    "batch": [run._DEFAULTS, run._DEFAULTS.source, run._DEFAULTS.source.condition, P.PickingParams],
 }
 
 

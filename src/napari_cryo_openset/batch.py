@@ -82,6 +82,7 @@ class BatchItem:
     shape: tuple[int, int, int] | None = None
     voltage: float | None = None
     cs: float | None = None
+    amplitude_contrast: float | None = None
     tilt_series_pixel_size: float | None = None
     error: str | None = None
 
@@ -159,7 +160,7 @@ def discover(dataset: str | os.PathLike, *, voxel_size: float | None = None, tom
             raise ParameterError(str(exc)) from None
         items = []
         for t in infos:
-            item = _mrc_item(Path(t.path), t.name, voltage=t.voltage, cs=t.cs,
+            item = _mrc_item(Path(t.path), t.name, voltage=t.voltage, cs=t.cs, amplitude_contrast=t.amplitude_contrast,
                              tilt_series_pixel_size=t.tilt_series_pixel_size)
             if item.error is None and t.voxel_size is not None and not math.isclose(
                     item.voxel_size, t.voxel_size, rel_tol=0.02):
@@ -212,18 +213,19 @@ def group_by_condition(items: Sequence[BatchItem]) -> dict[str, list[BatchItem]]
     return groups
 
 
-def condition_params(params, item: BatchItem):
-    """``params`` with the microscope of the group (voltage, Cs) where the data set gives it and the
-    user did not (``params.given`` names what the user gave)."""
-    given = params.given
+def condition_params(params, item: BatchItem, told=()):
+    """``params`` with the microscope of the group (voltage, Cs, amplitude contrast) where the data set gives
+    it and the user did not (``told``: the imaging-condition fields the user gave on the command line)."""
+    told = set(told or ())
     changes = {}
-    if item.voltage is not None and (given is None or "voltage" not in given):
-        changes["voltage"] = float(item.voltage)
-    if item.cs is not None and (given is None or "cs" not in given):
-        changes["cs"] = float(item.cs)
+    for name in ("voltage", "cs", "amplitude_contrast"):
+        value = getattr(item, name)
+        if value is not None and name not in told:
+            changes[name] = float(value)
     if not changes:
         return params
     condition = params.source.condition.replace(**changes)
+    given = params.given
     new_given = None if given is None else tuple(dict.fromkeys((*given, *changes)))
     return replace(params, source=replace(params.source, condition=condition), given=new_given)
 
@@ -520,12 +522,14 @@ class BatchResult:
 
 def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list], params, out: str | os.PathLike, *,
               client, model=None, retries: int = 2, say: Callable[[str], None] = print,
-              delays: Mapping[str, float] | None = None, dataset: str = "", on_submitted=None) -> BatchResult:
+              delays: Mapping[str, float] | None = None, dataset: str = "", on_submitted=None,
+              told=()) -> BatchResult:
     """Run the data set on ``client``; write every tomogram's folder and the batch outputs under ``out``.
 
     ``templates_for(voxel_size)`` loads the templates at a tomogram voxel size; ``model``: a
     TrainResult every condition uses instead of simulating one (``--model``); ``delays``: seconds
-    before a named tomogram's task starts (tests). Returns the :class:`BatchResult`; on
+    before a named tomogram's task starts (tests); ``told``: the imaging-condition fields the user gave (the
+    data set's microscope does not replace them, :func:`condition_params`). Returns the :class:`BatchResult`; on
     KeyboardInterrupt the pending tasks are cancelled, the report written, and the interrupt re-raised.
     """
     from distributed import as_completed
@@ -546,7 +550,7 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
     for item in items:
         if item.name in records:
             continue
-        p = condition_params(params, item)
+        p = condition_params(params, item, told)
         if is_complete(out / TOMOGRAMS_DIR / item.name, p):
             records[item.name] = {"name": item.name, "status": "skipped", "condition": item.condition,
                                   "note": "complete from an earlier run (checked)"}
@@ -563,7 +567,7 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
             client.run_on_scheduler(_set_allowed_failures, n=int(retries))
         groups = group_by_condition(todo)
         for key, group in groups.items():
-            p = condition_params(params, group[0])
+            p = condition_params(params, group[0], told)
             templates = templates_for(group[0].voxel_size)
             t0 = time.perf_counter()
             trained, info = _source_of(client, key, group, templates, p, model, records, say, retries, out)
@@ -719,7 +723,7 @@ def write_batch_outputs(out: Path, items: Sequence[BatchItem], result: BatchResu
         vs = float(report["geometry"]["tomogram_voxel_size"])
         info = TomogramInfo(item.name, path=Path(item.path).absolute() if item.path else None, shape=shape,
                             voxel_size=vs, tilt_series_pixel_size=item.tilt_series_pixel_size,
-                            voltage=item.voltage, cs=item.cs)
+                            voltage=item.voltage, cs=item.cs, amplitude_contrast=item.amplitude_contrast)
         picks = read_picks(folder / "predictions.star", tomogram_shape=shape, voxel_size=vs)
         complete.append((info, picks))
         counts[item.name] = report.get("class_counts", {})

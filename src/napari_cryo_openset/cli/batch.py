@@ -40,6 +40,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                    help="output folder (created if missing; an earlier batch's folder is resumed)")
     add_run_options(p)
+    for action in p._actions:  # in a batch every worker is one process with one torch thread unless told
+        if action.dest == "threads":
+            action.help = "CPU threads for torch in each worker (default 1: one single-threaded worker per core)"
     g = p.add_argument_group("source model")
     g.add_argument("--model", default=None, metavar="MODEL.pt",
                    help="use this source model (from 'train') for every tomogram instead of simulating one per "
@@ -164,8 +167,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         say(f"batch: Dask dashboard: {client.dashboard_link}")
         info = client.scheduler_info()
         say(f"batch: {len(info.get('workers', {}))} worker(s) at {client.scheduler.address}")
+        from ._args import given
+        from .run import _IMAGING
+
         result = run_batch(items, templates_for, params, out, client=client, model=model, retries=args.retries,
-                           say=say, dataset=str(args.dataset))
+                           say=say, dataset=str(args.dataset), told=set(given(args, _IMAGING)))
     finally:
         client.close()
         if cluster is not None:
