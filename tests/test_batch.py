@@ -266,3 +266,35 @@ def test_condition_params_take_the_microscope_of_the_data_set_unless_told():
     told = condition_params(params, item, told={"voltage"})
     assert told.source.condition.voltage == params.source.condition.voltage and told.source.condition.cs == 2.0
     assert condition_params(params, BatchItem("b", voxel_size=10.0)) is params
+
+
+@pytest.mark.slow
+def test_batch_ctrl_c_stops_cleanly_and_the_rerun_finishes(dataset, tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) after the first tomogram: exit 130,
+    the complete tomograms and the report are kept, no worker is left; the rerun does only the rest."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    exe = str(Path(sys.executable).parent / "napari-cryo-openset")
+    cmd = [exe, "batch", str(dataset), "-o", str(out), "--workers", "1", *SMALL]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "[1/3]" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted" in rest
+    report = json.loads((out / "batch_report.json").read_text())
+    assert report["interrupted"] and report["status_counts"].get("done") == 1
+    first = next(r["name"] for r in report["tomograms"] if r["status"] == "done")
+    assert is_complete(out / "tomograms" / first)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "batch_report.json").read_text())
+    status = {t["name"]: t["status"] for t in report["tomograms"]}
+    assert status[first] == "skipped" and sorted(status.values()) == ["done", "done", "failed", "skipped"]
+    assert not [p for p in (out / "tomograms").iterdir() if p.name.startswith(".")]
