@@ -128,14 +128,29 @@ def test_batch_unwritable_output(dataset, tmp_path, capsys):
         ro.chmod(0o700)
 
 
-def test_batch_four_tomograms_one_corrupt_then_rerun(dataset, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def first_batch(dataset, tmp_path_factory):
+    """The data set's batch on a LocalCluster of 2 workers: (OUTDIR, seconds, stderr). Tests copy it to change it."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("batch") / "out"
+    err = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(err):
+        rc = main(["batch", str(dataset), "-o", str(out), "--workers", "2", "--warp", *SMALL])
+    assert rc == 0, err.getvalue()
+    return out, time.perf_counter() - t0, err.getvalue()
+
+
+def test_batch_four_tomograms_one_corrupt_then_rerun(dataset, first_batch, tmp_path, capsys):
     """The acceptance test: 2 workers, 4 tomograms, one corrupt → 3 complete outputs + a recorded error;
     the rerun recomputes nothing."""
+    import shutil
+
     out = tmp_path / "out"
-    t0 = time.perf_counter()
-    assert main(["batch", str(dataset), "-o", str(out), "--workers", "2", *SMALL]) == 0
-    first = time.perf_counter() - t0
-    err = capsys.readouterr().err
+    shutil.copytree(first_batch[0], out)
+    first, err = first_batch[1], first_batch[2]
     assert "Dask dashboard: http" in err and "2 worker(s)" in err
     report = json.loads((out / "batch_report.json").read_text())
     status = {r["name"]: r for r in report["tomograms"]}
@@ -164,6 +179,10 @@ def test_batch_four_tomograms_one_corrupt_then_rerun(dataset, tmp_path, capsys):
     assert report["class_counts"] == {c: int(sum(status[t]["class_counts"].get(c, 0) for t in n))
                                       for c in report["class_counts"]}
     assert (out / "class_counts.csv").read_text().startswith("tomogram,")
+    from napari_cryo_openset.io.warp import read_warp_star
+
+    warp = read_warp_star(out / "particles_warp.star")
+    assert {k: len(v) for k, v in warp.items()} == n
     assert report["peak_rss_mb_per_worker"] and max(report["peak_rss_mb_per_worker"].values()) < 4000
 
     before = _outputs(out / "tomograms")
@@ -175,11 +194,20 @@ def test_batch_four_tomograms_one_corrupt_then_rerun(dataset, tmp_path, capsys):
     assert _outputs(out / "tomograms") == before  # nothing recomputed
     report = json.loads((out / "batch_report.json").read_text())
     assert report["status_counts"] == {"skipped": 3, "failed": 1}
-    print(f"\nbatch acceptance: first run {first:.1f} s (3 tomograms + source stage "
-          f"{json.loads((out / 'sources' / '10A' / 'source.json').read_text())['seconds']:.1f} s), rerun {rerun:.1f} s")
+    with capsys.disabled():
+        print(f"\nbatch acceptance: first run {first:.1f} s (3 tomograms + source stage "
+              f"{json.loads((out / 'sources' / '10A' / 'source.json').read_text())['seconds']:.1f} s), rerun {rerun:.1f} s")
 
-    # a damaged output is not taken as complete: the rerun redoes that tomogram only, with the saved source
-    # model, and gets the same result
+
+def test_batch_redoes_a_damaged_tomogram_with_the_saved_source(dataset, first_batch, tmp_path, capsys):
+    """A damaged output is not taken as complete: the rerun redoes that tomogram only, with the saved source
+    model, and gets the same result."""
+    import shutil
+
+    from napari_cryo_openset.io import read_picks
+
+    out = tmp_path / "out"
+    shutil.copytree(first_batch[0], out)
     earlier = read_picks(out / "tomograms" / "TS_03" / "predictions.star")
     (out / "tomograms" / "TS_03" / "predictions.star").unlink()
     assert not is_complete(out / "tomograms" / "TS_03")
@@ -298,3 +326,17 @@ def test_batch_ctrl_c_stops_cleanly_and_the_rerun_finishes(dataset, tmp_path):
     status = {t["name"]: t["status"] for t in report["tomograms"]}
     assert status[first] == "skipped" and sorted(status.values()) == ["done", "done", "failed", "skipped"]
     assert not [p for p in (out / "tomograms").iterdir() if p.name.startswith(".")]
+
+
+def test_existing_scheduler_by_address():
+    from distributed import LocalCluster
+
+    from napari_cryo_openset.batch import ClusterSpec, describe_client, make_client
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        client, owned = make_client(ClusterSpec(scheduler=cluster.scheduler_address))
+        try:
+            assert owned is None and describe_client(client)["workers"] == 1
+            assert client.submit(lambda x: x + 1, 1).result() == 2
+        finally:
+            client.close()
