@@ -17,7 +17,8 @@ fresh output folder), in its own process. From each ``batch_report.json``:
 
 Results: ``benchmarks/results/batch.json`` and ``.md``.
 
-    python benchmarks/bench_batch.py --quick      # 4 tomograms, tiny settings (a few minutes on 2 cores)
+    python benchmarks/bench_batch.py --quick      # 4 tomograms, tiny settings (a few minutes on 2 cores): a smoke
+                                                  # test of the machinery; its HOS (2-epoch model) means nothing
     python benchmarks/bench_batch.py              # 8 tomograms, --fast settings (tens of minutes)
 """
 

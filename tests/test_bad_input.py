@@ -151,6 +151,10 @@ ADAPT = ["adapt", "{model}", "--source", "{source}", "--tomo", "{tomo}", "--pick
 RUN = ["run", "--tomo", "{tomo}", "--templates", "builtin", "--diameter", "120", "--method", "mluda",
        "--picks", "{picks}", "--per-class", "4", "--epochs", "1", "--iterations", "2", "--verify-rotations", "24", "-o", "{out}/run", *DEVICE]
 
+EXPORT = ["export", "{picks}", "--tomo", "{tomo}", "--format", "relion5", "-o", "{out}/particles.star"]
+BATCH = ["batch", "{out}/../data", "-o", "{out}/b", "--templates", "builtin", "--diameter", "120", "--method",
+         "mluda", *DEVICE]
+
 
 def _with(argv, **changes):
     """``argv`` with option values replaced (``{"--tomo": "{text}"}``) or positional 1 (``first=``)."""
@@ -216,6 +220,15 @@ CASES = [
     ("pick-disk-full-while-writing", PICK, ["picks.star", "No space left"], "disk_full"),
     ("train-torch-writer-fails", TRAIN, ["m.pt", "disk is full or failed"], "torch_save"),
     ("adapt-disk-full-while-writing", ADAPT, ["a.star", "No space left"], "disk_full"),
+    # export and batch
+    ("export-tomo-count", [*EXPORT[:3], "{tomo}", "{tomo}", *EXPORT[4:]], ["--tomo", "2 tomograms for 1 picks"], None),
+    ("export-tomo-truncated", _with(EXPORT, tomo="{truncated}"), ["truncated.mrc"], None),
+    ("export-folder-read-only", EXPORT, ["particles.star", "not writable"], "read_only"),
+    ("export-copick-not-json", _with(EXPORT, format="copick"), ["particles.star", "config JSON"], None),
+    ("batch-dataset-missing", BATCH, ["DATASET", "data", "does not exist"], None),
+    ("batch-output-is-file", _with(BATCH, first="{tomo}", **{"-o": "{picks}"}), ["picks.star", "is a file"], None),
+    ("batch-folder-read-only", _with(BATCH, first="{tomo}"), ["b", "not writable"], "read_only"),
+    ("batch-dataset-is-a-picks-file", _with(BATCH, first="{picks}"), ["DATASET", "tomograms.star"], None),
 ]
 
 

@@ -157,7 +157,7 @@ def discover(dataset: str | os.PathLike, *, voxel_size: float | None = None, tom
         try:
             infos = read_tomograms_star(src)
         except PicksError as exc:
-            raise ParameterError(str(exc)) from None
+            raise ParameterError(f"DATASET {exc}") from None
         items = []
         for t in infos:
             item = _mrc_item(Path(t.path), t.name, voltage=t.voltage, cs=t.cs, amplitude_contrast=t.amplitude_contrast,
@@ -176,7 +176,7 @@ def discover(dataset: str | os.PathLike, *, voxel_size: float | None = None, tom
             root = copick_io.open_project(src)
             refs = copick_io.project_tomograms(root, voxel_size=voxel_size, tomo_type=tomo_type)
         except PicksError as exc:
-            raise ParameterError(str(exc)) from None
+            raise ParameterError(f"DATASET: {exc}") from None
         if not refs:
             what = " of type " + repr(tomo_type) if tomo_type else ""
             at = f" at {voxel_size:g} Å" if voxel_size else ""
