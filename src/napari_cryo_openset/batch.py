@@ -530,7 +530,8 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
     TrainResult every condition uses instead of simulating one (``--model``); ``delays``: seconds
     before a named tomogram's task starts (tests); ``told``: the imaging-condition fields the user gave (the
     data set's microscope does not replace them, :func:`condition_params`). Returns the :class:`BatchResult`; on
-    KeyboardInterrupt the pending tasks are cancelled, the report written, and the interrupt re-raised.
+    KeyboardInterrupt (or another BaseException such as the CLI's SIGTERM ``Terminated``) the pending
+    tasks are cancelled, the report written, and the interrupt re-raised.
     """
     from distributed import as_completed
 
@@ -561,7 +562,7 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
         say(f"batch: {n_skipped} tomogram(s) complete from an earlier run, skipped")
     sources: dict[str, dict] = {}
     futures = {}
-    interrupted = False
+    interrupted, stop = False, None
     try:
         with contextlib.suppress(Exception):
             client.run_on_scheduler(_set_allowed_failures, n=int(retries))
@@ -607,8 +608,10 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
                     f"(peak RSS {rec['rss_mb']:.0f} MB): {counts}")
             else:
                 say(f"batch: [{done}/{n}] {item.name}: failed: {rec['error']}")
-    except KeyboardInterrupt:
-        interrupted = True
+    except BaseException as exc:  # Ctrl-C, or SIGTERM (the CLI's Terminated): stop cleanly, report, re-raise
+        if isinstance(exc, Exception):
+            raise
+        interrupted, stop = True, exc
         for fut in futures:
             fut.cancel()
         say("batch: interrupted: pending tomograms cancelled; complete ones are kept, rerun the same command to "
@@ -621,7 +624,7 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
                          seconds=time.perf_counter() - t_all, interrupted=interrupted)
     result.outputs = write_batch_outputs(out, items, result, params, dataset=dataset)
     if interrupted:
-        raise KeyboardInterrupt
+        raise stop
     return result
 
 
