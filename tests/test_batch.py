@@ -340,3 +340,19 @@ def test_existing_scheduler_by_address():
             assert client.submit(lambda x: x + 1, 1).result() == 2
         finally:
             client.close()
+
+
+def test_trained_from_model_and_source_set(tmp_path):
+    """``--model M.pt --source-set S.npz``: the TrainResult the runs share, built from the two files."""
+    from napari_cryo_openset.batch import trained_from_model
+    from napari_cryo_openset.train import stratified_split
+
+    assert main(["simulate", "--templates", "builtin", "--voxel-size", "10", "--box", "24", "--per-class", "4",
+                 "--decoys", "4", "--empty", "2", "-o", str(tmp_path / "s.npz")]) == 0
+    assert main(["train", str(tmp_path / "s.npz"), "-o", str(tmp_path / "m.pt"), "--epochs", "1", "--device", "cpu",
+                 "--threads", "1", "--quiet"]) == 0
+    trained = trained_from_model(tmp_path / "m.pt", tmp_path / "s.npz")
+    assert trained.box == 24 and trained.voxel_size == 10.0 and len(trained.data) == 6 * 4 + 4 + 2
+    assert "unknown" in trained.class_names
+    _, val = stratified_split(trained.data.labels, 0.15, 0)
+    assert np.array_equal(trained.val_indices, val)
