@@ -47,13 +47,13 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .errors import CryoOpensetError, ParameterError, TomogramError
+from .errors import CryoOpensetError, ParameterError
 
 REPORT = "batch_report.json"
 TOMOGRAMS_DIR = "tomograms"
