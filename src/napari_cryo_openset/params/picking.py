@@ -29,7 +29,7 @@ own σ1 = radius/√3 (the scale at which a sphere responds most, see
 :mod:`napari_cryo_openset.picking.multiscale`); its response is robust-z-scored (median / 1.4826·MAD of that scale), so scores
 are comparable across scales and the robust threshold is simply ``k_mad`` on the joint score.
 Derived defaults then apply *per pick, from its own size*: the minimum distance between two
-picks is 0.8 × the mean of their two diameters (touching spheres of any sizes are both kept), and a pick is dropped within its own radius of
+picks is the mean of their two diameters (overlapping spheres are one particle; touching spheres of any sizes are both kept), and a pick is dropped within its own radius of
 a face (``border`` = own diameter / 2; a small particle near a face is kept although a large one
 there would not be). An explicit ``min_distance`` or ``border`` applies to every pick. ``sigma1``
 fixes one scale and cannot be combined with a range. ``max_diameter`` None (or equal to
@@ -87,7 +87,7 @@ class PickingParams:
     aitom_level: float = param(3.0, help="t of the AITom rule T = m + t (M − m) / 20 (Pei et al.: 3)")
     min_distance: float | None = param(None, unit="Å", low=0,
                                        help="minimum distance between picks (default 0.8 × diameter, for a range "
-                                            "0.8 × the mean diameter of the two picks; 0 = off)")
+                                            "the mean diameter of the two picks; 0 = off)")
     k: float = param(1.1, low=1, low_open=True, help="σ2 / σ1 of the Difference of Gaussians")
     sigma1: float | None = param(None, unit="voxels", low=0, low_open=True,
                                  help="σ1 (default the particle radius in voxels)")

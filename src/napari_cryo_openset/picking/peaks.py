@@ -110,11 +110,11 @@ def suppress(points: np.ndarray, min_distance: float) -> np.ndarray:
 
 
 
-def suppress_sized(points: np.ndarray, diameters: np.ndarray, factor: float = 0.8) -> np.ndarray:
+def suppress_sized(points: np.ndarray, diameters: np.ndarray, factor: float = 1.0) -> np.ndarray:
     """Greedy suppression with a size per point; ``points`` (N, 3) in Å, sorted best-first.
 
     Two points i, j overlap when closer than ``factor × (d_i + d_j) / 2`` (``diameters`` in Å):
-    for equal sizes the single-scale rule (0.8 × diameter); two touching spheres of any sizes
+    at 1.0 when their spheres overlap; two touching spheres of any sizes
     (centres (d_i + d_j)/2 apart) are both kept, while a small response inside a large
     particle (at most its radius from the centre) is not. A point is dropped iff a *kept*
     better one overlaps it. Returns a keep mask.
