@@ -210,7 +210,16 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
     assert len(feats) == n and len(layer.data) == n  # nothing deleted or reordered
     for column in ("curation", "class_name", "confidence", "is_unknown", "score"):
         pd.testing.assert_series_equal(feats[column], before[column])
-    np.testing.assert_allclose(layer.border_color, colours)
+    # known classes keep their colours; each cluster of unknowns gets its own shade of the unknown family
+    clustered = feats["cluster"].to_numpy() >= 0
+    np.testing.assert_allclose(layer.border_color[~clustered], colours[~clustered])
+    from napari_cryo_openset.palette import cluster_color
+
+    for k in np.unique(feats["cluster"].to_numpy()[clustered]):
+        h = cluster_color(int(k)).lstrip("#")
+        np.testing.assert_allclose(layer.border_color[feats["cluster"].to_numpy() == k, :3],
+                                   np.tile([int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)],
+                                           (int((feats["cluster"] == k).sum()), 1)), atol=0.01)
     np.testing.assert_array_equal(layer.shown, shown)
     assert np.isnan(feats.loc[0, "tsne_x"]) and feats.loc[0, "cluster"] == -1  # rejected: not mapped
     assert feats.loc[1:, ["tsne_x", "tsne_y"]].notna().all().all()
@@ -398,6 +407,13 @@ def test_export_writes_every_column_and_optionally_only_the_selected_row(make_na
 # --------------------------------------------------------------------------------------------
 
 
+def _unknown_family(pixels) -> int:
+    """Pixels in the unknown colour or a cluster's shade of it."""
+    from napari_cryo_openset.palette import CLUSTER_COLORS
+
+    return sum(int((np.linalg.norm(pixels - _rgb(c), axis=-1) < 40).sum()) for c in (UNKNOWN_COLOR, *CLUSTER_COLORS))
+
+
 def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_viewer, qtbot, bundle, scene, tmp_path):
     from qtpy.QtCore import QPoint
     from skimage.io import imsave
@@ -422,7 +438,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     plot = widget.canvas.grab().toImage()
     arr = np.array([[plot.pixelColor(x, y).getRgb()[:3] for x in range(0, plot.width(), 2)]
                     for y in range(0, plot.height(), 2)], dtype=float)
-    assert int((np.linalg.norm(arr - _rgb(UNKNOWN_COLOR), axis=-1) < 40).sum()) > 5
+    assert _unknown_family(arr) > 5
 
     window = viewer.screenshot(canvas_only=False, flash=False)
     imsave(tmp_path / "results_widget.png", window, check_contrast=False)
@@ -435,7 +451,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     x1, y1 = x0 + int(widget.canvas.width() * ratio), y0 + int(widget.canvas.height() * ratio)
     assert 0 <= x0 < x1 <= window.shape[1] and 0 <= y0 < y1 <= window.shape[0]
     region = window[y0:y1, x0:x1, :3].astype(float)
-    assert int((np.linalg.norm(region - _rgb(UNKNOWN_COLOR), axis=-1) < 40).sum()) > 5
+    assert _unknown_family(region) > 5
 
     # the lower half of the dock: the selected row's average and the export buttons
     widget.scroll.ensureWidgetVisible(widget.export_box.save_averages_button)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .io.tomogram import Tomogram, contrast_limits
-from .palette import PICK_COLOR, class_colors
+from .palette import PICK_COLOR, group_colors
 from .picks import from_points, to_points
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -33,6 +33,8 @@ HIDDEN_GROUPS_KEY = "hidden_groups"
 DIAMETER_KEY = "diameter"
 #: Image: the group an average layer (added by the Results widget) is the average of.
 AVERAGE_OF_KEY = "average_of"
+#: Points: the class list of the model the predictions came from (the palette follows it).
+MODEL_CLASSES_KEY = "model_classes"
 
 
 def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
@@ -94,11 +96,16 @@ def picks_layer(
         "metadata": meta,
     }
     if "class_name" in features.columns and len(features):
-        kwargs["border_color"] = "class_name"
-        kwargs["border_color_cycle"] = class_colors(features["class_name"])
+        kwargs["border_color"] = pick_colors(features, meta.get(MODEL_CLASSES_KEY))
     else:
         kwargs["border_color"] = PICK_COLOR
     return data, kwargs, "points"
+
+
+def pick_colors(features: pd.DataFrame, model_classes: Sequence[str] | None = None) -> list[str]:
+    """The border colour of every pick: its group's colour in the one palette
+    (:func:`napari_cryo_openset.palette.group_colors`, classes ordered by ``model_classes``)."""
+    return list(group_colors(pick_groups(features), model_classes))
 
 
 def _point_sizes(features: pd.DataFrame, default_vox: float, voxel: float):

@@ -429,7 +429,7 @@ class AdaptWidget(QWidget):
         self._fill_counts(picks.loc[active, "class_name"].astype(str).to_numpy())
         if layer not in self.viewer.layers or len(layer.data) != n:
             return False
-        write_predictions(layer, picks, rows)
+        write_predictions(layer, picks, rows, self.adapted.class_names)
         counts = picks.loc[active, "class_name"].astype(str).value_counts().to_dict()
         layer.metadata[PREDICTION_KEY] = {
             "model": self.adapted.describe(), "method": self.adapted.provenance.get("adaptation", {}).get("method"),

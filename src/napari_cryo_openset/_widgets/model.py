@@ -518,7 +518,8 @@ class ModelWidget(QWidget):
             show_warning(f"Model: the picks of '{layer.name}' changed during prediction; run Predict again.")
             return
         self.prediction = result
-        write_predictions(layer, result.picks, rows)
+        write_predictions(layer, result.picks, rows,
+                          self.bundle.class_names if self.bundle is not None else None)
         layer.metadata[PREDICTION_KEY] = {
             "model": self.bundle.describe() if self.bundle is not None else "",
             "polarity": result.polarity, "resampled": bool(result.resampled), "counts": dict(result.counts),

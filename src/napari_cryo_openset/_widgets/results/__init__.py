@@ -19,11 +19,12 @@ def show_run_result(viewer, result, voxel_size: float) -> ResultsWidget:
     trained on) and the adapted model for the viewer's widgets, docks a Results widget on the
     right and shows the run's map, clusters and averages in it. The layer is made active.
     """
-    from ...layers import PREDICTION_KEY, picks_layer
+    from ...layers import MODEL_CLASSES_KEY, PREDICTION_KEY, picks_layer
     from ..state import viewer_state
 
     data, kwargs, _ = picks_layer(result.predictions, voxel_size=voxel_size, name="predictions",
-                                  diameter=RUN_DIAMETER)
+                                  diameter=RUN_DIAMETER,
+                                  metadata={MODEL_CLASSES_KEY: [str(c) for c in result.adapted.class_names]})
     kwargs.setdefault("metadata", {})[PREDICTION_KEY] = {"polarity": result.adaptation.polarity,
                                                          "method": result.params.method}
     layer = viewer.add_points(data, **kwargs)
