@@ -474,7 +474,16 @@ def test_show_run_result_adds_the_predictions_and_docks_the_map(make_napari_view
                                       summary=lambda: "a map")
     embedded = types.SimpleNamespace(picks=predictions, embedding=embedding, averages={}, voxel_size=VOXEL,
                                      polarity="dark", summary=lambda: "a map")
-    source, adapted = object(), bundle
+    class _Set:  # stands in for the run's SimulatedSet (the Adapt step describes it)
+        box, voxel_size = 24, VOXEL
+
+        def __len__(self):
+            return 10
+
+        def counts(self):
+            return {"1bxn": 10}
+
+    source, adapted = _Set(), bundle
     result = types.SimpleNamespace(predictions=predictions, adaptation=types.SimpleNamespace(polarity="dark"),
                                    params=types.SimpleNamespace(method="mluda"), model=bundle,
                                    trained=types.SimpleNamespace(data=source), adapted=adapted, embedded=embedded)

@@ -32,8 +32,9 @@ def hide_groups(layer, hidden) -> None:
     above the live threshold) and in no hidden group; the groups go into its metadata."""
     from ...layers import visible_picks_mask
 
-    layer.metadata[HIDDEN_GROUPS_KEY] = sorted(hidden)
     layer.shown = visible_picks_mask(layer.features, layer.metadata.get(SCORE_THRESHOLD_KEY), sorted(hidden))
+    # a new metadata dict: its event tells the legend (``shown`` has no event of its own)
+    layer.metadata = {**layer.metadata, HIDDEN_GROUPS_KEY: sorted(hidden)}
 
 
 @dataclass

@@ -1,0 +1,204 @@
+"""The workflow panel: one dock with the steps Pick · Curate · Model · Adapt · Results.
+
+Each step is one of the existing dock widgets, in its own tab and scroll area, so the step in
+front is never squeezed by the others. Above the tabs: the legend of the picks' colours
+(:class:`~napari_cryo_openset._widgets.legend.Legend`), and on every step a line saying what it
+still needs from the steps before ("No model yet: train one in Model, or Load…").
+
+The plugin's menu items for the single widgets open this panel at their step
+(:func:`open_step`): there is one panel per viewer, moved to the dock of the item chosen.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from qtpy.QtWidgets import QFrame, QLabel, QTabWidget, QVBoxLayout, QWidget
+
+from ._layout import VerticalScrollArea
+
+#: The steps, in order (tab titles).
+STEPS = ("Pick", "Curate", "Model", "Adapt", "Results")
+#: The dock title of the panel when opened on its own.
+PANEL_NAME = "Cryo-ET workflow"
+
+_NEEDS_STYLE = "QLabel { color: #ffcc66; padding: 2px; }"
+_PANELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # viewer → its WorkflowPanel
+
+
+def _scrolled(widget: QWidget) -> VerticalScrollArea:
+    from qtpy.QtCore import Qt
+
+    scroll = VerticalScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(widget)
+    return scroll
+
+
+class WorkflowPanel(QWidget):
+    """Pick · Curate · Model · Adapt · Results in one dock (tabs), with a legend and what each step needs."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        from .adapt import AdaptWidget
+        from .curate import CurateWidget
+        from .legend import Legend
+        from .model import ModelWidget
+        from .pick import PickWidget
+        from .results import ResultsWidget
+        from .state import follow, viewer_state
+
+        viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)  # napari may hand a public proxy
+        self.viewer = viewer
+        self.state = viewer_state(viewer)
+        self.pick = PickWidget(viewer)
+        self.curate = CurateWidget(viewer)
+        self.model = ModelWidget(viewer)
+        self.adapt = AdaptWidget(viewer)
+        self.results = ResultsWidget(viewer)
+        self.steps = dict(zip(STEPS, (self.pick, self.curate, self.model, self.adapt, self.results)))
+
+        self.legend = Legend(viewer)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.needs_labels: dict[str, QLabel] = {}
+        for name, widget in self.steps.items():
+            page = QWidget()
+            layout = QVBoxLayout(page)
+            layout.setContentsMargins(0, 2, 0, 0)
+            needs = QLabel("")
+            needs.setWordWrap(True)
+            needs.setStyleSheet(_NEEDS_STYLE)
+            needs.setVisible(False)
+            self.needs_labels[name] = needs
+            layout.addWidget(needs)
+            # Model, Adapt and Results scroll themselves; Pick and Curate get a scroll area here
+            layout.addWidget(widget if hasattr(widget, "scroll") else _scrolled(widget), 1)
+            self.tabs.addTab(page, name)
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(2, 2, 2, 2)
+        outer.addWidget(self.legend)
+        outer.addWidget(self.tabs, 1)
+
+        self.tabs.currentChanged.connect(lambda _: self.update_needs())
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.update_needs)
+        self.destroyed.connect(lambda *_: _disconnect_layers(viewer, self.update_needs))
+        follow(self.state.source_changed, self, self._on_model)
+        follow(self.state.adapted_changed, self, self._on_model)
+        self.update_needs()
+
+    # --- steps ----------------------------------------------------------------------------------
+    @property
+    def step(self) -> str:
+        """The step in front."""
+        return STEPS[self.tabs.currentIndex()]
+
+    def set_step(self, name: str) -> QWidget:
+        """Bring step ``name`` (one of :data:`STEPS`) to the front; return its widget."""
+        if name not in self.steps:
+            raise ValueError(f"no step {name!r}: expected one of {', '.join(STEPS)}")
+        self.tabs.setCurrentIndex(STEPS.index(name))
+        return self.steps[name]
+
+    def page(self, name: str) -> QWidget:
+        """The tab page of step ``name``."""
+        return self.tabs.widget(STEPS.index(name))
+
+    def _on_model(self, *_):
+        self.update_needs()
+
+    def update_needs(self, *_) -> None:
+        """Show, on every step, what it still needs (nothing: the line is hidden)."""
+        from .. import workflow
+
+        facts = facts_of(self.viewer, self.state)
+        for name, label in self.needs_labels.items():
+            text = workflow.needs(name, facts)
+            label.setText(text)
+            label.setVisible(bool(text))
+
+
+def facts_of(viewer, state):
+    """The :class:`~napari_cryo_openset.workflow.Facts` of ``viewer`` and its shared models."""
+    from ..workflow import Facts
+    from ._choice import is_picks_layer, is_tomogram_layer
+
+    picks = [ly for ly in viewer.layers if is_picks_layer(ly)]
+    predicted = [ly for ly in picks if "class_name" in ly.features.columns
+                 and (ly.features["class_name"].astype(str) != "").any()]
+    return Facts(tomograms=sum(is_tomogram_layer(ly) for ly in viewer.layers), picks=len(picks),
+                 predicted=len(predicted), model=state.source is not None, adapted=state.adapted is not None)
+
+
+def _disconnect_layers(viewer, slot) -> None:
+    for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+        try:
+            event.disconnect(slot)
+        except Exception:  # noqa: BLE001 - the viewer may be gone already
+            pass
+
+
+def panel_for(viewer, create: bool = True) -> WorkflowPanel | None:
+    """The viewer's workflow panel (made on first use unless ``create`` is False)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    panel = _PANELS.get(viewer)
+    if panel is None and create:
+        panel = _PANELS[viewer] = WorkflowPanel(viewer)
+    return panel
+
+
+def _undock(viewer, panel: QWidget) -> None:
+    """Take ``panel`` out of its dock (kept alive) so the menu item's dock can hold it."""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = panel.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    if parent is not None:
+        viewer.window.remove_dock_widget(parent)
+        panel.setParent(None)
+
+
+def open_step(viewer, step: str) -> WorkflowPanel:
+    """The viewer's one panel at ``step``, out of any dock, for napari to dock (menu items)."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    panel = panel_for(viewer)
+    _undock(viewer, panel)
+    panel.set_step(step)
+    return panel
+
+
+def dock_panel(viewer, step: str = "Pick") -> WorkflowPanel:
+    """Dock the viewer's panel on the right at ``step`` (the demo, scripts, tests); return it."""
+    panel = open_step(viewer, step)
+    viewer.window.add_dock_widget(panel, name=PANEL_NAME, area="right")
+    return panel
+
+
+# the menu items (napari.yaml): each opens the one panel at its step
+def workflow_panel(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, panel_for(napari_viewer).step)
+
+
+def pick_step(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, "Pick")
+
+
+def curate_step(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, "Curate")
+
+
+def model_step(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, "Model")
+
+
+def adapt_step(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, "Adapt")
+
+
+def results_step(napari_viewer) -> WorkflowPanel:
+    return open_step(napari_viewer, "Results")

@@ -1,0 +1,159 @@
+"""The workflow panel: one dock with Pick · Curate · Model · Adapt · Results, what each step needs,
+the legend of the picks' colours, and what it looks like at 1280×800 and 1920×1080."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import rgb as _rgb
+
+from napari_cryo_openset._widgets.panel import STEPS, dock_panel, open_step, panel_for
+from napari_cryo_openset.io.tomogram import Tomogram
+from napari_cryo_openset.layers import picks_layer, tomogram_layer
+from napari_cryo_openset.palette import CLUSTER_COLORS, UNKNOWN_COLOR, class_colors
+from napari_cryo_openset.predictions import color_picks, write_predictions
+from napari_cryo_openset.workflow import NO_MODEL, NO_PICKS, NO_TOMOGRAM
+
+pytestmark = pytest.mark.gui
+
+VOXEL = 10.0
+MODEL = ["1bxn", "1qvr", "2cg9", "empty", "unknown"]
+
+
+@pytest.fixture(scope="module")
+def scene(templates):
+    from napari_cryo_openset.simulate import ImagingCondition, SceneParams, make_scene
+
+    volume, truth = make_scene(SceneParams(shape=(48, 96, 96), condition=ImagingCondition(voxel_size=VOXEL, snr=1.0),
+                                           templates=tuple(templates), n_particles=24, unknown_fraction=0.3, seed=1))
+    return volume, truth.reset_index(drop=True)
+
+
+def _add_scene(viewer, scene, predicted=True):
+    volume, truth = scene
+    image, kwargs, _ = tomogram_layer(Tomogram(volume, (VOXEL,) * 3), name="scene")
+    viewer.add_image(image, **kwargs)
+    data, kwargs, _ = picks_layer(truth.drop(columns=["class_name"]), voxel_size=VOXEL, name="picks", diameter=160.0)
+    layer = viewer.add_points(data, **kwargs)
+    if predicted:
+        names = truth["class_name"].astype(str).to_numpy()
+        write_predictions(layer, pd.DataFrame({"class_name": names, "confidence": 0.9,
+                                               "unknown_score": (names == "unknown").astype(float),
+                                               "is_unknown": names == "unknown"}), np.arange(len(names)), MODEL)
+    return layer
+
+
+def _bundle():
+    import torch
+
+    from napari_cryo_openset.checkpoint import ModelBundle
+    from napari_cryo_openset.models import NetworkParams, build_model
+
+    torch.manual_seed(0)
+    model = build_model(NetworkParams(box=16, num_classes=len(MODEL))).eval()
+    return ModelBundle(model=model, class_names=list(MODEL), box_size=16, voxel_size=VOXEL)
+
+
+# the control a user must reach on each step
+KEY_CONTROLS = {"Pick": lambda p: p.pick.pick_button, "Curate": lambda p: p.curate.accept_button,
+                "Model": lambda p: p.model.train_button, "Adapt": lambda p: p.adapt.adapt_button,
+                "Results": lambda p: p.results.settings.embed_button}
+
+
+def test_menu_items_open_the_one_panel_at_their_step(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    panel = open_step(viewer, "Model")
+    viewer.window.add_dock_widget(panel, name="Model")
+    assert panel.step == "Model" and panel_for(viewer) is panel
+    again = open_step(viewer, "Curate")  # another menu item: the same panel, moved to its dock
+    assert again is panel and panel.step == "Curate"
+    viewer.window.add_dock_widget(again, name="Curate picks")
+    docks = dict(viewer.window.dock_widgets)
+    assert "Model" not in docks and docks["Curate picks"] is panel  # one dock, not two
+    with pytest.raises(ValueError, match="Pick, Curate"):
+        panel.set_step("Nope")
+
+
+def test_each_step_says_what_it_is_missing(make_napari_viewer, qtbot, scene):
+    from napari_cryo_openset._widgets.state import viewer_state
+
+    viewer = make_napari_viewer()
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    assert NO_TOMOGRAM in panel.needs_labels["Pick"].text()
+    assert NO_PICKS in panel.needs_labels["Curate"].text()
+    assert NO_MODEL in panel.needs_labels["Adapt"].text()
+    _add_scene(viewer, scene, predicted=False)
+    panel.update_needs()
+    assert panel.needs_labels["Pick"].text() == "" and panel.needs_labels["Curate"].text() == ""
+    assert "No predictions yet" in panel.needs_labels["Results"].text()
+    viewer_state(viewer).publish_source(_bundle(), origin="a test")
+    assert NO_MODEL not in panel.needs_labels["Adapt"].text()
+
+
+def test_legend_follows_classes_clusters_and_hidden_groups(make_napari_viewer, qtbot, scene):
+    from napari_cryo_openset._widgets.results.groups import hide_groups
+
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    legend = panel.legend
+    palette = class_colors([], MODEL)
+    entries = {label: (color, count) for label, color, count, _ in legend.entries}
+    names = layer.features["class_name"].astype(str)
+    for name in set(names) - {"unknown"}:
+        assert entries[name] == (palette[name], int((names == name).sum()))
+    assert entries["unknown"][0] == UNKNOWN_COLOR
+    # clusters: each its own shade
+    feats = layer.features.copy()
+    unknown = np.flatnonzero(names.to_numpy() == "unknown")
+    feats["cluster"] = -1
+    feats.loc[unknown[: len(unknown) // 2], "cluster"] = 0
+    feats.loc[unknown[len(unknown) // 2:], "cluster"] = 1
+    layer.features = feats
+    color_picks(layer)
+    entries = {label: color for label, color, _, _ in legend.entries}
+    assert entries["unknown U0"] == CLUSTER_COLORS[0] and entries["unknown U1"] == CLUSTER_COLORS[1]
+    hide_groups(layer, ["1bxn"])
+    hidden = {label: (count, h) for label, _, count, h in legend.entries}
+    assert hidden["1bxn"] == (0, True) and "<s>1bxn" in legend.text()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_every_step_is_visible_in_the_window(make_napari_viewer, qtbot, scene, size):
+    """Screenshot of every step at the window size: the step's key control lies inside the panel's
+    visible area (not clipped, not squeezed), and the legend's colours are on screen."""
+    from qtpy.QtCore import QPoint
+    from skimage.io import imsave
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*size)
+    _add_scene(viewer, scene)
+    panel = dock_panel(viewer, "Pick")
+    qtbot.wait(200)
+    w, h = size
+    for step in STEPS:
+        panel.set_step(step)
+        qtbot.wait(150)
+        control = KEY_CONTROLS[step](panel)
+        page = panel.page(step)
+        assert control.isVisible(), step
+        # inside the page, horizontally whole; vertically inside after scrolling to it at most
+        top_left = control.mapTo(page, QPoint(0, 0))
+        assert top_left.x() >= 0 and top_left.x() + control.width() <= page.width(), (step, top_left, page.width())
+        if not 0 <= top_left.y() <= page.height() - control.height():
+            scroll = getattr(panel.steps[step], "scroll", None) or page.findChild(type(panel.pick.parentWidget().parentWidget()))
+            scroll.ensureWidgetVisible(control)
+            qtbot.wait(100)
+            top_left = control.mapTo(page, QPoint(0, 0))
+        assert 0 <= top_left.y() <= page.height() - control.height(), (step, top_left.y(), page.height())
+        assert control.height() >= 15 and control.width() >= 60
+        shot = viewer.screenshot(canvas_only=False, flash=False)
+        imsave(f"/tmp/panel_{step.lower()}_{w}x{h}.png", shot, check_contrast=False)
+    # the legend's unknown swatch is on screen
+    grab = panel.legend.grab().toImage()
+    pixels = np.array([[grab.pixelColor(x, y).getRgb()[:3] for x in range(grab.width())]
+                       for y in range(grab.height())], dtype=float)
+    assert int((np.linalg.norm(pixels - _rgb(UNKNOWN_COLOR), axis=-1) < 30).sum()) > 10
