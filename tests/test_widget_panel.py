@@ -130,8 +130,11 @@ def test_every_step_is_visible_in_the_window(make_napari_viewer, qtbot, scene, s
 
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(*size)
-    _add_scene(viewer, scene)
+    layer = _add_scene(viewer, scene)
     panel = dock_panel(viewer, "Pick")
+    world = np.asarray(layer.data_to_world(layer.data[3]))
+    viewer.dims.set_point(0, world[0])
+    assert panel.show_hover(tuple(world), None, [1, 2]).startswith("pick #3")
     qtbot.wait(200)
     w, h = size
     for step in STEPS:
@@ -157,3 +160,27 @@ def test_every_step_is_visible_in_the_window(make_napari_viewer, qtbot, scene, s
     pixels = np.array([[grab.pixelColor(x, y).getRgb()[:3] for x in range(grab.width())]
                        for y in range(grab.height())], dtype=float)
     assert int((np.linalg.norm(pixels - _rgb(UNKNOWN_COLOR), axis=-1) < 30).sum()) > 10
+
+
+def test_hovering_a_pick_shows_its_class_confidence_and_unknown_score(make_napari_viewer, qtbot, scene):
+    import types
+
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    names = layer.features["class_name"].astype(str).to_numpy()
+    i = int(np.flatnonzero(names == "unknown")[0])
+    world = np.asarray(layer.data_to_world(layer.data[i]))
+    viewer.dims.set_point(0, world[0])
+    event = types.SimpleNamespace(position=tuple(world), view_direction=None, dims_displayed=[1, 2])
+    from napari_cryo_openset._widgets.panel import _on_mouse_move
+
+    assert _on_mouse_move in viewer.mouse_move_callbacks
+    _on_mouse_move(viewer, event)
+    text = panel.hover.text()
+    assert f"pick #{i}" in text and "unknown" in text and "confidence 0.9" in text and "unknown score 1" in text
+    assert "Ø 160 Å" in text and "unreviewed" in text
+    # far from every pick: nothing
+    panel.show_hover(tuple(world + np.array([0.0, 1e5, 1e5])), None, [1, 2])
+    assert panel.hover.text() == ""

@@ -208,3 +208,21 @@ def picks_from_layer(data, features, metadata: dict | None = None) -> pd.DataFra
     picks = from_points(np.asarray(data), features)
     threshold = (metadata or {}).get(SCORE_THRESHOLD_KEY)
     return picks[above_threshold(picks, threshold)].reset_index(drop=True)
+
+
+def pick_summary(features: pd.DataFrame, index: int, diameter: float | None = None) -> str:
+    """One line on pick ``index`` for a user hovering it: its group (class, ``unknown U<k>``),
+    confidence, unknown score, curation and diameter (Å; the layer's when the pick has none)."""
+    row = features.iloc[int(index)]
+    group = str(pick_groups(features.iloc[[int(index)]])[0]) if "class_name" in features.columns else ""
+    parts = [f"pick #{int(index)}", group or "no class"]
+    for column, label in (("confidence", "confidence"), ("unknown_score", "unknown score"), ("score", "score")):
+        value = row.get(column) if column in features.columns else None
+        if value is not None and np.isfinite(float(value)):
+            parts.append(f"{label} {float(value):.3g}")
+    if "curation" in features.columns:
+        parts.append(str(row["curation"]))
+    d = float(row["diameter"]) if "diameter" in features.columns and np.isfinite(float(row["diameter"])) else diameter
+    if d:
+        parts.append(f"Ø {float(d):.0f} Å")
+    return " · ".join(parts)

@@ -61,6 +61,9 @@ class WorkflowPanel(QWidget):
         self.steps = dict(zip(STEPS, (self.pick, self.curate, self.model, self.adapt, self.results)))
 
         self.legend = Legend(viewer)
+        self.hover = QLabel("")  # the pick under the mouse: class, confidence, unknown score, …
+        self.hover.setWordWrap(True)
+        self.hover.setToolTip("The pick under the mouse (picks layer of the legend)")
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.needs_labels: dict[str, QLabel] = {}
@@ -81,11 +84,15 @@ class WorkflowPanel(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
         outer.addWidget(self.legend)
+        outer.addWidget(self.hover)
         outer.addWidget(self.tabs, 1)
 
         self.tabs.currentChanged.connect(lambda _: self.update_needs())
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.update_needs)
+        _PANELS.setdefault(viewer, self)
+        if _on_mouse_move not in viewer.mouse_move_callbacks:
+            viewer.mouse_move_callbacks.append(_on_mouse_move)
         self.destroyed.connect(lambda *_: _disconnect_layers(viewer, self.update_needs))
         follow(self.state.source_changed, self, self._on_model)
         follow(self.state.adapted_changed, self, self._on_model)
@@ -107,6 +114,22 @@ class WorkflowPanel(QWidget):
     def page(self, name: str) -> QWidget:
         """The tab page of step ``name``."""
         return self.tabs.widget(STEPS.index(name))
+
+    def show_hover(self, position, view_direction=None, dims_displayed=None) -> str:
+        """Describe the pick at world ``position`` (of the legend's picks layer) in the hover line."""
+        from ..layers import DIAMETER_KEY, pick_summary
+
+        layer = self.legend.layer
+        text = ""
+        if layer is not None and layer.visible and len(layer.data):
+            index = layer.get_value(position, view_direction=view_direction, dims_displayed=dims_displayed,
+                                    world=True)
+            if index is not None and 0 <= int(index) < len(layer.data) and bool(layer.shown[int(index)]):
+                meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+                text = pick_summary(layer.features, int(index), meta.get(DIAMETER_KEY))
+        if text != self.hover.text():
+            self.hover.setText(text)
+        return text
 
     def _on_model(self, *_):
         self.update_needs()
@@ -134,7 +157,21 @@ def facts_of(viewer, state):
                  predicted=len(predicted), model=state.source is not None, adapted=state.adapted is not None)
 
 
+def _on_mouse_move(viewer, event) -> None:
+    """The viewer's mouse-move callback: the panel's hover line follows the pick under the mouse."""
+    panel = _PANELS.get(viewer)
+    if panel is None:
+        return
+    try:
+        panel.show_hover(event.position, getattr(event, "view_direction", None),
+                         list(getattr(event, "dims_displayed", []) or []) or None)
+    except RuntimeError:  # the panel's Qt side is gone
+        pass
+
+
 def _disconnect_layers(viewer, slot) -> None:
+    if _on_mouse_move in viewer.mouse_move_callbacks:
+        viewer.mouse_move_callbacks.remove(_on_mouse_move)
     for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
         try:
             event.disconnect(slot)
