@@ -184,3 +184,38 @@ def test_hovering_a_pick_shows_its_class_confidence_and_unknown_score(make_napar
     # far from every pick: nothing
     panel.show_hover(tuple(world + np.array([0.0, 1e5, 1e5])), None, [1, 2])
     assert panel.hover.text() == ""
+
+
+def test_warnings_for_a_near_chance_model_a_mostly_empty_result_and_a_tiny_diameter(make_napari_viewer, qtbot,
+                                                                                     scene):
+    from skimage.io import imsave
+
+    from napari_cryo_openset._widgets.state import viewer_state
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    layer = _add_scene(viewer, scene, predicted=False)
+    panel = dock_panel(viewer, "Model")
+    bundle = _bundle()
+    bundle.provenance["training"] = {"val_accuracy": 0.17}
+    viewer_state(viewer).publish_source(bundle, origin="a test")
+    # 5 classes: chance 0.2, 0.17 ≤ 1.5 × 0.2
+    assert "near chance" in panel.warning_labels["Model"].text()
+    assert "near chance" in panel.warning_labels["Adapt"].text()
+    n = len(layer.data)
+    names = np.array(["empty"] * (n - 5) + ["1bxn"] * 5, dtype=object)
+    write_predictions(layer, pd.DataFrame({"class_name": names, "confidence": 0.6, "unknown_score": 0.1,
+                                           "is_unknown": False}), np.arange(n), MODEL)
+    viewer.layers.selection.active = layer
+    text = panel.warning_labels["Model"].text()
+    assert "called empty" in text and "Adapt" in text, text
+    assert panel.warning_labels["Model"].isVisibleTo(panel)
+    qtbot.wait(100)
+    imsave("/tmp/panel_warnings_1280x800.png", viewer.screenshot(canvas_only=False, flash=False),
+           check_contrast=False)
+    # the Pick step: 100 Å at 10 Å is fine, 30 Å is 3 voxels
+    assert panel.warning_labels["Pick"].text() == "" or "voxels across" not in panel.warning_labels["Pick"].text()
+    panel.pick.diameter.setValue(30.0)
+    assert "3.0 voxels across" in panel.warning_labels["Pick"].text()
+    panel.pick.diameter.setValue(120.0)
+    assert not panel.warning_labels["Pick"].text()

@@ -48,6 +48,7 @@ def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
         "units": ANGSTROM,
         "contrast_limits": contrast_limits(tomo.data),
         "colormap": "gray",
+        "projection_mode": "none",  # one plane, also when the dims margins are thick (for the picks)
         "metadata": {
             "voxel_size": tuple(float(v) for v in tomo.voxel_size),
             "origin": tuple(float(v) for v in tomo.origin),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 
 import numpy as np
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel
 
 _EVENTS = ("features", "metadata", "border_color", "data")
@@ -37,10 +38,13 @@ def legend_entries(features, shown, model_classes=None, hidden=()) -> list[tuple
 class Legend(QLabel):
     """The legend line above the workflow panel's steps (rich text: a coloured square per group)."""
 
+    changed = Signal()  # after every refresh (the layer's predictions, colours or hidden groups changed)
+
     def __init__(self, viewer) -> None:
         super().__init__("")
         self.viewer = viewer
         self._layer = None
+        self._watched: set[int] = set()
         self.entries: list[tuple[str, str, int, bool]] = []
         self.setWordWrap(True)
         self.setToolTip("Colours of the picks: known classes, unknown (magenta) and its clusters U0, U1, … "
@@ -75,7 +79,17 @@ class Legend(QLabel):
             return self._layer
         return layers[-1] if layers else None
 
+    def _watch_all(self) -> None:
+        """Follow the features of every picks layer: one that gets predictions may become the legend's."""
+        from ._choice import is_picks_layer
+
+        for layer in self.viewer.layers:
+            if is_picks_layer(layer) and id(layer) not in self._watched:
+                self._watched.add(id(layer))
+                layer.events.features.connect(self._follow)
+
     def _follow(self, *_):
+        self._watch_all()
         layer = self._choose()
         if layer is not self._layer:
             for name in _EVENTS:
@@ -88,6 +102,10 @@ class Legend(QLabel):
         self.refresh()
 
     def refresh(self, *_) -> None:
+        self._refresh()
+        self.changed.emit()
+
+    def _refresh(self) -> None:
         from ..layers import HIDDEN_GROUPS_KEY, MODEL_CLASSES_KEY
 
         layer = self._layer

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 from qtpy.QtWidgets import QFrame, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ._layout import VerticalScrollArea
@@ -23,6 +24,7 @@ STEPS = ("Pick", "Curate", "Model", "Adapt", "Results")
 PANEL_NAME = "Cryo-ET workflow"
 
 _NEEDS_STYLE = "QLabel { color: #ffcc66; padding: 2px; }"
+_WARNING_STYLE = "QLabel { color: #ff8c69; padding: 2px; font-weight: bold; }"
 _PANELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # viewer → its WorkflowPanel
 
 
@@ -66,7 +68,8 @@ class WorkflowPanel(QWidget):
         self.hover.setToolTip("The pick under the mouse (picks layer of the legend)")
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        self.needs_labels: dict[str, QLabel] = {}
+        self.needs_labels: dict[str, QLabel] = {}  # what a step still needs
+        self.warning_labels: dict[str, QLabel] = {}  # what a user should look at twice
         for name, widget in self.steps.items():
             page = QWidget()
             layout = QVBoxLayout(page)
@@ -77,6 +80,12 @@ class WorkflowPanel(QWidget):
             needs.setVisible(False)
             self.needs_labels[name] = needs
             layout.addWidget(needs)
+            warning = QLabel("")
+            warning.setWordWrap(True)
+            warning.setStyleSheet(_WARNING_STYLE)
+            warning.setVisible(False)
+            self.warning_labels[name] = warning
+            layout.addWidget(warning)
             # Model, Adapt and Results scroll themselves; Pick and Curate get a scroll area here
             layout.addWidget(widget if hasattr(widget, "scroll") else _scrolled(widget), 1)
             self.tabs.addTab(page, name)
@@ -88,6 +97,9 @@ class WorkflowPanel(QWidget):
         outer.addWidget(self.tabs, 1)
 
         self.tabs.currentChanged.connect(lambda _: self.update_needs())
+        self.legend.changed.connect(self.update_needs)  # predictions, threshold, clusters, hidden groups
+        self.pick.diameter.valueChanged.connect(self.update_needs)
+        self.pick.image_combo.layer_changed.connect(self.update_needs)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.update_needs)
         _PANELS.setdefault(viewer, self)
@@ -138,23 +150,55 @@ class WorkflowPanel(QWidget):
         """Show, on every step, what it still needs (nothing: the line is hidden)."""
         from .. import workflow
 
-        facts = facts_of(self.viewer, self.state)
+        facts = self.facts()
         for name, label in self.needs_labels.items():
             text = workflow.needs(name, facts)
             label.setText(text)
             label.setVisible(bool(text))
+            warn = workflow.warnings(name, facts)
+            self.warning_labels[name].setText("\n".join(f"⚠ {line}" for line in warn.splitlines()))
+            self.warning_labels[name].setVisible(bool(warn))
+
+    def facts(self):
+        """What the steps need to know now (:class:`~napari_cryo_openset.workflow.Facts`)."""
+        image = self.pick.image_layer()
+        voxel = float(np.mean(image.scale[-3:])) if image is not None else None
+        return facts_of(self.viewer, self.state, self.legend.layer, float(self.pick.diameter.value()), voxel)
 
 
-def facts_of(viewer, state):
-    """The :class:`~napari_cryo_openset.workflow.Facts` of ``viewer`` and its shared models."""
+def facts_of(viewer, state, legend_layer=None, diameter=None, voxel_size=None):
+    """The :class:`~napari_cryo_openset.workflow.Facts` of ``viewer``, its shared models, the picks
+    layer the legend shows and the Pick step's diameter and voxel size (Å)."""
+    from ..layers import PREDICTION_KEY, SCORE_THRESHOLD_KEY, pick_groups, visible_picks_mask
     from ..workflow import Facts
     from ._choice import is_picks_layer, is_tomogram_layer
 
     picks = [ly for ly in viewer.layers if is_picks_layer(ly)]
     predicted = [ly for ly in picks if "class_name" in ly.features.columns
                  and (ly.features["class_name"].astype(str) != "").any()]
+    val_accuracy, num_classes = None, 0
+    if state.source is not None and hasattr(state.source.bundle, "class_names"):
+        bundle = state.source.bundle
+        num_classes = len(bundle.class_names)
+        acc = ((getattr(bundle, "provenance", None) or {}).get("training") or {}).get("val_accuracy")
+        val_accuracy = float(acc) if isinstance(acc, (int, float)) else None
+    classified, unknown, empty, by = 0, 0.0, 0.0, ""
+    if legend_layer is not None and legend_layer in predicted:
+        feats = legend_layer.features
+        active = visible_picks_mask(feats, legend_layer.metadata.get(SCORE_THRESHOLD_KEY))
+        groups = pick_groups(feats).astype(str)[active]
+        groups = groups[groups != ""]
+        classified = int(groups.size)
+        if classified:
+            unknown = float(np.mean([g.startswith("unknown") for g in groups]))
+            empty = float(np.mean(groups == "empty"))
+        meta = legend_layer.metadata.get(PREDICTION_KEY) or {}
+        by = str(meta.get("method") or "source") if isinstance(meta, dict) else ""
     return Facts(tomograms=sum(is_tomogram_layer(ly) for ly in viewer.layers), picks=len(picks),
-                 predicted=len(predicted), model=state.source is not None, adapted=state.adapted is not None)
+                 predicted=len(predicted), model=state.source is not None, adapted=state.adapted is not None,
+                 val_accuracy=val_accuracy, num_classes=num_classes, classified=classified,
+                 unknown_fraction=unknown, empty_fraction=empty, predicted_by=by, diameter=diameter,
+                 voxel_size=voxel_size)
 
 
 def _on_mouse_move(viewer, event) -> None:

@@ -200,9 +200,9 @@ class PickWidget(QWidget):
                 contrast_limits=(float(lo), float(hi)), visible=True, opacity=0.6,
             )
             self.viewer.layers.move(self.viewer.layers.index(self.points_layer), len(self.viewer.layers) - 1)
-        show_particles_across_slices(self.viewer, result.params.largest_diameter)
+        display = show_particles_across_slices(self.viewer, result.params.largest_diameter)
         self._setup_slider(result)
-        self.summary.setText(result.message or result.summary())
+        self.summary.setText(f"{result.message or result.summary()}. Display: {display}.")
         if image is not None:
             self.viewer.layers.selection.active = self.points_layer
         show_info(f"Pick: {result.summary()}")
