@@ -150,3 +150,22 @@ def test_thumbnails_show_the_raw_particle_with_a_circle_and_its_call(viewer_with
         assert radius == pytest.approx(6 / 25 * img.width(), rel=0.15)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     imsave("/tmp/curate_panel_1280x800.png", shot, check_contrast=False)
+
+
+def test_stepping_uses_no_deprecated_napari_api(viewer_with_picks, qtbot):
+    """napari 0.9 deprecates ``viewer.camera`` (→ ``viewer.scene.camera``): stepping through picks,
+    in 2-D and 3-D, warns nothing."""
+    import warnings
+
+    viewer, layer = viewer_with_picks
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
+        widget.next()
+        viewer.dims.ndisplay = 3
+        widget.next()
+        widget.decide("accepted")
+    world = layer.data_to_world(layer.data[widget.current_index])
+    np.testing.assert_allclose(viewer.scene.camera.center, world, atol=1e-6)

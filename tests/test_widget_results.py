@@ -346,7 +346,7 @@ def test_clicking_the_map_selects_and_centres_the_pick_and_layer_selection_is_ri
     assert set(layer.selected_data) == {row} and viewer.layers.selection.active is layer
     world = layer.data[row] * VOXEL
     assert viewer.dims.point[0] == pytest.approx(world[0], abs=VOXEL / 2)
-    np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], world[1:], atol=1e-6)
     np.testing.assert_allclose(_ringed(widget), xy[[row]])
 
     # a click far from every point changes nothing; the rejected pick is not on the map

@@ -41,4 +41,10 @@ def go_to_pick(viewer, layer, row: int) -> None:
     point[-len(world):] = world
     for axis in dims.not_displayed:
         dims.set_point(axis, point[axis])
-    viewer.camera.center = tuple(point[list(dims.displayed)])
+    camera_of(viewer).center = tuple(point[list(dims.displayed)])
+
+
+def camera_of(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` in napari ≥ 0.9 (``viewer.camera`` is deprecated there)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
