@@ -248,6 +248,11 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
     added = widget.add_average_layer()
     assert added.name == f"average {order[-1]}" and tuple(added.scale) == (VOXEL,) * 3
     np.testing.assert_allclose(added.data, result.averages[order[-1]][0])
+    # it sits on one of its group's picks, at its own voxel size: its centre voxel is that pick
+    members = np.flatnonzero(widget.view.members(order[-1]))
+    centre = np.asarray(added.data_to_world([(s - 1) / 2 for s in added.data.shape]))
+    picks_world = np.array([layer.data_to_world(layer.data[i]) for i in members])
+    assert np.min(np.linalg.norm(picks_world - centre, axis=1)) < 1e-6
     assert widget.settings.image_combo.currentText() == "scene"  # an average is not a tomogram to work on
     assert [widget.settings.image_combo.itemText(i) for i in range(widget.settings.image_combo.count())] == ["scene"]
 

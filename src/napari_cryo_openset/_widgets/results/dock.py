@@ -187,7 +187,26 @@ class ResultsWidget(QWidget):
             show_warning("Results: select a class or cluster with an average (run Embed & cluster first).")
             return None
         avg, n = averages[group]
-        return add_average_layer(self.viewer, group, avg, n, self.result.voxel_size)
+        centre, row = self._group_centre(group)
+        layer = add_average_layer(self.viewer, group, avg, n, self.result.voxel_size, centre)
+        if row is not None:
+            from napari.utils.notifications import show_info
+
+            show_info(f"Results: average of {group} added at pick #{row} (the group's most central pick), "
+                      f"{self.result.voxel_size:g} Å/voxel")
+        return layer
+
+    def _group_centre(self, group: str):
+        """World position (Å) and row of the pick of ``group`` nearest the group's centroid (None, None: none)."""
+        layer = self._layer
+        if layer is None:
+            return None, None
+        members = np.flatnonzero(self.view.members(group))
+        if not members.size:
+            return None, None
+        world = np.array([layer.data_to_world(layer.data[i]) for i in members], dtype=float)
+        k = int(np.argmin(np.linalg.norm(world - world.mean(axis=0), axis=1)))
+        return world[k], int(members[k])
 
     # --- embedding ----------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
