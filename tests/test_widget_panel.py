@@ -219,3 +219,24 @@ def test_warnings_for_a_near_chance_model_a_mostly_empty_result_and_a_tiny_diame
     assert "3.0 voxels across" in panel.warning_labels["Pick"].text()
     panel.pick.diameter.setValue(120.0)
     assert not panel.warning_labels["Pick"].text()
+
+
+def test_3d_renders_dark_protein_as_a_minimum_projection_and_says_so(make_napari_viewer, qtbot, scene):
+    from skimage.io import imsave
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    layer = _add_scene(viewer, scene)
+    layer.metadata["prediction"] = {"polarity": "dark"}
+    layer.metadata["source_image"] = "scene"
+    panel = dock_panel(viewer, "Results")
+    viewer.dims.ndisplay = 3
+    qtbot.wait(200)
+    assert viewer.layers["scene"].rendering == "minip"
+    assert "minimum intensity projection" in panel.message.text() and panel.message.isVisibleTo(panel)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    imsave("/tmp/panel_3d_minip.png", shot, check_contrast=False)
+    # not a white square: the view has contrast (dark particles in a lighter volume)
+    grey = shot[..., :3].astype(float).mean(-1)
+    inside = grey[grey > 5]
+    assert inside.size and inside.std() > 5

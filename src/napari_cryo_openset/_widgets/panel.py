@@ -66,6 +66,9 @@ class WorkflowPanel(QWidget):
         self.hover = QLabel("")  # the pick under the mouse: class, confidence, unknown score, …
         self.hover.setWordWrap(True)
         self.hover.setToolTip("The pick under the mouse (picks layer of the legend)")
+        self.message = QLabel("")  # what the plugin changed on the display, said once
+        self.message.setWordWrap(True)
+        self.message.setVisible(False)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.needs_labels: dict[str, QLabel] = {}  # what a step still needs
@@ -94,18 +97,21 @@ class WorkflowPanel(QWidget):
         outer.setContentsMargins(2, 2, 2, 2)
         outer.addWidget(self.legend)
         outer.addWidget(self.hover)
+        outer.addWidget(self.message)
         outer.addWidget(self.tabs, 1)
 
         self.tabs.currentChanged.connect(lambda _: self.update_needs())
         self.legend.changed.connect(self.update_needs)  # predictions, threshold, clusters, hidden groups
         self.pick.diameter.valueChanged.connect(self.update_needs)
         self.pick.image_combo.layer_changed.connect(self.update_needs)
+        viewer.dims.events.ndisplay.connect(self._on_ndisplay)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.update_needs)
         _PANELS.setdefault(viewer, self)
         if _on_mouse_move not in viewer.mouse_move_callbacks:
             viewer.mouse_move_callbacks.append(_on_mouse_move)
         self.destroyed.connect(lambda *_: _disconnect_layers(viewer, self.update_needs))
+        self.destroyed.connect(lambda *_: _disconnect(viewer.dims.events.ndisplay, self._on_ndisplay))
         follow(self.state.source_changed, self, self._on_model)
         follow(self.state.adapted_changed, self, self._on_model)
         self.update_needs()
@@ -142,6 +148,31 @@ class WorkflowPanel(QWidget):
         if text != self.hover.text():
             self.hover.setText(text)
         return text
+
+    def say(self, text: str) -> None:
+        """Show ``text`` in the panel's message line (not a notification over the canvas)."""
+        self.message.setText(text)
+        self.message.setVisible(bool(text))
+
+    def _on_ndisplay(self, event=None) -> None:
+        """In 3-D, tomograms are rendered so their protein stands out (dark protein: minimum
+        projection; bright: maximum), and the panel says so."""
+        from ._choice import is_tomogram_layer
+
+        if self.viewer.dims.ndisplay != 3:
+            return
+        changed = []
+        for layer in self.viewer.layers:
+            if not is_tomogram_layer(layer):
+                continue
+            polarity = tomogram_polarity(self.viewer, layer)
+            rendering = "minip" if polarity == "dark" else "mip"
+            if layer.rendering != rendering:
+                layer.rendering = rendering
+                changed.append(f"'{layer.name}' ({polarity} protein) rendered as "
+                               f"{'minimum' if rendering == 'minip' else 'maximum'} intensity projection")
+        if changed:
+            self.say("3-D: " + "; ".join(changed) + " (layer controls ▸ rendering to change it).")
 
     def _on_model(self, *_):
         self.update_needs()
@@ -210,6 +241,31 @@ def _on_mouse_move(viewer, event) -> None:
         panel.show_hover(event.position, getattr(event, "view_direction", None),
                          list(getattr(event, "dims_displayed", []) or []) or None)
     except RuntimeError:  # the panel's Qt side is gone
+        pass
+
+
+def tomogram_polarity(viewer, image) -> str:
+    """Is protein ``dark`` or ``bright`` in ``image``: as its picks were made or classified, else its
+    header says, else ``dark`` (a raw reconstruction)."""
+    from ._choice import is_picks_layer
+
+    for layer in viewer.layers:
+        meta = layer.metadata if is_picks_layer(layer) and isinstance(layer.metadata, dict) else {}
+        if meta.get("source_image") not in (None, image.name):
+            continue
+        for key in ("prediction", "picking"):
+            entry = meta.get(key)
+            if isinstance(entry, dict) and entry.get("polarity") in ("dark", "bright"):
+                return entry["polarity"]
+    header = (image.metadata or {}).get("header") if isinstance(image.metadata, dict) else None
+    polarity = (header or {}).get("polarity") if isinstance(header, dict) else None
+    return polarity if polarity in ("dark", "bright") else "dark"
+
+
+def _disconnect(event, slot) -> None:
+    try:
+        event.disconnect(slot)
+    except Exception:  # noqa: BLE001 - the viewer may be gone already
         pass
 
 
