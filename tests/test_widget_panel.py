@@ -240,3 +240,111 @@ def test_3d_renders_dark_protein_as_a_minimum_projection_and_says_so(make_napari
     grey = shot[..., :3].astype(float).mean(-1)
     inside = grey[grey > 5]
     assert inside.size and inside.std() > 5
+
+
+def test_a_new_user_finishes_the_whole_path_in_the_panel_at_1280x800(make_napari_viewer, qtbot, scene):
+    """Pick → Curate → Model (tiny training, Predict) → Adapt → threshold → Results, with only the
+    panel open at 1280×800, by clicking its buttons; one class keeps its colour all the way."""
+    from skimage.io import imsave
+
+    volume, _ = scene
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    image, kwargs, _ = tomogram_layer(Tomogram(volume, (VOXEL,) * 3), name="scene")
+    viewer.add_image(image, **kwargs)
+    panel = dock_panel(viewer, "Pick")
+    assert panel.needs_labels["Pick"].text() == ""
+
+    def shot(step):
+        qtbot.wait(100)
+        imsave(f"/tmp/path_{step}_1280x800.png", viewer.screenshot(canvas_only=False, flash=False),
+               check_contrast=False)
+
+    # Pick
+    panel.pick.diameter.setValue(100.0)
+    panel.pick.method.setCurrentText("topn")  # enough picks to adapt to (≥ 16 active)
+    panel.pick.max_picks.setValue(30)
+    panel.pick.pick_button.click()
+    qtbot.waitUntil(lambda: panel.pick.points_layer is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: not panel.pick.task.running, timeout=10_000)
+    picks = panel.pick.points_layer
+    assert len(picks.data) >= 20
+    shot("pick")
+    # Curate: accept the best pick, reject the next
+    panel.set_step("Curate")
+    panel.curate.layer_combo.setCurrentText(picks.name)
+    first = panel.curate.current_index
+    panel.curate.accept_button.click()
+    second = panel.curate.current_index
+    panel.curate.reject_button.click()
+    assert picks.features.loc[first, "curation"] == "accepted" and picks.features.loc[second, "curation"] == "rejected"
+    assert not picks.shown[second]
+    shot("curate")
+    # Model: a tiny training, then Predict
+    panel.set_step("Model")
+    model = panel.model
+    for name, check in model.template_checks.items():
+        check.setChecked(name in ("1bxn", "2cg9"))
+    model.per_class.setValue(8)
+    model.box.setValue(24)
+    model.snr.setValue(1.0)
+    model.epochs.setValue(1)
+    model.batch_size.setValue(8)
+    model.device.setCurrentText("cpu")
+    model.train_button.click()
+    qtbot.waitUntil(lambda: model.bundle is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not model.runner.running, timeout=10_000)
+    assert NO_MODEL not in panel.needs_labels["Adapt"].text()
+    model.picks_combo.setCurrentText(picks.name)
+    model.predict_button.click()
+    qtbot.waitUntil(lambda: "class_name" in picks.features.columns
+                    and (picks.features["class_name"].astype(str) != "").any(), timeout=60_000)
+    qtbot.waitUntil(lambda: not model.runner.running, timeout=10_000)
+    shot("model")
+
+    palette = class_colors([], model.bundle.class_names)
+
+    def colours_hold():
+        groups = picks.features["class_name"].astype(str).to_numpy()
+        unknown = picks.features["is_unknown"].to_numpy(bool)
+        for name in ("1bxn", "2cg9", "empty"):
+            rows = (groups == name) & ~unknown
+            if "cluster" in picks.features.columns:
+                rows &= picks.features["cluster"].to_numpy() < 0
+            if rows.any():
+                np.testing.assert_allclose(picks.border_color[rows, :3], np.tile(_rgb(palette[name]) / 255,
+                                                                                (int(rows.sum()), 1)), atol=0.01)
+
+    colours_hold()
+    # Adapt
+    panel.set_step("Adapt")
+    adapt = panel.adapt
+    adapt.picks_combo.setCurrentText(picks.name)
+    adapt.method.setCurrentText("MLUDA")
+    adapt.iterations.setValue(5)
+    adapt.device.setCurrentText("cpu")
+    adapt.adapt_button.click()
+    qtbot.waitUntil(lambda: adapt.adapted is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not adapt.runner.running, timeout=10_000)
+    colours_hold()
+    scores = picks.features["unknown_score"].to_numpy(float)
+    adapt.set_threshold(float(np.nanmedian(scores)))  # move the threshold
+    colours_hold()
+    shot("adapt")
+    # Results
+    panel.set_step("Results")
+    results = panel.results
+    results.settings.picks_combo.setCurrentText(picks.name)
+    results.settings.iterations.setValue(100)
+    results.settings.min_cluster.setValue(2)
+    assert results.settings.embed_button.isEnabled()
+    results.settings.embed_button.click()
+    qtbot.waitUntil(lambda: results.result is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not results.runner.running, timeout=10_000)
+    colours_hold()
+    assert results.table.rowCount() >= 2 and panel.legend.entries
+    shot("results")
+    # the map's colours are the layer's: a known class's dots in its palette colour
+    for label, color, count, _ in panel.legend.entries:
+        if label in palette and count:
+            assert color == palette[label]
