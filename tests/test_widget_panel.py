@@ -348,3 +348,110 @@ def test_a_new_user_finishes_the_whole_path_in_the_panel_at_1280x800(make_napari
     for label, color, count, _ in panel.legend.entries:
         if label in palette and count:
             assert color == palette[label]
+
+
+def _session_viewer(make_napari_viewer, scene, tmp_path):
+    from napari_cryo_openset._widgets.results.groups import hide_groups
+    from napari_cryo_openset._widgets.state import viewer_state
+    from napari_cryo_openset.io import read_tomogram, write_tomogram
+    from napari_cryo_openset.predictions import with_threshold
+
+    volume, truth = scene
+    tomo_path = write_tomogram(tmp_path / "scene.mrc", volume, VOXEL)
+    viewer = make_napari_viewer()
+    data, kwargs, _ = tomogram_layer(read_tomogram(tomo_path))
+    image = viewer.add_image(data, **kwargs)
+    data, kwargs, _ = picks_layer(truth.drop(columns=["class_name"]), voxel_size=VOXEL, name="picks", diameter=160.0,
+                                  metadata={"source_image": image.name})
+    layer = viewer.add_points(data, **kwargs)
+    names = truth["class_name"].astype(str).to_numpy()
+    write_predictions(layer, pd.DataFrame({"class_name": names, "confidence": np.linspace(0.2, 0.9, len(names)),
+                                           "unknown_score": np.linspace(0.0, 1.0, len(names)),
+                                           "is_unknown": names == "unknown"}), np.arange(len(names)), MODEL)
+    feats = layer.features.copy()
+    feats.loc[0, "curation"] = "rejected"
+    feats.loc[1, "curation"] = "accepted"
+    feats["cluster"] = np.where(names == "unknown", 0, -1)
+    layer.features = feats
+    color_picks(layer)
+    hide_groups(layer, ["1qvr"])
+    state = viewer_state(viewer)
+    state.publish_source(_bundle(), origin="a test")
+    state.publish_adapted(with_threshold(_bundle(), 0.42), origin="a test")
+    viewer.layers.selection.active = layer
+    return viewer, layer, tomo_path
+
+
+def test_session_round_trip_restores_picks_curation_predictions_hidden_groups_threshold_and_models(
+        make_napari_viewer, qtbot, scene, tmp_path):
+    import torch
+
+    from napari_cryo_openset._widgets.state import viewer_state
+
+    viewer, layer, tomo_path = _session_viewer(make_napari_viewer, scene, tmp_path)
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    path = panel.save_session(tmp_path / "work")
+    assert path.name == "work.cosession.json" and (tmp_path / "work.cosession_files" / "adapted.pt").is_file()
+    before = layer.features.copy()
+    adapted = viewer_state(viewer).adapted.bundle
+
+    viewer2 = make_napari_viewer()  # "quit and open again"
+    panel2 = panel_for(viewer2)
+    qtbot.addWidget(panel2)
+    restored = panel2.open_session(path)
+    assert restored is not None and restored.name == "picks"
+    assert [ly.name for ly in viewer2.layers] == ["scene", "picks"]  # the tomogram opened from its path
+    for column in ("class_name", "confidence", "unknown_score", "is_unknown", "curation", "cluster"):
+        pd.testing.assert_series_equal(restored.features[column].reset_index(drop=True),
+                                       before[column].reset_index(drop=True), check_dtype=False)
+    np.testing.assert_allclose(restored.data, layer.data)
+    np.testing.assert_array_equal(restored.shown, layer.shown)  # rejected and 1qvr hidden
+    np.testing.assert_allclose(restored.border_color, layer.border_color)  # the same palette, U0 its shade
+    assert restored.metadata["hidden_groups"] == ["1qvr"]
+    state2 = viewer_state(viewer2)
+    assert state2.adapted.bundle.openset["threshold"] == pytest.approx(0.42)
+    assert state2.adapted.bundle.class_names == adapted.class_names
+    boxes = torch.randn(4, 1, 16, 16, 16)
+    with torch.no_grad():  # identical networks → identical predictions
+        torch.testing.assert_close(state2.adapted.bundle.model(boxes), adapted.model(boxes))
+    assert "threshold 0.42" in panel2.message.text() and "hidden: 1qvr" in panel2.message.text()
+
+
+def test_session_bad_input_one_message_nothing_overwritten(make_napari_viewer, qtbot, scene, tmp_path, monkeypatch):
+    import json
+
+    from napari_cryo_openset._widgets import _task
+
+    viewer, layer, tomo_path = _session_viewer(make_napari_viewer, scene, tmp_path)
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    path = panel.save_session(tmp_path / "work.cosession.json")
+    errors = []
+    monkeypatch.setattr(_task, "report_error", lambda exc: errors.append(str(exc)))
+    viewer2 = make_napari_viewer()
+    panel2 = panel_for(viewer2)
+    qtbot.addWidget(panel2)
+    # a newer format version
+    doc = json.loads(path.read_text())
+    newer = tmp_path / "newer.cosession.json"
+    newer.write_text(json.dumps({**doc, "version": 99}))
+    assert panel2.open_session(newer) is None and "version 99" in errors[-1] and "update" in errors[-1]
+    # a corrupted file
+    broken = tmp_path / "broken.cosession.json"
+    broken.write_text(path.read_text()[:40])
+    assert panel2.open_session(broken) is None and "not a readable session" in errors[-1]
+    assert len(errors) == 2 and len(viewer2.layers) == 0  # one message each, nothing added
+    assert json.loads(path.read_text()) == doc  # the good session untouched
+    # the tomogram moved: asked for, and the rest restored when the user cancels
+    tomo_path.rename(tmp_path / "moved.mrc")
+    asked = []
+    restored = panel2.open_session(path, ask_tomogram=lambda old: asked.append(old) or "")
+    assert asked == [str(tomo_path.resolve())] and restored is not None and len(restored.data) == len(layer.data)
+    assert "no longer at" in panel2.message.text() and [ly.name for ly in viewer2.layers] == ["picks"]
+    # … or given its new place
+    viewer3 = make_napari_viewer()
+    panel3 = panel_for(viewer3)
+    qtbot.addWidget(panel3)
+    assert panel3.open_session(path, ask_tomogram=lambda old: str(tmp_path / "moved.mrc")) is not None
+    assert [ly.name for ly in viewer3.layers] == ["moved", "picks"]

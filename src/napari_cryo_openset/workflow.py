@@ -31,7 +31,7 @@ class Facts:
 
 NO_TOMOGRAM = "No tomogram yet: File ▸ Open a tomogram (.mrc/.rec), or File ▸ Open Sample."
 NO_PICKS = "No picks yet: pick particles in Pick, or File ▸ Open a STAR/CSV file of picks."
-NO_MODEL = "No model yet: train one in Model (Simulate & train), or Load model…."
+NO_MODEL = "No model yet: train one in Model (Simulate & train), or Load model…"
 NO_PREDICTIONS = "No predictions yet: classify the picks in Model (Predict) or Adapt."
 
 
@@ -52,7 +52,7 @@ def needs(step: str, facts: Facts) -> str:
         elif not facts.predicted:
             lines.append(NO_PREDICTIONS)
         if not (facts.model or facts.adapted):
-            lines.append("No model yet for the map: train one in Model, adapt one in Adapt, or Load model….")
+            lines.append("No model yet for the map: train one in Model, adapt one in Adapt, or Load model…")
     return "\n".join(lines)
 
 

@@ -12,9 +12,10 @@ The plugin's menu items for the single widgets open this panel at their step
 from __future__ import annotations
 
 import weakref
+from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QFrame, QLabel, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from ._layout import VerticalScrollArea
 
@@ -93,8 +94,20 @@ class WorkflowPanel(QWidget):
             layout.addWidget(widget if hasattr(widget, "scroll") else _scrolled(widget), 1)
             self.tabs.addTab(page, name)
 
+        self.save_session_button = QPushButton("Save session…")
+        self.save_session_button.setToolTip("Picks (every feature, the curation), models, threshold and hidden "
+                                            "groups in one .cosession.json file and the folder beside it")
+        self.open_session_button = QPushButton("Open session…")
+        self.open_session_button.setToolTip("Restore a saved session: tomogram, picks, models, threshold, hidden groups")
+        session_row = QHBoxLayout()
+        session_row.addWidget(self.save_session_button)
+        session_row.addWidget(self.open_session_button)
+        self.save_session_button.clicked.connect(self._choose_session_to_save)
+        self.open_session_button.clicked.connect(self._choose_session_to_open)
+
         outer = QVBoxLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
+        outer.addLayout(session_row)
         outer.addWidget(self.legend)
         outer.addWidget(self.hover)
         outer.addWidget(self.message)
@@ -173,6 +186,117 @@ class WorkflowPanel(QWidget):
                                f"{'minimum' if rendering == 'minip' else 'maximum'} intensity projection")
         if changed:
             self.say("3-D: " + "; ".join(changed) + " (layer controls ▸ rendering to change it).")
+
+    # --- session ----------------------------------------------------------------------------
+    def _session_layer(self):
+        from ._choice import is_picks_layer
+
+        active = self.viewer.layers.selection.active
+        return active if is_picks_layer(active) else self.legend.layer
+
+    def save_session(self, path):
+        """Save the picks layer (the active one, else the legend's), its tomogram's path, the models,
+        threshold and hidden groups as a session at ``path``; return the JSON's path (None: refused)."""
+        from ..errors import CryoOpensetError
+        from ..layers import DIAMETER_KEY, HIDDEN_GROUPS_KEY, MODEL_CLASSES_KEY
+        from ..picks import from_points
+        from ..session import Session, save_session
+        from ._task import report_error
+
+        layer = self._session_layer()
+        if layer is None:
+            report_error(CryoOpensetError("Session: there are no picks to save (pick particles, or open picks)."))
+            return None
+        meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+        image = self.curate._image_for(layer)
+        tomogram = (image.metadata or {}).get("path") if image is not None else None
+        adapted = self.state.adapted.bundle if self.state.adapted is not None else None
+        source = self.state.source.bundle if self.state.source is not None else None
+        session = Session(
+            picks=from_points(np.asarray(layer.data), layer.features), picks_name=layer.name,
+            voxel_size=tuple(float(v) for v in layer.scale[-3:]), diameter=meta.get(DIAMETER_KEY),
+            tomogram_path=tomogram, model=source, adapted=adapted,
+            threshold=(adapted.openset.get("threshold") if adapted is not None else None),
+            hidden_groups=list(meta.get(HIDDEN_GROUPS_KEY, ())), model_classes=meta.get(MODEL_CLASSES_KEY),
+            metadata={k: v for k, v in meta.items() if k not in (HIDDEN_GROUPS_KEY, MODEL_CLASSES_KEY)})
+        try:
+            written = save_session(path, session)
+        except (CryoOpensetError, OSError) as exc:
+            report_error(exc if isinstance(exc, CryoOpensetError) else CryoOpensetError(f"Session: {exc}"))
+            return None
+        self.say(f"Session saved: {written}")
+        return written
+
+    def open_session(self, path, ask_tomogram=None):
+        """Restore the session at ``path``: its tomogram (``ask_tomogram()`` → a path, when it moved),
+        the picks as a new layer with every feature, the models, threshold and hidden groups.
+        Returns the picks layer (None: refused with one message, nothing changed)."""
+        from ..errors import CryoOpensetError
+        from ..io import read_tomogram
+        from ..layers import (HIDDEN_GROUPS_KEY, MODEL_CLASSES_KEY, SCORE_THRESHOLD_KEY, picks_layer, tomogram_layer,
+                              visible_picks_mask)
+        from ..picks import to_points
+        from ..session import read_session
+        from ._task import report_error
+
+        try:
+            session = read_session(path)
+            tomo_path = session.tomogram_path if session.tomogram_found else None
+            notes = []
+            if tomo_path is None and session.tomogram_path:
+                tomo_path = (ask_tomogram or self._ask_tomogram)(session.tomogram_path) or None
+                if tomo_path is None:
+                    notes.append(f"the tomogram is no longer at {session.tomogram_path}: open it with File ▸ Open")
+            tomo = read_tomogram(tomo_path) if tomo_path else None
+        except CryoOpensetError as exc:
+            report_error(exc)
+            return None
+        if tomo is not None and not any((ly.metadata or {}).get("path") == str(tomo.path) for ly in self.viewer.layers
+                                        if isinstance(ly.metadata, dict)):
+            data, kwargs, _ = tomogram_layer(tomo)
+            image = self.viewer.add_image(data, **kwargs)
+            session.metadata["source_image"] = image.name
+        meta = {**session.metadata, HIDDEN_GROUPS_KEY: session.hidden_groups}
+        if session.model_classes is not None:
+            meta[MODEL_CLASSES_KEY] = session.model_classes
+        data, kwargs, _ = picks_layer(session.picks, voxel_size=session.voxel_size, name=session.picks_name,
+                                      diameter=session.diameter, metadata=meta)
+        _, features = to_points(session.picks)
+        kwargs["shown"] = visible_picks_mask(features, meta.get(SCORE_THRESHOLD_KEY), session.hidden_groups)
+        layer = self.viewer.add_points(data, **kwargs)
+        origin = f"session {Path(path).name}"
+        if session.model is not None:
+            self.state.publish_source(session.model, origin=origin)
+        if session.adapted is not None:
+            self.state.publish_adapted(session.adapted, origin=origin)
+        restored = [f"{len(layer.data)} picks"] + (["source model"] if session.model is not None else []) \
+            + ([f"adapted model (threshold {session.threshold:.4g})"] if session.adapted is not None
+               and session.threshold is not None else []) \
+            + ([f"hidden: {', '.join(session.hidden_groups)}"] if session.hidden_groups else [])
+        self.say(f"Session {Path(path).name} opened: {'; '.join(restored)}." + "".join(f" Note: {n}." for n in notes))
+        self.viewer.layers.selection.active = layer
+        return layer
+
+    def _ask_tomogram(self, old_path: str) -> str:
+        from qtpy.QtWidgets import QFileDialog
+
+        return QFileDialog.getOpenFileName(self, f"Where is the tomogram now? (was {old_path})", "",
+                                           "Tomograms (*.mrc *.rec *.map *.st);;All files (*)")[0]
+
+    def _choose_session_to_save(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getSaveFileName(self, "Save session", "work.cosession.json",
+                                           "Session (*.cosession.json)")[0]
+        if path:
+            self.save_session(path)
+
+    def _choose_session_to_open(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path = QFileDialog.getOpenFileName(self, "Open session", "", "Session (*.cosession.json);;All files (*)")[0]
+        if path:
+            self.open_session(path)
 
     def _on_model(self, *_):
         self.update_needs()
