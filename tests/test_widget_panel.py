@@ -416,6 +416,14 @@ def test_session_round_trip_restores_picks_curation_predictions_hidden_groups_th
     with torch.no_grad():  # identical networks → identical predictions
         torch.testing.assert_close(state2.adapted.bundle.model(boxes), adapted.model(boxes))
     assert "threshold 0.42" in panel2.message.text() and "hidden: 1qvr" in panel2.message.text()
+    # autosave after a finished step: the curation made since is in the session file
+    from napari_cryo_openset.session import read_session
+
+    feats = restored.features.copy()
+    feats.loc[2, "curation"] = "rejected"
+    restored.features = feats
+    panel2.adapt.runner.finished.emit()  # a step finished
+    assert read_session(path).picks.loc[2, "curation"] == "rejected"
 
 
 def test_session_bad_input_one_message_nothing_overwritten(make_napari_viewer, qtbot, scene, tmp_path, monkeypatch):

@@ -118,6 +118,9 @@ class WorkflowPanel(QWidget):
         self.pick.diameter.valueChanged.connect(self.update_needs)
         self.pick.image_combo.layer_changed.connect(self.update_needs)
         viewer.dims.events.ndisplay.connect(self._on_ndisplay)
+        self.session_file: Path | None = None  # the session saved or opened last: autosaved after each step
+        for runner in (self.pick.task, self.model.runner, self.adapt.runner, self.results.runner):
+            runner.finished.connect(self.autosave)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.update_needs)
         _PANELS.setdefault(viewer, self)
@@ -224,8 +227,16 @@ class WorkflowPanel(QWidget):
         except (CryoOpensetError, OSError) as exc:
             report_error(exc if isinstance(exc, CryoOpensetError) else CryoOpensetError(f"Session: {exc}"))
             return None
-        self.say(f"Session saved: {written}")
+        self.session_file = written
+        self.say(f"Session saved: {written} (saved again after every finished step)")
         return written
+
+    def autosave(self) -> Path | None:
+        """Save the session again (after a step finished) if one was saved or opened; a crash then loses at
+        most the running step. Written atomically: an interrupted save keeps the previous session."""
+        if self.session_file is None:
+            return None
+        return self.save_session(self.session_file)
 
     def open_session(self, path, ask_tomogram=None):
         """Restore the session at ``path``: its tomogram (``ask_tomogram()`` → a path, when it moved),
@@ -275,6 +286,7 @@ class WorkflowPanel(QWidget):
             + ([f"hidden: {', '.join(session.hidden_groups)}"] if session.hidden_groups else [])
         self.say(f"Session {Path(path).name} opened: {'; '.join(restored)}." + "".join(f" Note: {n}." for n in notes))
         self.viewer.layers.selection.active = layer
+        self.session_file = Path(path)
         return layer
 
     def _ask_tomogram(self, old_path: str) -> str:
