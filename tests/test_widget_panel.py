@@ -182,8 +182,8 @@ def test_hovering_a_pick_shows_its_class_confidence_and_unknown_score(make_napar
     assert f"pick #{i}" in text and "unknown" in text and "confidence 0.9" in text and "unknown score 1" in text
     assert "Ø 160 Å" in text and "unreviewed" in text
     # far from every pick: nothing
-    panel.show_hover(tuple(world + np.array([0.0, 1e5, 1e5])), None, [1, 2])
-    assert panel.hover.text() == ""
+    assert panel.show_hover(tuple(world + np.array([0.0, 1e5, 1e5])), None, [1, 2]) == ""
+    assert panel.hover.text().startswith("Hover a pick")
 
 
 def test_warnings_for_a_near_chance_model_a_mostly_empty_result_and_a_tiny_diameter(make_napari_viewer, qtbot,
@@ -343,6 +343,8 @@ def test_a_new_user_finishes_the_whole_path_in_the_panel_at_1280x800(make_napari
     qtbot.waitUntil(lambda: not results.runner.running, timeout=10_000)
     colours_hold()
     assert results.table.rowCount() >= 2 and panel.legend.entries
+    # the step's news is in the panel's message line, not a notification over the canvas
+    assert panel.message.text().startswith("Results: ") and viewer.status.startswith("Results: ")
     shot("results")
     # the map's colours are the layer's: a known class's dots in its palette colour
     for label, color, count, _ in panel.legend.entries:

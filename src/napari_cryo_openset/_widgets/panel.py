@@ -21,6 +21,8 @@ from ._layout import VerticalScrollArea
 
 #: The steps, in order (tab titles).
 STEPS = ("Pick", "Curate", "Model", "Adapt", "Results")
+#: The hover line while no pick is under the mouse.
+HOVER_HINT = "Hover a pick to see its class, confidence and unknown score."
 #: The dock title of the panel when opened on its own.
 PANEL_NAME = "Cryo-ET workflow"
 
@@ -64,7 +66,8 @@ class WorkflowPanel(QWidget):
         self.steps = dict(zip(STEPS, (self.pick, self.curate, self.model, self.adapt, self.results)))
 
         self.legend = Legend(viewer)
-        self.hover = QLabel("")  # the pick under the mouse: class, confidence, unknown score, …
+        self.hover = QLabel(HOVER_HINT)  # the pick under the mouse: class, confidence, unknown score, …
+        self.hover.setStyleSheet("QLabel { color: #8a8d94; }")
         self.hover.setWordWrap(True)
         self.hover.setToolTip("The pick under the mouse (picks layer of the legend)")
         self.message = QLabel("")  # what the plugin changed on the display, said once
@@ -161,8 +164,10 @@ class WorkflowPanel(QWidget):
             if index is not None and 0 <= int(index) < len(layer.data) and bool(layer.shown[int(index)]):
                 meta = layer.metadata if isinstance(layer.metadata, dict) else {}
                 text = pick_summary(layer.features, int(index), meta.get(DIAMETER_KEY))
-        if text != self.hover.text():
-            self.hover.setText(text)
+        shown = text or HOVER_HINT
+        if shown != self.hover.text():
+            self.hover.setText(shown)
+            self.hover.setStyleSheet("" if text else "QLabel { color: #8a8d94; }")
         return text
 
     def say(self, text: str) -> None:

@@ -33,6 +33,7 @@ from .model_choice import ModelChoice
 from .table import GroupTable
 
 from .groups import NO_PREDICTIONS
+from .._tell import tell
 
 
 class ResultsWidget(QWidget):
@@ -190,10 +191,8 @@ class ResultsWidget(QWidget):
         centre, row = self._group_centre(group)
         layer = add_average_layer(self.viewer, group, avg, n, self.result.voxel_size, centre)
         if row is not None:
-            from napari.utils.notifications import show_info
-
-            show_info(f"Results: average of {group} added at pick #{row} (the group's most central pick), "
-                      f"{self.result.voxel_size:g} Å/voxel")
+            tell(self.viewer, f"Results: average of {group} added at pick #{row} (the group's most central pick), "
+                              f"{self.result.voxel_size:g} Å/voxel")
         return layer
 
     def _group_centre(self, group: str):
@@ -260,7 +259,7 @@ class ResultsWidget(QWidget):
         self.runner.cancel()
 
     def _on_embedded(self, result) -> None:
-        from napari.utils.notifications import show_info, show_warning
+        from napari.utils.notifications import show_warning
 
         layer, n, rows, snapshot = self._target
         if layer not in self.viewer.layers or len(layer.data) != n or prediction_snapshot(layer) != snapshot:
@@ -275,7 +274,7 @@ class ResultsWidget(QWidget):
                 self._set_hidden(hidden)
             else:
                 self.refresh()
-        show_info(f"Results: {result.summary()}; polarity {result.polarity}; {result.embedding.seconds:.0f} s")
+        tell(self.viewer, f"Results: {result.summary()}; polarity {result.polarity}; {result.embedding.seconds:.0f} s")
 
     # --- export -------------------------------------------------------------------------------
     def save_picks(self, path, only_selected: bool | None = None) -> Path | None:
