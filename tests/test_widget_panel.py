@@ -273,6 +273,10 @@ def test_a_new_user_finishes_the_whole_path_in_the_panel_at_1280x800(make_napari
     # Curate: accept the best pick, reject the next
     panel.set_step("Curate")
     panel.curate.layer_combo.setCurrentText(picks.name)
+    from napari_cryo_openset.layers import SCORE_THRESHOLD_KEY, above_threshold
+
+    above = above_threshold(picks.features, picks.metadata.get(SCORE_THRESHOLD_KEY))
+    assert len(panel.curate._order) == int(above.sum())  # only the candidates the Pick threshold keeps
     first = panel.curate.current_index
     panel.curate.accept_button.click()
     second = panel.curate.current_index

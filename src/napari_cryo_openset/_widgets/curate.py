@@ -155,6 +155,10 @@ class CurateWidget(QWidget):
         self._undo = [c for c in self._undo if c.index < len(self._layer.data)]
         self._reorder(keep_current=True)
 
+    def refresh(self) -> None:
+        """Order the picks again (e.g. after the Pick threshold moved), staying on the current one."""
+        self._reorder(keep_current=True)
+
     def _reorder(self, keep_current: bool) -> None:
         layer = self._layer
         if layer is None:

@@ -116,7 +116,7 @@ class WorkflowPanel(QWidget):
         outer.addWidget(self.message)
         outer.addWidget(self.tabs, 1)
 
-        self.tabs.currentChanged.connect(lambda _: self.update_needs())
+        self.tabs.currentChanged.connect(self._on_step_changed)
         self.legend.changed.connect(self.update_needs)  # predictions, threshold, clusters, hidden groups
         self.pick.diameter.valueChanged.connect(self.update_needs)
         self.pick.image_combo.layer_changed.connect(self.update_needs)
@@ -147,6 +147,13 @@ class WorkflowPanel(QWidget):
             raise ValueError(f"no step {name!r}: expected one of {', '.join(STEPS)}")
         self.tabs.setCurrentIndex(STEPS.index(name))
         return self.steps[name]
+
+    def _on_step_changed(self, _index=None) -> None:
+        """A step comes to the front: it sees what the others changed meanwhile (e.g. the Pick
+        threshold moved since Curate last ordered its picks), then what it needs."""
+        if self.step == "Curate":
+            self.curate.refresh()
+        self.legend.refresh()
 
     def page(self, name: str) -> QWidget:
         """The tab page of step ``name``."""
