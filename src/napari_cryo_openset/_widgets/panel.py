@@ -1,9 +1,15 @@
 """The workflow panel: one dock with the steps Pick · Curate · Model · Adapt · Results.
 
 Each step is one of the existing dock widgets, in its own tab and scroll area, so the step in
-front is never squeezed by the others. Above the tabs: the legend of the picks' colours
-(:class:`~napari_cryo_openset._widgets.legend.Legend`), and on every step a line saying what it
-still needs from the steps before ("No model yet: train one in Model, or Load…").
+front is never squeezed by the others. Above the tabs: *Save session…* / *Open session…*
+(:mod:`napari_cryo_openset.session`, autosaved after every finished step once saved), the legend
+of the picks' colours (:class:`~napari_cryo_openset._widgets.legend.Legend`), a hover line for
+the pick under the mouse and a message line (what a step did, what the plugin changed on the
+display: :func:`~napari_cryo_openset._widgets._tell.tell`). On every step: what it still needs
+from the steps before ("No model yet: train one in Model, or Load…") and the warnings of
+:mod:`napari_cryo_openset.workflow` (a near-chance model, mostly empty/unknown calls, a tiny
+particle). In 3-D, tomograms are rendered so their protein stands out (minimum projection for
+dark protein).
 
 The plugin's menu items for the single widgets open this panel at their step
 (:func:`open_step`): there is one panel per viewer, moved to the dock of the item chosen.
@@ -70,7 +76,7 @@ class WorkflowPanel(QWidget):
         self.hover.setStyleSheet("QLabel { color: #8a8d94; }")
         self.hover.setWordWrap(True)
         self.hover.setToolTip("The pick under the mouse (picks layer of the legend)")
-        self.message = QLabel("")  # what the plugin changed on the display, said once
+        self.message = QLabel("")  # what a finished step did, what the plugin changed on the display
         self.message.setWordWrap(True)
         self.message.setVisible(False)
         self.tabs = QTabWidget()
