@@ -469,3 +469,17 @@ def test_session_bad_input_one_message_nothing_overwritten(make_napari_viewer, q
     qtbot.addWidget(panel3)
     assert panel3.open_session(path, ask_tomogram=lambda old: str(tmp_path / "moved.mrc")) is not None
     assert [ly.name for ly in viewer3.layers] == ["moved", "picks"]
+
+
+def test_the_plugin_menu_items_dock_the_one_panel(make_napari_viewer, qtbot):
+    """Through napari's own plugin path (the manifest's widget contributions)."""
+    viewer = make_napari_viewer()
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-cryo-openset", "Model")
+    panel = panel_for(viewer)
+    assert widget is panel and panel.step == "Model"
+    _, again = viewer.window.add_plugin_dock_widget("napari-cryo-openset", "Curate picks")
+    assert again is panel and panel.step == "Curate"
+    docks = dict(viewer.window.dock_widgets)
+    assert [name for name, w in docks.items() if w is panel] == ["Curate picks (napari-cryo-openset)"]
+    _, whole = viewer.window.add_plugin_dock_widget("napari-cryo-openset", "Workflow panel (all steps)")
+    assert whole is panel and panel.step == "Curate"  # the panel as it was

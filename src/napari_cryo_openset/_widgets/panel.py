@@ -470,26 +470,39 @@ def dock_panel(viewer, step: str = "Pick") -> WorkflowPanel:
     return panel
 
 
-# the menu items (napari.yaml): each opens the one panel at its step
-def workflow_panel(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, panel_for(napari_viewer).step)
+# The menu items (napari.yaml). napari instantiates a QWidget subclass with ``napari_viewer``
+# (a plain function would be called without it), so each item is a subclass whose ``__new__``
+# hands back the viewer's one panel, opened at its step (``__init__`` is then not run again).
+class _Step(WorkflowPanel):
+    step_name: str | None = None  # None: the panel at the step it shows
+
+    def __new__(cls, napari_viewer):
+        panel = panel_for(napari_viewer)
+        return open_step(napari_viewer, cls.step_name or panel.step)
+
+    def __init__(self, napari_viewer) -> None:  # noqa: D107 - never runs: __new__ returns the panel
+        pass
 
 
-def pick_step(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, "Pick")
+class workflow_panel(_Step):  # noqa: N801 - named as a command
+    """The workflow panel, at the step it shows."""
 
 
-def curate_step(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, "Curate")
+class pick_step(_Step):  # noqa: N801
+    step_name = "Pick"
 
 
-def model_step(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, "Model")
+class curate_step(_Step):  # noqa: N801
+    step_name = "Curate"
 
 
-def adapt_step(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, "Adapt")
+class model_step(_Step):  # noqa: N801
+    step_name = "Model"
 
 
-def results_step(napari_viewer) -> WorkflowPanel:
-    return open_step(napari_viewer, "Results")
+class adapt_step(_Step):  # noqa: N801
+    step_name = "Adapt"
+
+
+class results_step(_Step):  # noqa: N801
+    step_name = "Results"
