@@ -80,7 +80,8 @@ def test_wheel_contains_manifest(tmp_path):
 def test_core_imports_no_qt_or_napari():
     code = (
         "import sys; import napari_cryo_openset.io, napari_cryo_openset.picks, "
-        "napari_cryo_openset.layers, napari_cryo_openset.synthetic, napari_cryo_openset.palette;"
+        "napari_cryo_openset.layers, napari_cryo_openset.synthetic, napari_cryo_openset.palette, "
+        "napari_cryo_openset.workflow, napari_cryo_openset.thumbnails, napari_cryo_openset.session;"
         "bad=[m for m in sys.modules if m.split('.')[0] in ('napari','qtpy','PyQt6','PyQt5','torch')];"
         "print(bad); sys.exit(1 if bad else 0)"
     )

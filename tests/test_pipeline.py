@@ -148,9 +148,19 @@ def test_pipeline_with_given_picks_writes_every_output(templates, scene_files, t
     # the map: a PNG with the unknown colour when some pick is unknown
     from skimage.io import imread
 
+    from napari_cryo_openset.palette import CLUSTER_COLORS, UNKNOWN_COLOR, class_colors
+
+    def pixels(hex_color):
+        rgb = [int(hex_color[i:i + 2], 16) for i in (1, 3, 5)]
+        return int((np.abs(img - rgb).sum(-1) < 60).sum())
+
     img = imread(paths["embedding.png"])[..., :3].astype(int)
-    magenta = (np.abs(img - [255, 0, 255]).sum(-1) < 60).sum()
-    assert (magenta > 20) == bool((pred["class_name"] == "unknown").any())
+    unknown = sum(pixels(c) for c in (UNKNOWN_COLOR, *CLUSTER_COLORS))  # unknown, or a cluster's shade of it
+    assert (unknown > 20) == bool((pred["class_name"] == "unknown").any())
+    # known classes in the viewer's colours: the palette of the model's class list
+    palette = class_colors([], result.adapted.class_names)
+    known = [c for c in set(pred["class_name"]) if c not in ("", "unknown")]
+    assert any(pixels(palette[c]) > 10 for c in known), known
 
 
 def test_isolated_source_keeps_the_box_simulator(templates, scene_files):

@@ -97,3 +97,50 @@ def test_with_threshold_makes_a_new_bundle_and_leaves_the_old_one():
     back = with_threshold(moved, 0.3)
     assert back.openset["threshold"] == pytest.approx(0.3) and "calibrated_threshold" not in back.openset
     assert moved.openset["calibrated_threshold"] == 0.3
+
+
+def test_a_class_keeps_its_colour_through_predict_adapt_threshold_results_and_the_run_png(tmp_path):
+    """One class (2cg9) followed through source-only Predict (few classes present), adaptation
+    (all present), a threshold move (some become unknown), the clusters of Results and the PNG."""
+    from napari.layers import Points
+    from skimage.io import imread
+
+    from napari_cryo_openset.palette import CLUSTER_COLORS
+    from napari_cryo_openset.plots import plot_embedding
+
+    model = ["1bxn", "1qvr", "2cg9", "empty", "unknown"]
+
+    def rgb(h):
+        return np.array([int(h.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)]) / 255
+
+    layer = Points(np.zeros((6, 3)), features=pd.DataFrame({"curation": ["unreviewed"] * 6}))
+    seen = []
+    # source-only: mostly empty, only 2cg9 and empty present
+    write_predictions(layer, _predicted(["2cg9", "empty", "empty", "empty", "2cg9", "empty"]), range(6), model)
+    seen.append(layer.border_color[0, :3].copy())
+    assert np.allclose(layer.border_color[1, :3], rgb("#9a9a9a"), atol=0.01)  # empty: its reserved grey
+    # adapted: every class present
+    write_predictions(layer, _predicted(["2cg9", "1bxn", "1qvr", "unknown", "2cg9", "1qvr"]), range(6), model)
+    seen.append(layer.border_color[0, :3].copy())
+    # threshold moved: 1qvr picks become unknown
+    write_predictions(layer, _predicted(["2cg9", "1bxn", "unknown", "unknown", "2cg9", "unknown"]), range(6), model)
+    seen.append(layer.border_color[0, :3].copy())
+    # Results: clusters U0 / U1 of the unknowns, recoloured from the layer's own model class list
+    from napari_cryo_openset.predictions import color_picks
+
+    features = layer.features.copy()
+    features["cluster"] = [-1, -1, 0, 1, -1, 0]
+    layer.features = features
+    color_picks(layer)
+    seen.append(layer.border_color[0, :3].copy())
+    for colour in seen:
+        np.testing.assert_allclose(colour, seen[0], atol=1e-6)
+    np.testing.assert_allclose(layer.border_color[2, :3], rgb(CLUSTER_COLORS[0]), atol=0.01)
+    np.testing.assert_allclose(layer.border_color[3, :3], rgb(CLUSTER_COLORS[1]), atol=0.01)
+    assert not np.allclose(layer.border_color[2, :3], layer.border_color[3, :3])  # U0 ≠ U1
+    # the run's PNG: 2cg9's dots in the same colour (only 2cg9 and unknowns on this map)
+    rng = np.random.default_rng(0)
+    picks = pd.DataFrame({"class_name": ["2cg9"] * 30 + ["unknown"] * 10, "is_unknown": [False] * 30 + [True] * 10,
+                          "cluster": [-1] * 30 + [0] * 10, "tsne_x": rng.normal(size=40), "tsne_y": rng.normal(size=40)})
+    img = imread(plot_embedding(picks, tmp_path / "map.png", model_classes=model))[..., :3].astype(float) / 255
+    assert (np.abs(img - seen[0]).sum(-1) < 0.05).sum() > 20

@@ -254,7 +254,7 @@ def test_completed_run_colours_picks_and_threshold_override_makes_both_known_and
     assert (feats["is_unknown"].to_numpy() == (names == "unknown")).all()
     assert adapt.threshold_override == pytest.approx(threshold) and "overridden" in adapt.threshold_label.text()
     assert adapt.class_counts.get("unknown") == int((active_names == "unknown").sum())
-    palette = class_colors(names)
+    palette = class_colors(names, adapt.adapted.class_names)  # the model's class list, not the classes present
     expected = np.array([_rgb(palette[c]) / 255 for c in names])
     np.testing.assert_allclose(layer.border_color[:, :3], expected, atol=0.01)
     assert np.allclose(layer.border_color[names == "unknown", :3], _rgb(UNKNOWN_COLOR) / 255, atol=0.01)

@@ -102,3 +102,70 @@ def test_points_added_and_deleted_by_hand_stay_consistent(viewer_with_picks, qtb
     layer.remove_selected()
     assert len(layer.features) == len(layer.data) == 6
     assert widget.current_index is not None and widget.current_index < 6
+
+
+def test_thumbnails_show_the_raw_particle_with_a_circle_and_its_call(viewer_with_picks, qtbot):
+    """The slices come from the raw tomogram (not a DoG preview added later), ≥ 160 px, the
+    particle darker than the box edge, a circle at its diameter; the call is shown above them."""
+    from skimage.io import imsave
+
+    from napari_cryo_openset._widgets.panel import dock_panel
+    from napari_cryo_openset.predictions import write_predictions
+
+    viewer, layer = viewer_with_picks
+    image = viewer.layers[0]
+    layer.metadata["source_image"] = image.name
+    # a newer image at the same scale that is not the picks' tomogram: a bright band-pass stand-in
+    viewer.add_image(-np.asarray(image.data), name="filtered copy", scale=image.scale)
+    n = len(layer.data)
+    names = np.array(["1bxn"] * (n - 1) + ["unknown"], dtype=object)
+    import pandas as pd
+
+    write_predictions(layer, pd.DataFrame({"class_name": names, "confidence": 0.87, "unknown_score": 0.42,
+                                           "is_unknown": names == "unknown"}), np.arange(n), ["1bxn", "unknown"])
+    viewer.layers.selection.active = layer
+    viewer.window.resize(1280, 800)
+    panel = dock_panel(viewer, "Curate")
+    widget = panel.curate
+    widget.layer_combo.setCurrentText("picks")
+    widget._update_view()
+    qtbot.wait(200)
+    assert "<b>unknown</b>" in widget.call.text() and "confidence 0.87" in widget.call.text()
+    assert "unknown score 0.42" in widget.call.text()
+    for lowpass in (False, True):
+        widget.lowpass.setChecked(lowpass)
+        img = widget.views[0].pixmap().toImage()
+        assert img.width() >= 160 and img.height() >= 160 and widget.views[0].width() >= 160
+        grey = np.array([[img.pixelColor(x, y).getRgb()[:3] for x in range(img.width())]
+                         for y in range(img.height())], dtype=float)
+        c = img.width() // 2
+        centre = grey[c - 8:c + 8, c - 8:c + 8].mean()
+        edge = np.concatenate([grey[:10].reshape(-1, 3), grey[-10:].reshape(-1, 3)]).mean()
+        assert centre < edge - 40, (lowpass, centre, edge)  # a dark particle on a lighter surround
+        # the circle at the particle's diameter (120 Å = 12 voxels in a 25-voxel box): gold pixels
+        gold = np.linalg.norm(grey - [255, 215, 0], axis=-1) < 60
+        assert gold.sum() > 100
+        ys, xs = np.nonzero(gold)
+        radius = np.median(np.hypot(ys - c, xs - c))
+        assert radius == pytest.approx(6 / 25 * img.width(), rel=0.15)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    imsave("/tmp/curate_panel_1280x800.png", shot, check_contrast=False)
+
+
+def test_stepping_uses_no_deprecated_napari_api(viewer_with_picks, qtbot):
+    """napari 0.9 deprecates ``viewer.camera`` (→ ``viewer.scene.camera``): stepping through picks,
+    in 2-D and 3-D, warns nothing."""
+    import warnings
+
+    viewer, layer = viewer_with_picks
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("error", FutureWarning)
+        widget.next()
+        viewer.dims.ndisplay = 3
+        widget.next()
+        widget.decide("accepted")
+    world = layer.data_to_world(layer.data[widget.current_index])
+    np.testing.assert_allclose(viewer.scene.camera.center, world, atol=1e-6)

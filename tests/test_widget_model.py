@@ -192,7 +192,7 @@ def test_predict_colours_picks_by_class_without_losing_rejected(make_napari_view
     assert "unknown" in set(names[predicted]) and len(set(names[predicted]) - {"unknown"}) >= 1
     assert not layer.shown[rejected].any() and layer.shown[~rejected].all()  # rejected still hidden
     # colours: the one palette, unknown in its reserved colour, unpredicted ones as plain picks
-    palette = class_colors(names)
+    palette = class_colors(names, widget.bundle.class_names)  # the model's class list, not the classes present
     expected = np.array([_rgb(palette[c]) / 255 for c in names])
     np.testing.assert_allclose(layer.border_color[:, :3], expected, atol=0.01)
     assert np.allclose(layer.border_color[names == "unknown", :3], _rgb(UNKNOWN_COLOR) / 255, atol=0.01)

@@ -210,7 +210,16 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
     assert len(feats) == n and len(layer.data) == n  # nothing deleted or reordered
     for column in ("curation", "class_name", "confidence", "is_unknown", "score"):
         pd.testing.assert_series_equal(feats[column], before[column])
-    np.testing.assert_allclose(layer.border_color, colours)
+    # known classes keep their colours; each cluster of unknowns gets its own shade of the unknown family
+    clustered = feats["cluster"].to_numpy() >= 0
+    np.testing.assert_allclose(layer.border_color[~clustered], colours[~clustered])
+    from napari_cryo_openset.palette import cluster_color
+
+    for k in np.unique(feats["cluster"].to_numpy()[clustered]):
+        h = cluster_color(int(k)).lstrip("#")
+        np.testing.assert_allclose(layer.border_color[feats["cluster"].to_numpy() == k, :3],
+                                   np.tile([int(h[i:i + 2], 16) / 255 for i in (0, 2, 4)],
+                                           (int((feats["cluster"] == k).sum()), 1)), atol=0.01)
     np.testing.assert_array_equal(layer.shown, shown)
     assert np.isnan(feats.loc[0, "tsne_x"]) and feats.loc[0, "cluster"] == -1  # rejected: not mapped
     assert feats.loc[1:, ["tsne_x", "tsne_y"]].notna().all().all()
@@ -239,6 +248,11 @@ def test_embedding_fills_the_features_table_and_averages(make_napari_viewer, qtb
     added = widget.add_average_layer()
     assert added.name == f"average {order[-1]}" and tuple(added.scale) == (VOXEL,) * 3
     np.testing.assert_allclose(added.data, result.averages[order[-1]][0])
+    # it sits on one of its group's picks, at its own voxel size: its centre voxel is that pick
+    members = np.flatnonzero(widget.view.members(order[-1]))
+    centre = np.asarray(added.data_to_world([(s - 1) / 2 for s in added.data.shape]))
+    picks_world = np.array([layer.data_to_world(layer.data[i]) for i in members])
+    assert np.min(np.linalg.norm(picks_world - centre, axis=1)) < 1e-6
     assert widget.settings.image_combo.currentText() == "scene"  # an average is not a tomogram to work on
     assert [widget.settings.image_combo.itemText(i) for i in range(widget.settings.image_combo.count())] == ["scene"]
 
@@ -337,7 +351,7 @@ def test_clicking_the_map_selects_and_centres_the_pick_and_layer_selection_is_ri
     assert set(layer.selected_data) == {row} and viewer.layers.selection.active is layer
     world = layer.data[row] * VOXEL
     assert viewer.dims.point[0] == pytest.approx(world[0], abs=VOXEL / 2)
-    np.testing.assert_allclose(viewer.camera.center[-2:], world[1:], atol=1e-6)
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], world[1:], atol=1e-6)
     np.testing.assert_allclose(_ringed(widget), xy[[row]])
 
     # a click far from every point changes nothing; the rejected pick is not on the map
@@ -398,6 +412,13 @@ def test_export_writes_every_column_and_optionally_only_the_selected_row(make_na
 # --------------------------------------------------------------------------------------------
 
 
+def _unknown_family(pixels) -> int:
+    """Pixels in the unknown colour or a cluster's shade of it."""
+    from napari_cryo_openset.palette import CLUSTER_COLORS
+
+    return sum(int((np.linalg.norm(pixels - _rgb(c), axis=-1) < 40).sum()) for c in (UNKNOWN_COLOR, *CLUSTER_COLORS))
+
+
 def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_viewer, qtbot, bundle, scene, tmp_path):
     from qtpy.QtCore import QPoint
     from skimage.io import imsave
@@ -422,7 +443,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     plot = widget.canvas.grab().toImage()
     arr = np.array([[plot.pixelColor(x, y).getRgb()[:3] for x in range(0, plot.width(), 2)]
                     for y in range(0, plot.height(), 2)], dtype=float)
-    assert int((np.linalg.norm(arr - _rgb(UNKNOWN_COLOR), axis=-1) < 40).sum()) > 5
+    assert _unknown_family(arr) > 5
 
     window = viewer.screenshot(canvas_only=False, flash=False)
     imsave(tmp_path / "results_widget.png", window, check_contrast=False)
@@ -435,7 +456,7 @@ def test_screenshot_of_the_dock_shows_magenta_unknowns_in_the_map(make_napari_vi
     x1, y1 = x0 + int(widget.canvas.width() * ratio), y0 + int(widget.canvas.height() * ratio)
     assert 0 <= x0 < x1 <= window.shape[1] and 0 <= y0 < y1 <= window.shape[0]
     region = window[y0:y1, x0:x1, :3].astype(float)
-    assert int((np.linalg.norm(region - _rgb(UNKNOWN_COLOR), axis=-1) < 40).sum()) > 5
+    assert _unknown_family(region) > 5
 
     # the lower half of the dock: the selected row's average and the export buttons
     widget.scroll.ensureWidgetVisible(widget.export_box.save_averages_button)
@@ -458,7 +479,16 @@ def test_show_run_result_adds_the_predictions_and_docks_the_map(make_napari_view
                                       summary=lambda: "a map")
     embedded = types.SimpleNamespace(picks=predictions, embedding=embedding, averages={}, voxel_size=VOXEL,
                                      polarity="dark", summary=lambda: "a map")
-    source, adapted = object(), bundle
+    class _Set:  # stands in for the run's SimulatedSet (the Adapt step describes it)
+        box, voxel_size = 24, VOXEL
+
+        def __len__(self):
+            return 10
+
+        def counts(self):
+            return {"1bxn": 10}
+
+    source, adapted = _Set(), bundle
     result = types.SimpleNamespace(predictions=predictions, adaptation=types.SimpleNamespace(polarity="dark"),
                                    params=types.SimpleNamespace(method="mluda"), model=bundle,
                                    trained=types.SimpleNamespace(data=source), adapted=adapted, embedded=embedded)

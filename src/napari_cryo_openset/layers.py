@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .io.tomogram import Tomogram, contrast_limits
-from .palette import PICK_COLOR, class_colors
+from .palette import PICK_COLOR, group_colors
 from .picks import from_points, to_points
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -33,6 +33,8 @@ HIDDEN_GROUPS_KEY = "hidden_groups"
 DIAMETER_KEY = "diameter"
 #: Image: the group an average layer (added by the Results widget) is the average of.
 AVERAGE_OF_KEY = "average_of"
+#: Points: the class list of the model the predictions came from (the palette follows it).
+MODEL_CLASSES_KEY = "model_classes"
 
 
 def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
@@ -46,6 +48,7 @@ def tomogram_layer(tomo: Tomogram, name: str | None = None) -> LayerDataTuple:
         "units": ANGSTROM,
         "contrast_limits": contrast_limits(tomo.data),
         "colormap": "gray",
+        "projection_mode": "none",  # one plane, also when the dims margins are thick (for the picks)
         "metadata": {
             "voxel_size": tuple(float(v) for v in tomo.voxel_size),
             "origin": tuple(float(v) for v in tomo.origin),
@@ -94,11 +97,16 @@ def picks_layer(
         "metadata": meta,
     }
     if "class_name" in features.columns and len(features):
-        kwargs["border_color"] = "class_name"
-        kwargs["border_color_cycle"] = class_colors(features["class_name"])
+        kwargs["border_color"] = pick_colors(features, meta.get(MODEL_CLASSES_KEY))
     else:
         kwargs["border_color"] = PICK_COLOR
     return data, kwargs, "points"
+
+
+def pick_colors(features: pd.DataFrame, model_classes: Sequence[str] | None = None) -> list[str]:
+    """The border colour of every pick: its group's colour in the one palette
+    (:func:`napari_cryo_openset.palette.group_colors`, classes ordered by ``model_classes``)."""
+    return list(group_colors(pick_groups(features), model_classes))
 
 
 def _point_sizes(features: pd.DataFrame, default_vox: float, voxel: float):
@@ -201,3 +209,21 @@ def picks_from_layer(data, features, metadata: dict | None = None) -> pd.DataFra
     picks = from_points(np.asarray(data), features)
     threshold = (metadata or {}).get(SCORE_THRESHOLD_KEY)
     return picks[above_threshold(picks, threshold)].reset_index(drop=True)
+
+
+def pick_summary(features: pd.DataFrame, index: int, diameter: float | None = None) -> str:
+    """One line on pick ``index`` for a user hovering it: its group (class, ``unknown U<k>``),
+    confidence, unknown score, curation and diameter (Å; the layer's when the pick has none)."""
+    row = features.iloc[int(index)]
+    group = str(pick_groups(features.iloc[[int(index)]])[0]) if "class_name" in features.columns else ""
+    parts = [f"pick #{int(index)}", group or "no class"]
+    for column, label in (("confidence", "confidence"), ("unknown_score", "unknown score"), ("score", "score")):
+        value = row.get(column) if column in features.columns else None
+        if value is not None and np.isfinite(float(value)):
+            parts.append(f"{label} {float(value):.3g}")
+    if "curation" in features.columns:
+        parts.append(str(row["curation"]))
+    d = float(row["diameter"]) if "diameter" in features.columns and np.isfinite(float(row["diameter"])) else diameter
+    if d:
+        parts.append(f"Ø {float(d):.0f} Å")
+    return " · ".join(parts)

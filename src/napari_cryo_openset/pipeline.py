@@ -565,7 +565,8 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     save_bundle(result.model, paths["model.pt"])
     save_bundle(result.adapted, paths["adapted.pt"])
     plot_embedding(result.predictions, paths["embedding.png"],
-                   title=f"{result.params.method.upper()} on {Path(result.tomogram_path).name or 'tomogram'}")
+                   title=f"{result.params.method.upper()} on {Path(result.tomogram_path).name or 'tomogram'}",
+                   model_classes=result.adapted.class_names)
     if result.spectrum is not None:
         from .spectrum import plot_spectra
 
@@ -584,8 +585,9 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
     return paths
 
 
-def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
-    """Save the t-SNE map of ``picks`` as a PNG, atomically (drawn by :func:`napari_cryo_openset.plots.plot_embedding`)."""
+def plot_embedding(picks: pd.DataFrame, path, title: str = "", model_classes=None) -> Path:
+    """Save the t-SNE map of ``picks`` as a PNG, atomically (drawn by :func:`napari_cryo_openset.plots.plot_embedding`,
+    colours ordered by the model's ``model_classes``)."""
     from .plots import plot_embedding as save_map
 
-    return save_map(picks, path, title)
+    return save_map(picks, path, title, model_classes)

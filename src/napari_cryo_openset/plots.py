@@ -33,19 +33,20 @@ class MapStyle:
     ring_clusters: bool = True
 
 
-def draw_embedding(ax, xy: np.ndarray, groups, *, hidden=None, style: MapStyle = MapStyle()) -> np.ndarray:
+def draw_embedding(ax, xy: np.ndarray, groups, *, hidden=None, style: MapStyle = MapStyle(),
+                   model_classes=None) -> np.ndarray:
     """Draw the map of picks on ``ax``; return the indices of the points drawn in colour.
 
     ``xy``: (N, 2) map coordinates (NaN rows are not drawn: picks with no place on the map);
     ``groups``: the group of every pick (its class, ``unknown U<k>``, ``unknown`` or ``""``, as
     :func:`napari_cryo_openset.layers.pick_groups` gives them); ``hidden``: optional (N,) mask of
     picks drawn grey (their group is hidden in the Results table) and not returned. Known
-    classes are drawn first, unknowns on top; the legend (``style.legend``) counts the picks of
-    each class.
+    classes are drawn first, unknowns on top, each cluster in its own shade of the unknown
+    family; the legend (``style.legend``) counts the picks of each group. ``model_classes``: the
+    model's class list, which orders the palette (so colours match the viewer's).
     """
     from .layers import NO_CLASS, group_order, is_cluster
     from .palette import UNKNOWN_COLOR, class_colors, group_color
-    from .picks import UNKNOWN_CLASS
 
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     groups = np.asarray(groups, dtype=object).astype(str)
@@ -53,8 +54,7 @@ def draw_embedding(ax, xy: np.ndarray, groups, *, hidden=None, style: MapStyle =
     hidden = np.zeros(len(xy), bool) if hidden is None else np.asarray(hidden, bool)
     grey = mapped & hidden
     shown = mapped & ~hidden
-    classes = np.where([is_cluster(g) for g in groups], UNKNOWN_CLASS, groups) if len(groups) else groups
-    palette = class_colors(classes)
+    palette = class_colors([g for g in set(groups.tolist()) if not is_cluster(g)], model_classes)
 
     ax.set_facecolor(style.background)
     ax.set_xticks([])
@@ -63,8 +63,8 @@ def draw_embedding(ax, xy: np.ndarray, groups, *, hidden=None, style: MapStyle =
         spine.set_color(style.foreground)
     if grey.any():
         ax.scatter(xy[grey, 0], xy[grey, 1], s=style.point_size / 2, c=HIDDEN_COLOR, alpha=0.3, linewidths=0)
-    for name in group_order(classes[shown]):
-        sel = shown & (classes == name)
+    for name in group_order(groups[shown]):
+        sel = shown & (groups == name)
         label = f"{'unclassified' if name == NO_CLASS else name} ({int(sel.sum())})"
         ax.scatter(xy[sel, 0], xy[sel, 1], s=style.point_size, c=group_color(name, palette), linewidths=0,
                    label=label)
@@ -83,12 +83,13 @@ def draw_embedding(ax, xy: np.ndarray, groups, *, hidden=None, style: MapStyle =
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, markerscale=1.5,
                   labelcolor=style.foreground)
     # points in the order they were drawn (known classes first), for looking up a click
-    return np.concatenate([np.flatnonzero(shown & (classes == name)) for name in group_order(classes[shown])]
+    return np.concatenate([np.flatnonzero(shown & (groups == name)) for name in group_order(groups[shown])]
                           or [np.zeros(0, dtype=int)]).astype(int)
 
 
-def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
-    """Save the t-SNE map of ``picks`` (``tsne_x/y``, ``class_name``, ``cluster``) as a PNG, atomically."""
+def plot_embedding(picks: pd.DataFrame, path, title: str = "", model_classes=None) -> Path:
+    """Save the t-SNE map of ``picks`` (``tsne_x/y``, ``class_name``, ``cluster``) as a PNG, atomically;
+    colours as in the viewer (classes ordered by the model's ``model_classes``)."""
     from matplotlib.figure import Figure
 
     from .errors import PicksError
@@ -99,7 +100,8 @@ def plot_embedding(picks: pd.DataFrame, path, title: str = "") -> Path:
         raise PicksError("the picks have no map coordinates (tsne_x, tsne_y) to plot")
     fig = Figure(figsize=(6.4, 5.2), dpi=120)
     ax = fig.add_subplot(111)
-    draw_embedding(ax, picks[["tsne_x", "tsne_y"]].to_numpy(dtype=float), pick_groups(picks))
+    draw_embedding(ax, picks[["tsne_x", "tsne_y"]].to_numpy(dtype=float), pick_groups(picks),
+                   model_classes=model_classes)
     ax.set_xlabel("t-SNE 1")
     ax.set_ylabel("t-SNE 2")
     if title:

@@ -36,22 +36,33 @@ def prediction_features(features: pd.DataFrame, predicted: pd.DataFrame, rows) -
     return out
 
 
-def write_predictions(layer, predicted: pd.DataFrame, rows) -> None:
+def write_predictions(layer, predicted: pd.DataFrame, rows, model_classes=None) -> None:
     """Write prediction columns into a Points ``layer`` for every point; colour its borders by class.
 
     ``layer`` is a napari Points layer (used through its attributes: this module imports no
-    napari). See :func:`prediction_features` for ``predicted`` and ``rows``. Points added by
-    hand later start with no class; the border colour follows ``class_name`` through the one
-    palette, as :func:`napari_cryo_openset.layers.picks_layer` sets it up.
+    napari). See :func:`prediction_features` for ``predicted`` and ``rows``. ``model_classes``:
+    the class list of the model that predicted (kept in the layer's metadata; the palette's
+    order). Points added by hand later start with no class.
     """
     from .layers import pick_feature_defaults
-    from .palette import class_colors
 
     features = prediction_features(layer.features, predicted, rows)
     layer.features = features
     layer.feature_defaults = pick_feature_defaults(features)
-    layer.border_color_cycle = class_colors(features["class_name"])
-    layer.border_color = "class_name"
+    color_picks(layer, model_classes)
+
+
+def color_picks(layer, model_classes=None) -> None:
+    """Colour the borders of a Points ``layer`` by group through the one palette: classes in the
+    order of the model's class list (``model_classes``, else the one kept in its metadata),
+    each unknown cluster its shade, ``unknown``/``empty`` their reserved colours."""
+    from .layers import MODEL_CLASSES_KEY, pick_colors
+
+    if model_classes is not None:
+        layer.metadata[MODEL_CLASSES_KEY] = [str(c) for c in model_classes]
+    if not len(layer.data):
+        return
+    layer.border_color = pick_colors(layer.features, layer.metadata.get(MODEL_CLASSES_KEY))
     layer.refresh()
 
 

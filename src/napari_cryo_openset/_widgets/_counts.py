@@ -25,12 +25,12 @@ class CountsTable(QTableWidget):
         self._fit_height(0)
 
     def fill(self, names, class_names=()) -> dict[str, int]:
-        """Show the counts of ``names`` (colours over ``names`` and the model's ``class_names``); return them."""
+        """Show the counts of ``names`` (colours in the order of the model's ``class_names``); return them."""
         from ..palette import class_colors
         from ..picks import class_counts
 
         counts = class_counts(names)
-        colors = class_colors(list(counts) + list(class_names))
+        colors = class_colors(list(counts), list(class_names) or None)
         self.setRowCount(len(counts))
         for i, (name, count) in enumerate(counts.items()):
             item = QTableWidgetItem(str(name))

@@ -32,6 +32,23 @@ def ortho_slices(volume: np.ndarray, centre_zyx, half: int) -> list[np.ndarray]:
     return [box[half], box[:, half, :], box[:, :, half]]
 
 
+def circled(pixmap: QPixmap, radius_fraction: float, color: str = "#ffd700") -> QPixmap:
+    """``pixmap`` with a circle at its centre, ``radius_fraction`` of its width across as radius."""
+    from qtpy.QtCore import QPointF
+    from qtpy.QtGui import QColor, QPainter, QPen
+
+    out = QPixmap(pixmap)
+    painter = QPainter(out)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    pen = QPen(QColor(color))
+    pen.setWidthF(1.5)
+    painter.setPen(pen)
+    r = float(radius_fraction) * out.width()
+    painter.drawEllipse(QPointF(out.width() / 2.0, out.height() / 2.0), r, r)
+    painter.end()
+    return out
+
+
 def central_slices(volume: np.ndarray) -> list[np.ndarray]:
     """The XY, XZ and YZ slices through the centre of a (Z, Y, X) box."""
     v = np.asarray(volume, dtype=np.float32)

@@ -46,6 +46,7 @@ from ._counts import CountsTable
 from ._form import param_spin
 from ._task import TaskRunner, report_error
 from .state import follow, viewer_state
+from ._tell import tell
 
 METHODS = {"3D-ADA": "ada", "MLUDA": "mluda"}
 _NO_MODEL = "No model: simulate && train one in the Model widget, or Load model…"
@@ -210,7 +211,7 @@ class AdaptWidget(QWidget):
 
     def load_model(self, path):
         """Load a source model bundle; on failure, say why and keep the current model."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error
 
         bundle = load_bundle_or_report(path)
         if bundle is None:
@@ -222,12 +223,12 @@ class AdaptWidget(QWidget):
         recorded = bundle.provenance.get("source_path") if isinstance(bundle.provenance, dict) else None
         if self.source is None and isinstance(recorded, str) and recorded and Path(recorded).is_file():
             self.set_source(recorded, quiet=True)  # the set the model records it was trained on
-        show_info(f"Adapt: loaded model {Path(path).name}")
+        tell(self.viewer, f"Adapt: loaded model {Path(path).name}")
         return bundle
 
     def set_source(self, path, quiet: bool = False):
         """Use the simulated set at ``path`` (``.npz`` from ``simulate``) as the source data."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error
 
         from ..errors import CryoOpensetError
         from ..simulate.datasets import load_dataset
@@ -249,7 +250,7 @@ class AdaptWidget(QWidget):
             return None
         self._use_source(data, Path(path).name)
         if not quiet:
-            show_info(f"Adapt: source set {Path(path).name}")
+            tell(self.viewer, f"Adapt: source set {Path(path).name}")
         return data
 
     def _choose_model(self) -> None:
@@ -389,7 +390,7 @@ class AdaptWidget(QWidget):
         self.runner.cancel()
 
     def _on_adapted(self, adaptation) -> None:
-        from napari.utils.notifications import show_info, show_warning
+        from napari.utils.notifications import show_warning
 
         self._redraw.stop()
         self.redraw_plot()
@@ -411,7 +412,7 @@ class AdaptWidget(QWidget):
                 + (" (boxes resampled to the model's voxel size)" if adaptation.resampled else ""))
         self.summary.setText(f"{text}. The table counts the picks at the threshold in use.")
         if written:
-            show_info(f"Adapt: {text}")
+            tell(self.viewer, f"Adapt: {text}")
         else:
             layer = self._target[0]
             show_warning(f"Adapt: the picks of '{layer.name}' changed during adaptation; the adapted model is kept "
@@ -429,7 +430,7 @@ class AdaptWidget(QWidget):
         self._fill_counts(picks.loc[active, "class_name"].astype(str).to_numpy())
         if layer not in self.viewer.layers or len(layer.data) != n:
             return False
-        write_predictions(layer, picks, rows)
+        write_predictions(layer, picks, rows, self.adapted.class_names)
         counts = picks.loc[active, "class_name"].astype(str).value_counts().to_dict()
         layer.metadata[PREDICTION_KEY] = {
             "model": self.adapted.describe(), "method": self.adapted.provenance.get("adaptation", {}).get("method"),

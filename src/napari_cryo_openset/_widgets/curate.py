@@ -1,7 +1,11 @@
 """Curate widget: review picks one by one, accept or reject them, undo.
 
 - Steps through the picks of a Points layer, ordered by score (or unknown score, or file order).
-- Centres the view on the current pick (slice and camera) and shows its XY, XZ and YZ slices.
+- Centres the view on the current pick (slice and camera) and shows its XY, XZ and YZ slices, cut
+  from the *raw* tomogram the picks were made in (never the DoG preview), with grey levels from
+  the box itself, the protein dark whatever the tomogram's polarity, an optional light low-pass
+  and a circle at the pick's diameter (:mod:`napari_cryo_openset.thumbnails`); above them the
+  pick's predicted class, confidence and unknown score.
 - Keys on the picks layer: **A** accept, **R** reject, **N** next, **B** back, **U** undo.
 - Rejected picks are hidden (``shown``) and marked ``rejected`` — never deleted. Adding,
   deleting or moving points with napari's own tools keeps the features table consistent (new
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
@@ -26,14 +31,14 @@ from ..layers import DIAMETER_KEY, SCORE_THRESHOLD_KEY
 from .._viewer import go_to_pick
 from ._choice import PICKS, LayerCombo, is_tomogram_layer, to_image_voxels
 from ._layout import form
-from ._views import gray_pixmap, ortho_slices, slice_views
+from ._views import circled, gray_pixmap, ortho_slices, slice_views  # noqa: F401 (ortho_slices re-exported)
 
 ORDERS = {
     "score (high → low)": ("score", False),
     "unknown score (high → low)": ("unknown_score", False),
     "file order": (None, True),
 }
-_VIEW_PX = 120
+_VIEW_PX = 160  # each thumbnail, pixels: large enough to judge a pick
 
 
 @dataclass
@@ -64,6 +69,14 @@ class CurateWidget(QWidget):
         self.undo_button = QPushButton("Undo (U)")
         self.info = QLabel("No picks layer")
         self.info.setWordWrap(True)
+        self.call = QLabel("")  # the pick's predicted class, confidence, unknown score
+        self.call.setWordWrap(True)
+        self.lowpass = QCheckBox("Light low-pass (σ 1 voxel)")
+        self.lowpass.setToolTip("Smooth the slices a little (Gaussian, σ = 1 voxel) to see the particle in the noise")
+        self.polarity = QComboBox()
+        self.polarity.addItems(["dark", "bright"])
+        self.polarity.setToolTip("Is protein dark (raw reconstruction) or bright (inverted) in this tomogram? "
+                                 "The slices always show protein dark. Taken from the picking run when known.")
         self.progress_label = QLabel("")
         grid, self.views = slice_views(_VIEW_PX)
 
@@ -75,10 +88,13 @@ class CurateWidget(QWidget):
         decide.addWidget(self.reject_button)
         decide.addWidget(self.undo_button)
         layout = QVBoxLayout(self)
-        layout.addLayout(form([("Picks layer", self.layer_combo), ("Order", self.order_combo)]))
+        layout.addLayout(form([("Picks layer", self.layer_combo), ("Order", self.order_combo),
+                               ("Protein is", self.polarity)]))
         layout.addLayout(nav)
         layout.addLayout(decide)
+        layout.addWidget(self.call)
         layout.addLayout(grid)
+        layout.addWidget(self.lowpass)
         layout.addWidget(self.info)
         layout.addWidget(self.progress_label)
         layout.addStretch(1)
@@ -88,6 +104,8 @@ class CurateWidget(QWidget):
         self.accept_button.clicked.connect(lambda: self.decide("accepted"))
         self.reject_button.clicked.connect(lambda: self.decide("rejected"))
         self.undo_button.clicked.connect(self.undo)
+        self.lowpass.toggled.connect(lambda _: self._update_view())
+        self.polarity.currentTextChanged.connect(lambda _: self._update_view())
         self.layer_combo.layer_changed.connect(self._on_layer_chosen)
         self.order_combo.currentTextChanged.connect(lambda _: self._reorder(keep_current=True))
         self._on_layer_chosen(self.layer_combo.layer())
@@ -110,6 +128,9 @@ class CurateWidget(QWidget):
             self._update_view()
             return
         _ensure_curation(layer)
+        polarity = _known_polarity(layer)
+        if polarity is not None:
+            self.polarity.setCurrentText(polarity)
         layer.events.data.connect(self._on_data_changed)
         for key, func in (
             ("a", lambda ly: self.decide("accepted")),
@@ -132,6 +153,10 @@ class CurateWidget(QWidget):
             _reset_added(self._layer, getattr(event, "data_indices", ()))
         _ensure_curation(self._layer)
         self._undo = [c for c in self._undo if c.index < len(self._layer.data)]
+        self._reorder(keep_current=True)
+
+    def refresh(self) -> None:
+        """Order the picks again (e.g. after the Pick threshold moved), staying on the current one."""
         self._reorder(keep_current=True)
 
     def _reorder(self, keep_current: bool) -> None:
@@ -204,9 +229,12 @@ class CurateWidget(QWidget):
 
     # --- display --------------------------------------------------------------------------
     def _image_for(self, layer):
-        """The tomogram the picks belong to: the newest one at the same voxel size."""
+        """The raw tomogram the picks belong to: the one they were picked in, else the newest one at
+        the same voxel size (never a DoG preview or an average)."""
+        source = layer.metadata.get("source_image") if isinstance(layer.metadata, dict) else None
         images = [ly for ly in self.viewer.layers if is_tomogram_layer(ly) and np.allclose(ly.scale, layer.scale)]
-        return images[-1] if images else None
+        named = [ly for ly in images if ly.name == source]
+        return (named or images or [None])[-1]
 
     def _update_view(self) -> None:
         layer = self._layer
@@ -214,6 +242,7 @@ class CurateWidget(QWidget):
         if layer is None or i is None:
             self.info.setText("No picks to review" if layer is not None else "No picks layer")
             self.progress_label.setText("")
+            self.call.setText("")
             for view in self.views:
                 view.clear()
             return
@@ -225,22 +254,53 @@ class CurateWidget(QWidget):
             f"{int((curation == 'rejected').sum())} rejected"
         )
         parts = [f"Pick {self._pos + 1} of {len(self._order)} (#{i})", f"state: {curation.iloc[i]}"]
-        for column, label in (("score", "score"), ("class_name", "class"), ("confidence", "confidence"), ("unknown_score", "unknown score")):
-            if column in feats.columns:
-                value = feats[column].iloc[i]
-                parts.append(f"{label}: {value:.3g}" if isinstance(value, (float, np.floating)) else f"{label}: {value}")
+        if "score" in feats.columns and np.isfinite(float(feats["score"].iloc[i])):
+            parts.append(f"score: {float(feats['score'].iloc[i]):.3g}")
         self.info.setText(" · ".join(parts))
+        self.call.setText(_call_text(feats, i))
         go_to_pick(self.viewer, layer, i)
         image = self._image_for(layer)
         if image is None:
             return
+        from ..thumbnails import particle_view
+
         diameter = layer.metadata.get(DIAMETER_KEY) if isinstance(layer.metadata, dict) else None
-        half = int(round(diameter / float(np.mean(layer.scale)))) if diameter else 16
-        half = max(4, min(half, 48))
-        lo, hi = image.contrast_limits
+        if "diameter" in feats.columns and np.isfinite(float(feats["diameter"].iloc[i])):
+            diameter = float(feats["diameter"].iloc[i])
+        voxel = float(np.mean(image.scale[-3:]))
         zyx = to_image_voxels(layer, image, np.asarray(layer.data[i], dtype=float))
-        for view, plane in zip(self.views, ortho_slices(image.data, zyx, half)):
-            view.setPixmap(gray_pixmap(plane, lo, hi, _VIEW_PX, smooth=False))
+        data = image.data[0] if getattr(image, "multiscale", False) else image.data
+        view = particle_view(data, zyx, diameter / voxel if diameter else 16.0, self.polarity.currentText(),
+                             self.lowpass.isChecked())
+        lo, hi = view.limits
+        for label, plane in zip(self.views, view.planes):
+            label.setPixmap(circled(gray_pixmap(plane, lo, hi, _VIEW_PX, smooth=False), view.radius / plane.shape[0]))
+
+
+def _call_text(feats, i: int) -> str:
+    """The predicted class (or cluster), confidence and unknown score of pick ``i`` (rich text)."""
+    from ..layers import pick_groups
+
+    if "class_name" not in feats.columns or str(feats["class_name"].iloc[i]) in ("", "nan"):
+        return "not classified yet (Model ▸ Predict, or Adapt)"
+    group = str(pick_groups(feats.iloc[[i]])[0])
+    parts = [f"<b>{group}</b>"]
+    for column, label in (("confidence", "confidence"), ("unknown_score", "unknown score")):
+        if column in feats.columns and np.isfinite(float(feats[column].iloc[i])):
+            parts.append(f"{label} {float(feats[column].iloc[i]):.3g}")
+    return " · ".join(parts)
+
+
+def _known_polarity(layer) -> str | None:
+    """The polarity the picks were made or classified with, if the layer records it."""
+    meta = layer.metadata if isinstance(layer.metadata, dict) else {}
+    for key in ("prediction", "picking"):
+        entry = meta.get(key)
+        if isinstance(entry, dict):
+            polarity = entry.get("polarity") or (entry.get("params") or {}).get("polarity")
+            if polarity in ("dark", "bright"):
+                return polarity
+    return None
 
 
 def _reset_added(layer, indices) -> None:

@@ -52,6 +52,7 @@ from ..params import DatasetParams, TrainParams
 from ._form import param_spin, spin
 from ._task import TaskRunner
 from .state import viewer_state
+from ._tell import tell
 
 _TEMPLATE_FILTER = (
     "Maps and atomic models (*.mrc *.map *.ccp4 *.mrcs *.rec *.pdb *.ent *.cif *.mmcif *.gz);;All files (*)"
@@ -432,7 +433,6 @@ class ModelWidget(QWidget):
     def use_training_result(self, result) -> None:
         """Use a completed :class:`~napari_cryo_openset.train.TrainResult`: its bundle becomes the
         current model, published (with the set it learned) for the other widgets."""
-        from napari.utils.notifications import show_info
 
         from ..checkpoint import bundle_from_training
 
@@ -445,7 +445,7 @@ class ModelWidget(QWidget):
                 f"{len(result.history)}); classes: {', '.join(result.class_names)}; {result.stopped}; "
                 f"{result.seconds:.0f} s on {result.device}.")
         self.summary.setText(text)
-        show_info(f"Model: {text}")
+        tell(self.viewer, f"Model: {text}")
 
     def cancel(self) -> None:
         """Cancel the running job (training or prediction); its result is discarded."""
@@ -459,7 +459,6 @@ class ModelWidget(QWidget):
 
     def load_model(self, path):
         """Load a model bundle from ``path``; on failure, say why and keep the current model."""
-        from napari.utils.notifications import show_info
 
         bundle = load_bundle_or_report(path)
         if bundle is None:
@@ -471,7 +470,7 @@ class ModelWidget(QWidget):
         acc = training.get("val_accuracy")
         acc_s = f" Validation accuracy {float(acc):.3f}." if isinstance(acc, (int, float)) else ""
         self.summary.setText(f"Loaded {Path(path).name}: {bundle.describe()}.{acc_s}")
-        show_info(f"Model: loaded {Path(path).name}")
+        tell(self.viewer, f"Model: loaded {Path(path).name}")
         return bundle
 
     def _choose_save_path(self) -> None:
@@ -511,19 +510,20 @@ class ModelWidget(QWidget):
                                  on_result=self._on_predicted, label=f"Predicting {points.name}")
 
     def _on_predicted(self, result) -> None:
-        from napari.utils.notifications import show_info, show_warning
+        from napari.utils.notifications import show_warning
 
         layer, n, rows = self._predict_target
         if layer not in self.viewer.layers or len(layer.data) != n:
             show_warning(f"Model: the picks of '{layer.name}' changed during prediction; run Predict again.")
             return
         self.prediction = result
-        write_predictions(layer, result.picks, rows)
+        write_predictions(layer, result.picks, rows,
+                          self.bundle.class_names if self.bundle is not None else None)
         layer.metadata[PREDICTION_KEY] = {
             "model": self.bundle.describe() if self.bundle is not None else "",
             "polarity": result.polarity, "resampled": bool(result.resampled), "counts": dict(result.counts),
         }
         text = result.summary() + (" (boxes resampled to the model's voxel size)" if result.resampled else "")
         self.predict_summary.setText(text)
-        show_info(f"Model: {text}")
+        tell(self.viewer, f"Model: {text}")
 

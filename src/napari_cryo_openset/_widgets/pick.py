@@ -33,6 +33,7 @@ from ._layout import form
 from ..params import PickingParams
 from ._form import param_spin
 from ._task import TaskRunner
+from ._tell import tell
 
 _SLIDER_STEPS = 1000
 
@@ -167,8 +168,6 @@ class PickWidget(QWidget):
         )
 
     def _on_result(self, output) -> None:
-        from napari.utils.notifications import show_info
-
         from .._viewer import show_particles_across_slices
 
         result, response = output
@@ -200,12 +199,12 @@ class PickWidget(QWidget):
                 contrast_limits=(float(lo), float(hi)), visible=True, opacity=0.6,
             )
             self.viewer.layers.move(self.viewer.layers.index(self.points_layer), len(self.viewer.layers) - 1)
-        show_particles_across_slices(self.viewer, result.params.largest_diameter)
+        display = show_particles_across_slices(self.viewer, result.params.largest_diameter)
         self._setup_slider(result)
-        self.summary.setText(result.message or result.summary())
+        self.summary.setText(f"{result.message or result.summary()}. Display: {display}.")
         if image is not None:
             self.viewer.layers.selection.active = self.points_layer
-        show_info(f"Pick: {result.summary()}")
+        tell(self.viewer, f"Pick: {result.summary()}")
 
     # --- live threshold -------------------------------------------------------------------
     def _setup_slider(self, result) -> None:

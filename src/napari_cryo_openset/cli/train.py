@@ -48,14 +48,20 @@ class _TrainReporter:
     """Progress of ``train_source``: a tqdm bar of steps, and one line per finished epoch."""
 
     def __init__(self, quiet: bool) -> None:
+        from ..progress import PlainLines, is_terminal
+
         self.quiet = quiet
         self.bar = None
+        # a log (stderr not a terminal): plain periodic lines instead of a bar
+        self.plain = None if quiet or is_terminal(sys.stderr) else PlainLines(sys.stderr, desc="train")
 
     def __call__(self, event) -> None:
         from tqdm.auto import tqdm
 
         metrics = getattr(event, "metrics", None) or {}
-        if self.bar is None and event.total > 1:
+        if self.plain is not None and event.total > 1:
+            self.plain(event)
+        elif self.bar is None and event.total > 1:
             self.bar = tqdm(total=event.total, desc="train", file=sys.stderr, disable=self.quiet or None,
                             leave=False, unit="step")
         if self.bar is not None:

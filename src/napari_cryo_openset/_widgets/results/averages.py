@@ -18,7 +18,8 @@ class AveragePreview(QGroupBox):
         self.label = QLabel("Select a row to see its average.")
         self.label.setWordWrap(True)
         self.add_button = QPushButton("Add average as layer")
-        self.add_button.setToolTip("An image layer of the selected row's average, at the model's voxel size")
+        self.add_button.setToolTip("An image layer of the selected row's average, at the model's voxel size, "
+                                   "centred on the group's most central pick (to compare it with the particle)")
         layout = QVBoxLayout(self)
         layout.addLayout(grid)
         layout.addWidget(self.label)
@@ -44,14 +45,26 @@ class AveragePreview(QGroupBox):
                            "look, not a structure.")
 
 
-def add_average_layer(viewer, group: str, average, count: int, voxel_size: float):
+def average_translate(centre_world, box: int, voxel_size: float) -> tuple[float, float, float]:
+    """The ``translate`` (Å, Z Y X) that puts the centre of a ``box``³ average of ``voxel_size`` Å at
+    ``centre_world`` (Å): napari draws voxel i at translate + i · scale."""
+    import numpy as np
+
+    return tuple(float(c) - (box - 1) / 2.0 * float(voxel_size) for c in np.asarray(centre_world, dtype=float)[-3:])
+
+
+def add_average_layer(viewer, group: str, average, count: int, voxel_size: float, centre_world=None):
     """Add ``average`` (a (B, B, B) box of ``group``, ``voxel_size`` Å) as a grey Image layer; return it.
 
-    Its metadata marks it as an average, so no widget offers it as a tomogram to work on.
+    ``centre_world`` (Å, Z Y X): where its centre goes — one of the group's picks, so the average
+    sits on a particle it was made from, at its own voxel size (None: the origin). Its metadata
+    marks it as an average, so no widget offers it as a tomogram to work on.
     """
     from ...layers import ANGSTROM, AVERAGE_OF_KEY
 
     vs = float(voxel_size)
-    return viewer.add_image(average, name=f"average {group}", scale=(vs, vs, vs), units=ANGSTROM, colormap="gray",
-                            contrast_limits=limits(average),
-                            metadata={AVERAGE_OF_KEY: group, "count": int(count), "voxel_size": (vs, vs, vs)})
+    translate = average_translate(centre_world, average.shape[0], vs) if centre_world is not None else (0.0,) * 3
+    return viewer.add_image(average, name=f"average {group}", scale=(vs, vs, vs), translate=translate, units=ANGSTROM,
+                            colormap="gray", contrast_limits=limits(average), projection_mode="none",
+                            metadata={AVERAGE_OF_KEY: group, "count": int(count), "voxel_size": (vs, vs, vs),
+                                      "centre": None if centre_world is None else [float(c) for c in centre_world]})

@@ -33,6 +33,7 @@ from .model_choice import ModelChoice
 from .table import GroupTable
 
 from .groups import NO_PREDICTIONS
+from .._tell import tell
 
 
 class ResultsWidget(QWidget):
@@ -187,7 +188,24 @@ class ResultsWidget(QWidget):
             show_warning("Results: select a class or cluster with an average (run Embed & cluster first).")
             return None
         avg, n = averages[group]
-        return add_average_layer(self.viewer, group, avg, n, self.result.voxel_size)
+        centre, row = self._group_centre(group)
+        layer = add_average_layer(self.viewer, group, avg, n, self.result.voxel_size, centre)
+        if row is not None:
+            tell(self.viewer, f"Results: average of {group} added at pick #{row} (the group's most central pick), "
+                              f"{self.result.voxel_size:g} Å/voxel")
+        return layer
+
+    def _group_centre(self, group: str):
+        """World position (Å) and row of the pick of ``group`` nearest the group's centroid (None, None: none)."""
+        layer = self._layer
+        if layer is None:
+            return None, None
+        members = np.flatnonzero(self.view.members(group))
+        if not members.size:
+            return None, None
+        world = np.array([layer.data_to_world(layer.data[i]) for i in members], dtype=float)
+        k = int(np.argmin(np.linalg.norm(world - world.mean(axis=0), axis=1)))
+        return world[k], int(members[k])
 
     # --- embedding ----------------------------------------------------------------------------
     def _set_busy(self, busy: bool) -> None:
@@ -241,7 +259,7 @@ class ResultsWidget(QWidget):
         self.runner.cancel()
 
     def _on_embedded(self, result) -> None:
-        from napari.utils.notifications import show_info, show_warning
+        from napari.utils.notifications import show_warning
 
         layer, n, rows, snapshot = self._target
         if layer not in self.viewer.layers or len(layer.data) != n or prediction_snapshot(layer) != snapshot:
@@ -256,7 +274,7 @@ class ResultsWidget(QWidget):
                 self._set_hidden(hidden)
             else:
                 self.refresh()
-        show_info(f"Results: {result.summary()}; polarity {result.polarity}; {result.embedding.seconds:.0f} s")
+        tell(self.viewer, f"Results: {result.summary()}; polarity {result.polarity}; {result.embedding.seconds:.0f} s")
 
     # --- export -------------------------------------------------------------------------------
     def save_picks(self, path, only_selected: bool | None = None) -> Path | None:

@@ -81,6 +81,7 @@ def write_embedding(layer, result, rows) -> list[str]:
     import pandas as pd
 
     from ...layers import pick_feature_defaults
+    from ...predictions import color_picks
 
     n = len(layer.data)
     features = layer.features.copy().reset_index(drop=True)
@@ -95,4 +96,5 @@ def write_embedding(layer, result, rows) -> list[str]:
                                      "voxel_size": result.voxel_size}
     layer.features = features
     layer.feature_defaults = pick_feature_defaults(features)  # hand-added points: no map, no cluster
+    color_picks(layer)  # each cluster its shade of the unknown family
     return hidden

@@ -32,8 +32,9 @@ def hide_groups(layer, hidden) -> None:
     above the live threshold) and in no hidden group; the groups go into its metadata."""
     from ...layers import visible_picks_mask
 
-    layer.metadata[HIDDEN_GROUPS_KEY] = sorted(hidden)
     layer.shown = visible_picks_mask(layer.features, layer.metadata.get(SCORE_THRESHOLD_KEY), sorted(hidden))
+    # a new metadata dict: its event tells the legend (``shown`` has no event of its own)
+    layer.metadata = {**layer.metadata, HIDDEN_GROUPS_KEY: sorted(hidden)}
 
 
 @dataclass
@@ -46,6 +47,7 @@ class PicksGroups:
     hidden: set = field(default_factory=set)  # groups hidden by the user
     palette: dict = field(default_factory=dict)  # class name → colour, as the layer's borders
     order: list = field(default_factory=list)  # the groups of the active picks, table order
+    model_classes: list | None = None  # the class list of the model that predicted (palette order)
 
     @classmethod
     def of(cls, layer) -> PicksGroups:
@@ -62,8 +64,12 @@ class PicksGroups:
         if {"tsne_x", "tsne_y"} <= set(features.columns):
             xy = features[["tsne_x", "tsne_y"]].to_numpy(dtype=float)
             xy = xy if np.isfinite(xy).all(axis=1).any() else None
+        from ...layers import MODEL_CLASSES_KEY
+
         names = features["class_name"].astype(str) if "class_name" in features.columns else []
-        return cls(groups, active, xy, hidden_groups(layer), class_colors(names), group_order(groups[active]))
+        model_classes = layer.metadata.get(MODEL_CLASSES_KEY)
+        palette = class_colors(names, model_classes)
+        return cls(groups, active, xy, hidden_groups(layer), palette, group_order(groups[active]), model_classes)
 
     def count(self, group: str) -> int:
         """Active picks in ``group``."""

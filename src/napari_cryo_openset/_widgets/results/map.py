@@ -54,7 +54,8 @@ class EmbeddingMap(FigureCanvasQTAgg):
             self.setVisible(False)
             return
         xy = np.where(view.active[:, None], view.xy, np.nan)  # rejected / below threshold: not on the map
-        self.map_rows = draw_embedding(ax, xy, view.groups, hidden=view.hidden_mask, style=self.style)
+        self.map_rows = draw_embedding(ax, xy, view.groups, hidden=view.hidden_mask, style=self.style,
+                                       model_classes=view.model_classes)
         self._map_xy = view.xy[self.map_rows]
         fg = self.style.foreground
         (self.selection_ring,) = ax.plot([], [], "o", ms=9, mfc="none", mec=fg, mew=1.4)
