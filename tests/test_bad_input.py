@@ -320,7 +320,7 @@ def test_overwrite_keeps_the_earlier_set_when_writing_fails(files, tmp_path, cap
     outdir = tmp_path / "out" / "run"
     before = _earlier_run(outdir)
 
-    def disk_full(picks, path, title=""):
+    def disk_full(picks, path, title="", **_):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(pipeline, "plot_embedding", disk_full)
