@@ -125,10 +125,8 @@ class AdaRounds(Rounds):
                     if bool(has_ce.any()):
                         ce_l = F.cross_entropy(self.head(h_j[n_j:][has_ce]).float(), y_l[has_ce])
                         loss = loss_t + self.params.label_weight * ce_l
-            if not torch.isfinite(loss):
-                return None
             self.opt_t.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # a NaN/inf shows in the returned losses: run_rounds restores the last good weights
             self.opt_t.step()
         out = {"loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
         if ce_l is not None:
