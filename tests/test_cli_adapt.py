@@ -269,3 +269,80 @@ def test_errors_through_the_console_script(scene, tmp_path):
     assert result.returncode == 2
     assert _one_error_line(result.stderr) == result.stderr.strip()
     assert "--source" in result.stderr and not (tmp_path / "a.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# adapt --labels: refine with the user's curated labels
+# --------------------------------------------------------------------------------------------
+
+
+def _labels(picks, labels: dict):
+    from napari_cryo_openset.curation import set_curated_class
+
+    out = picks.copy()
+    for row, name in labels.items():
+        out = set_curated_class(out, [row], name)
+    return out
+
+
+def test_adapt_with_labels_refines_and_keeps_them(model, source, scene, workdir, tmp_path):
+    import contextlib
+    import io
+
+    from napari_cryo_openset.checkpoint import load_bundle
+    from napari_cryo_openset.io import read_picks, write_picks
+
+    _, _, picks = scene
+    given = {2: "1bxn", 3: "2cg9", 5: "unknown", 7: "1qvr"}
+    labels = write_picks(tmp_path / "curated.star", _labels(picks, given), voxel_size=VOXEL)
+    out, pred = tmp_path / "refined.pt", tmp_path / "refined.star"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = _adapt(model, source, scene, out, "mluda", "--labels", labels, "--predictions", pred, "--quiet")
+    text = err.getvalue()
+    assert rc == 0, text
+    assert "4 curated picks (1bxn 1, 1qvr 1, 2cg9 1, unknown 1); 4 matched to --picks, 0 added" in text
+    assert "refined with 4 curated labels" in text and "not recalibrated on the labels" in text
+    table = read_picks(pred)
+    assert {i: table.loc[i, "curated_class"] for i in given} == given
+    assert (table.drop(index=list(given))["curated_class"] == "").all()
+    assert "_cosCuratedClassName" in pred.read_text()
+    bundle = load_bundle(out)
+    assert bundle.provenance["adaptation"]["labels_file"].endswith("curated.star")
+    assert bundle.provenance["adaptation"]["curated_labels"]["n"] == 4
+
+
+def test_bad_labels(model, source, scene, tmp_path, capsys):
+    from napari_cryo_openset.io import write_picks
+
+    tomo, star, picks = scene
+    out = tmp_path / "a.pt"
+
+    def argv(labels):
+        return ["adapt", model, "--source", source, "--tomo", tomo, "--picks", star, "--method", "mluda", "-o", out,
+                "--labels", labels, "--iterations", "2", "--device", "cpu"]
+
+    _fails(argv(tmp_path / "none.star"), ["--labels", "none.star", "does not exist"], out, capsys)
+    write_picks(tmp_path / "plain.star", picks)
+    _fails(argv(tmp_path / "plain.star"), ["--labels", "plain.star", "no curated labels"], out, capsys)
+    foreign = _labels(picks, {2: "4v4r", 3: "ribosome", 4: "1bxn"})
+    write_picks(tmp_path / "foreign.star", foreign)
+    _fails(argv(tmp_path / "foreign.star"), ["--labels", "foreign.star", "'4v4r', 'ribosome'", "not classes of the model",
+                                             "1bxn, 1qvr, 2cg9, empty", "'unknown'"], out, capsys)
+    on_rejected = picks.copy()
+    on_rejected.loc[0, "curation"] = "accepted"  # rejected in --picks
+    write_picks(tmp_path / "on_rejected.star", _labels(on_rejected, {0: "1bxn"}))
+    _fails(argv(tmp_path / "on_rejected.star"), ["--labels", "on_rejected.star", "rejected pick"], out, capsys)
+    rejected = _labels(picks, {3: "1bxn"})
+    rejected.loc[3, "curation"] = "rejected"
+    write_picks(tmp_path / "rejected.star", rejected)
+    _fails(argv(tmp_path / "rejected.star"), ["--labels", "rejected.star", "rejected pick", "carry a curated label"],
+           out, capsys)
+    outside = _labels(picks, {3: "1bxn"})
+    outside.loc[3, "x"] = 500.0
+    write_picks(tmp_path / "outside.star", outside)
+    _fails(argv(tmp_path / "outside.star"), ["--labels", "outside.star", "outside the tomogram", "another tomogram"],
+           out, capsys)
+    write_picks(tmp_path / "binned.star", _labels(picks, {3: "1bxn"}), voxel_size=2 * VOXEL)
+    _fails(argv(tmp_path / "binned.star"), ["--labels", "binned.star", "20 Å voxels", "has 10 Å",
+                                            "another tomogram"], out, capsys)

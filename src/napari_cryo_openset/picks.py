@@ -15,6 +15,12 @@ Optional picking column: ``diameter`` (float64, Å) — the particle diameter th
 (the scale of a multi-scale DoG run; the run's diameter for one scale), STAR
 ``cosDiameterAngst``; files without it read as before (no column).
 
+Optional curation column: ``curated_class`` (str) — the class the *user* gave the pick (a model
+class name or ``unknown``; empty = no curated label; NaN reads as empty), STAR/CSV
+``cosCuratedClassName``. It sits beside the predicted ``class_name``, which it never replaces;
+only the user sets it (:mod:`napari_cryo_openset.curation`), and every stage carries it through
+unchanged. Files without it read as before (no column).
+
 Optional prediction columns (written by later stages) are ``class_name`` (str, template name
 or ``unknown``), ``confidence`` (0..1), ``unknown_score`` (higher = more likely unknown),
 ``is_unknown`` (bool), ``template_correlation`` (float, the pick's best correlation with the
@@ -54,12 +60,13 @@ STAR_COLUMNS: dict[str, str] = {
     "cluster": "cosCluster",
     "diameter": "cosDiameterAngst",
     "template_correlation": "cosTemplateCorrelation",
+    "curated_class": "cosCuratedClassName",
 }
 FROM_STAR: dict[str, str] = {v: k for k, v in STAR_COLUMNS.items()}
 
 _FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y", "diameter",
                   "template_correlation")
-_STRING_COLUMNS = ("class_name", "curation")
+_STRING_COLUMNS = ("class_name", "curation", "curated_class")
 
 
 def make_picks(

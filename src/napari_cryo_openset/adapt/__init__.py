@@ -1,7 +1,8 @@
 """On-the-fly domain adaptation: 3D-ADA (:mod:`.ada`), MLUDA (:mod:`.mluda`), losses (:mod:`.losses`).
 
 Entry points: :func:`adapt_boxes` (canonical target boxes) and :func:`adapt_to_tomogram`
-(extract the active picks of a tomogram, adapt, predict). Both are generators yielding
+(extract the active picks of a tomogram, adapt, predict); :func:`refine_with_labels` (the same
+with the user's curated picks as labelled targets, :mod:`.refine`). Both are generators yielding
 :class:`~napari_cryo_openset.progress.Progress` and returning the result; parameters in
 :class:`AdaptParams`. No Qt or napari imports; torch is loaded when a name is first used.
 """
@@ -21,6 +22,9 @@ _EXPORTS = {
     "adapt_boxes": "run",
     "adapt_to_tomogram": "run",
     "TomogramAdaptation": "run",
+    "refine_with_labels": "refine",
+    "Refinement": "refine",
+    "LabelledTargets": "loop",
 }
 
 __all__ = sorted(_EXPORTS)

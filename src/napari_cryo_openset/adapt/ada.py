@@ -57,7 +57,7 @@ from ..device import autocast
 from ..models import DomainDiscriminator, prepare_batch, to_device
 from ..progress import Progress
 from .common import AdaptParams
-from .loop import Batches, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
+from .loop import Batches, LabelledTargets, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
 from .result import AdaptResult, encode, finish_open_set
 from .source import SourceData
 
@@ -66,8 +66,9 @@ class AdaRounds(Rounds):
     """3D-ADA's round: a discriminator step, then ``k`` target-encoder steps (inverted labels)."""
 
     def __init__(self, bundle: ModelBundle, target: torch.Tensor, params: AdaptParams, device: torch.device,
-                 batch: int) -> None:
+                 batch: int, labelled: LabelledTargets | None = None) -> None:
         self.params, self.target, self.device = params, target, device
+        self.labelled = labelled
         self.model = copy.deepcopy(bundle.model)
         self.source_encoder = to_device(copy.deepcopy(bundle.model.encoder), device).eval()
         for p in self.source_encoder.parameters():
@@ -106,16 +107,31 @@ class AdaRounds(Rounds):
         loss_d.backward()
         self.opt_d.step()
         d_acc = 0.5 * (float((ds < 0).float().mean()) + float((dt > 0).float().mean()))
-        # --- target encoder steps (inverted labels, D recomputed)
+        # --- target encoder steps (inverted labels, D recomputed); the curated picks' cross-entropy
+        # through the frozen classifier rides on the first (refinement, :mod:`.refine`)
+        labelled = self.labelled.batch() if self.labelled is not None else None
+        ce_l = None
         for j in range(self.params.k):
             xt_j = xt if j == 0 else prepare_batch(batches.target(), device)
+            n_j = len(xt_j)
+            x_in = xt_j if labelled is None or j else torch.cat([xt_j, prepare_batch(labelled[0], device)])
             with autocast(device, use_amp):
-                loss_t = F.binary_cross_entropy_with_logits(disc(target_encoder(xt_j).float()).float(),
-                                                            self.zeros[:len(xt_j)])
+                h_j = target_encoder(x_in).float()
+                loss_t = F.binary_cross_entropy_with_logits(disc(h_j[:n_j]).float(), self.zeros[:n_j])
+                loss = loss_t
+                if labelled is not None and j == 0:
+                    y_l = labelled[1].to(device)
+                    has_ce = y_l >= 0
+                    if bool(has_ce.any()):
+                        ce_l = F.cross_entropy(self.head(h_j[n_j:][has_ce]).float(), y_l[has_ce])
+                        loss = loss_t + self.params.label_weight * ce_l
             self.opt_t.zero_grad(set_to_none=True)
-            loss_t.backward()
+            loss.backward()  # a NaN/inf shows in the returned losses: run_rounds restores the last good weights
             self.opt_t.step()
-        return {"loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
+        out = {"loss_d": float(loss_d.detach()), "loss_t": float(loss_t.detach()), "d_acc": d_acc}
+        if ce_l is not None:
+            out["labelled_ce"] = float(ce_l.detach())
+        return out
 
     def check(self) -> dict:
         adapt_batchnorm(self.target_encoder, self.target, self.device)  # exact target statistics, not the EMA
@@ -152,14 +168,15 @@ class AdaRounds(Rounds):
 
 
 def adapt_ada(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-              predict_on=None) -> Generator[Progress, None, AdaptResult]:
+              predict_on=None, labelled: LabelledTargets | None = None) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``bundle``'s encoder to ``target`` boxes (N, 1, B, B, B) with 3D-ADA.
 
     ``predict_on``: the boxes the result predicts (default ``target``; e.g. every pick when
-    ``target`` is a subset of them).
+    ``target`` is a subset of them). ``labelled``: the user's curated target picks (:mod:`.refine`),
+    whose cross-entropy through the frozen classifier joins the target-encoder step (``label_weight``).
     """
     run = yield from run_rounds("3D-ADA", source, target, params,
-                                lambda device, batch: AdaRounds(bundle, target, params, device, batch))
+                                lambda device, batch: AdaRounds(bundle, target, params, device, batch, labelled))
     ada = run.rounds
     if not run.restored:
         adapt_batchnorm(ada.target_encoder, target, run.device)  # the restored weights already carry exact ones

@@ -123,6 +123,50 @@ class Batches:
         return self._boxes(self._target, self._target_indices())
 
 
+class LabelledTargets:
+    """Target picks the user labelled (:mod:`.refine`): their boxes and class indices, in seeded batches.
+
+    ``labels`` index ``class_names`` (the model's); a label ``unknown`` on a model without an
+    ``unknown`` output is −1 (no cross-entropy target; MLUDA still pushes it out of every class
+    radius). Batches of at most ``batch`` labelled boxes (all of them when there are fewer) are
+    drawn from their own seeded generators, so the run's other random draws — and with them a
+    run without labels — are exactly as before.
+    """
+
+    def __init__(self, boxes: torch.Tensor, labels, class_names, seed: int, batch: int = 16,
+                 augment: bool = True) -> None:
+        self.x = torch.as_tensor(boxes, dtype=torch.float32)
+        if self.x.ndim == 4:
+            self.x = self.x[:, None]
+        self.y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        if len(self.x) != len(self.y) or not len(self.y):
+            raise ParameterError(f"labelled targets: {len(self.x)} boxes for {len(self.y)} labels (need ≥ 1 of each, "
+                                 "one per box)")
+        self.class_names = list(class_names)
+        from ..picks import UNKNOWN_CLASS
+
+        self.unknown_label = self.class_names.index(UNKNOWN_CLASS) if UNKNOWN_CLASS in self.class_names else -1
+        self._sampler = BatchSampler(np.arange(len(self.y)), min(int(batch), len(self.y)),
+                                     np.random.default_rng([int(seed), 7919]))
+        self._gen = torch.Generator().manual_seed(int(seed) + 7919)
+        self._augment = augment
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def is_unknown(self, y: torch.Tensor) -> torch.Tensor:
+        """Which of the labels ``y`` say ``unknown``."""
+        return (y == self.unknown_label) | (y < 0)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of labelled boxes (augmented like the source ones) and their class indices."""
+        from ..train import augment_batch
+
+        idx = torch.from_numpy(self._sampler())
+        xb = self.x[idx]
+        return (augment_batch(xb, self._gen, False, 1) if self._augment else xb), self.y[idx]
+
+
 class Rounds:
     """What a method plugs into :func:`run_rounds` (override :meth:`step`, :meth:`check`…)."""
 

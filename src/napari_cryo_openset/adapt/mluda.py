@@ -61,17 +61,22 @@ from .losses import (
     unknown_margin_loss,
     update_centres,
 )
-from .loop import Batches, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
+from .loop import Batches, LabelledTargets, Rounds, adapt_batchnorm, histogram_entropy, run_rounds
 from .result import AdaptResult, encode, finish_open_set
 from .source import SourceData
+
+
+#: Temperature of the prototype cross-entropy on curated picks (squared chord distances, 0 … 4).
+PROTOTYPE_TEMPERATURE = 0.1
 
 
 class MludaRounds(Rounds):
     """MLUDA's round: one source and one target batch, the loss above, then the centre update."""
 
     def __init__(self, bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-                 device: torch.device) -> None:
+                 device: torch.device, labelled: LabelledTargets | None = None) -> None:
         self.params, self.target, self.device = params, target, device
+        self.labelled = labelled
         self.use_amp = params.amp and device.type == "cuda"
         self.model = model = to_device(copy.deepcopy(bundle.model), device)
         self.known = known = source.known_labels
@@ -97,10 +102,14 @@ class MludaRounds(Rounds):
         xs, ys = batches.source()
         ys = ys.to(device)
         xt = batches.target()
+        xl, yl = self.labelled.batch() if self.labelled is not None else (None, None)
+        n_t = len(xt)
         with autocast(device, self.use_amp):
             h_s = model.embed(prepare_batch(xs, device)).float()
-            h_t = model.embed(prepare_batch(xt, device)).float()
+            # the labelled picks are target picks: one forward with the target batch (target BatchNorm statistics)
+            h_t = model.embed(prepare_batch(xt if xl is None else torch.cat([xt, xl]), device)).float()
             logits = model.classify(h_s).float()
+        h_t, h_l = h_t[:n_t], h_t[n_t:]
         phi_s, phi_t = F.normalize(h_s, dim=1), F.normalize(h_t, dim=1)
         ce = F.cross_entropy(logits, ys)
         yk = self.remap[ys]
@@ -115,6 +124,9 @@ class MludaRounds(Rounds):
                if p.unknown_margin and bool(is_unk.any()) else zero)
         coral = coral_loss(self.sqrt_d * phi_s, self.sqrt_d * phi_t) if p.lambda2 > 0 else zero
         loss = ce + p.lambda1 * (pull + sep + unk) + p.lambda2 * coral
+        labelled = self._labelled_loss(h_l, yl) if xl is not None else None
+        if labelled is not None:
+            loss = loss + p.label_weight * labelled[0]
         if not torch.isfinite(loss):
             return None
         self.optimiser.zero_grad(set_to_none=True)
@@ -124,7 +136,39 @@ class MludaRounds(Rounds):
             update_centres(centres, phi_s[is_known].detach(), yk[is_known], p.gamma)
             self.centres = F.normalize(centres, dim=1)
         parts = {"loss": loss, "ce": ce, "pull": pull, "separation": sep, "unknown_margin": unk, "coral": coral}
+        if labelled is not None:
+            parts.update(labelled_ce=labelled[1], labelled_margin=labelled[2])
         return {k: float(v.detach()) for k, v in parts.items()}
+
+    def _labelled_loss(self, h_l: torch.Tensor, y_l: torch.Tensor):
+        """The curated picks' loss (refinement, :mod:`.refine`), on top of the label-free ones.
+
+        MLUDA calls a pick by its nearest centre, so the labels are taught in that geometry:
+        cross-entropy of the classifier (it gives the confidences) **plus** a prototype
+        cross-entropy over the centres, logits −‖φ − c_j‖² / :data:`PROTOTYPE_TEMPERATURE` (the
+        curated class becomes the nearest centre); then, weighted by λ1, known labels are pulled
+        onto their centre (mean ‖φ − c_y‖², no margin: the calibrated threshold lies well inside
+        m1) and ``unknown`` labels pushed beyond m3 from every centre (L_c on target features).
+
+        Returns (the total, the two cross-entropies, the geometric terms)."""
+        p, device = self.params, self.device
+        y_l = y_l.to(device)
+        phi_l = F.normalize(h_l, dim=1)
+        zero = phi_l.sum() * 0.0
+        has_ce = y_l >= 0
+        ce = F.cross_entropy(self.model.classify(h_l[has_ce]).float(), y_l[has_ce]) if bool(has_ce.any()) else zero
+        is_unk = self.labelled.is_unknown(y_l)
+        yk = self.remap[y_l.clamp_min(0)]
+        is_known = ~is_unk & (yk >= 0)
+        pull = proto = zero
+        if bool(is_known.any()):
+            d2 = torch.cdist(phi_l[is_known], self.centres).pow(2)
+            proto = F.cross_entropy(-d2 / PROTOTYPE_TEMPERATURE, yk[is_known])
+            pull = d2.gather(1, yk[is_known][:, None]).mean()
+        unk = (unknown_margin_loss(phi_l[is_unk], self.centres, p.m3)
+               if p.unknown_margin and bool(is_unk.any()) else zero)
+        margin = pull + unk
+        return ce + proto + p.lambda1 * margin, ce + proto, margin
 
     def check(self) -> dict:
         p, n_classes, unknown_label = self.params, self.n_classes, self.unknown_label
@@ -150,14 +194,15 @@ class MludaRounds(Rounds):
 
 
 def adapt_mluda(bundle: ModelBundle, source: SourceData, target: torch.Tensor, params: AdaptParams,
-                predict_on=None) -> Generator[Progress, None, AdaptResult]:
+                predict_on=None, labelled: LabelledTargets | None = None) -> Generator[Progress, None, AdaptResult]:
     """Fine-tune ``bundle``'s network on source + target boxes with the MLUDA loss.
 
     ``predict_on``: the boxes the result predicts (default ``target``; e.g. every pick when
-    ``target`` is a subset of them).
+    ``target`` is a subset of them). ``labelled``: the user's curated target picks
+    (:mod:`.refine`), whose loss is added to every round (``label_weight``).
     """
     run = yield from run_rounds("MLUDA", source, target, params,
-                                lambda device, batch: MludaRounds(bundle, source, target, params, device))
+                                lambda device, batch: MludaRounds(bundle, source, target, params, device, labelled))
     model = run.rounds.model
     # domain-specific BatchNorm statistics: source features (centres, threshold) with source
     # statistics, target predictions with target statistics — as in training, where each

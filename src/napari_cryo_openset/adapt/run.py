@@ -20,7 +20,7 @@ from .result import AdaptResult
 
 
 def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, params: AdaptParams | None = None,
-                ) -> Generator[Progress, None, AdaptResult]:
+                labelled=None) -> Generator[Progress, None, AdaptResult]:
     """Adapt ``bundle`` to canonical target boxes (N, B, B, B) or (N, 1, B, B, B).
 
     ``target``: a tensor or array, or a lazy :class:`~napari_cryo_openset.boxes.PickBoxes`
@@ -28,7 +28,8 @@ def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, 
     ``params.max_target_picks`` of them (:func:`adaptation_subset`), held in memory when they
     take at most :data:`~napari_cryo_openset.boxes.CACHE_BYTES` (else cut again at every pass);
     the predictions of the result cover every box. ``source``: the model's simulated set
-    (:class:`SimulatedSet`, its path, or a prepared :class:`SourceData`).
+    (:class:`SimulatedSet`, its path, or a prepared :class:`SourceData`). ``labelled``: the user's
+    curated target picks (a :class:`~.loop.LabelledTargets`; :mod:`.refine`), learnt from in every round.
     """
     from .ada import adapt_ada
     from .mluda import adapt_mluda
@@ -47,7 +48,7 @@ def adapt_boxes(bundle: ModelBundle, source, target: torch.Tensor | np.ndarray, 
     learn_from = cache_if_small(adaptation_subset(target, params.max_target_picks, params.seed))
     predict_on = learn_from if len(learn_from) == len(target) else target
     run = adapt_ada if params.method == "ada" else adapt_mluda
-    return (yield from run(bundle, src, learn_from.float(), params, predict_on=predict_on.float()))
+    return (yield from run(bundle, src, learn_from.float(), params, predict_on=predict_on.float(), labelled=labelled))
 
 
 def adaptation_subset(target, max_picks: int, seed: int = 0):

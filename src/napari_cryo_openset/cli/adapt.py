@@ -7,6 +7,10 @@ data — with 3D-ADA (adversarial) or MLUDA (margin losses + CORAL), recalibrate
 (``.pt``, § 4.3). ``--predictions`` also writes the adapted model's predictions STAR (§ 4.2) —
 the file ``predict`` with the adapted model would write.
 
+``--labels PICKS.star`` refines with the user's curated labels (``cosCuratedClassName``;
+:mod:`napari_cryo_openset.adapt.refine`): they are learnt from in every round and, when there are
+enough, recalibrate the unknown threshold.
+
 ``SOURCE`` is the simulated set the model was trained on: a bundle does not carry its training
 data, and both methods need it (3D-ADA: the source side of the discriminator; MLUDA: the
 supervised loss and the class centres).
@@ -38,7 +42,8 @@ from ._args import (
     write_table,
 )
 
-_OPTIONS = ("method", "iterations", "batch_size", "learning_rate", "eval_every", "seed", "amp")
+_OPTIONS = ("method", "iterations", "batch_size", "learning_rate", "eval_every", "seed", "amp", "label_weight",
+            "label_learning_rate")
 _METHOD_NAMES = {"ada": "3D-ADA", "mluda": "MLUDA"}
 
 
@@ -66,6 +71,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="ADAPTED.pt", help="output adapted model bundle (.pt)")
     p.add_argument("--predictions", metavar="PREDICTIONS.star",
                    help=f"also write the adapted model's predictions ({' or '.join(PICKS_EXTENSIONS)})")
+    p.add_argument("--labels", metavar="PICKS.star",
+                   help="refine with your labels: a picks file of this tomogram whose cosCuratedClassName column "
+                        "holds your classes (a model class or unknown) — e.g. the predictions file you curated. The "
+                        "labelled picks are matched to --picks by position (within 1 voxel; others are added), "
+                        "learnt from in every round, and recalibrate the unknown threshold (Youden's J, when at "
+                        "least 3 known and 3 unknown labels)")
     p.add_argument("--polarity", choices=("dark", "bright", "auto"), default="dark",
                    help="protein contrast in this tomogram (default dark; auto guesses from the picks "
                         "and reports the guess)")
@@ -144,6 +155,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     picks_path = input_file(args.picks, "--picks", "a picks file (.star or .csv)")
     if pred_out is not None and pred_out.resolve() == picks_path.resolve():
         raise CryoOpensetError(f"--predictions '{pred_out}' is the --picks file; write the predictions to another file")
+    labels_path = None
+    if getattr(args, "labels", None) is not None:
+        labels_path = input_file(args.labels, "--labels", "a picks file with curated labels (.star or .csv)")
     if args.source is None:
         # the core says the same (ParameterError from load_source); say it before loading anything
         raise ParameterError(
@@ -176,13 +190,21 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"up to {params.iterations} round{'s' if params.iterations != 1 else ''} of {params.batch_size} + "
         f"{params.batch_size} boxes")
 
-    job = adapt_to_tomogram(bundle, source, tomo, picks, params, polarity=args.polarity)
+    if labels_path is not None:
+        from ..adapt.refine import refine_with_labels
+
+        picks = _merge_labels(labels_path, picks, picks_path, tomo, tomo_path, bundle)
+        job = refine_with_labels(bundle, source, tomo, picks, params, polarity=args.polarity)
+    else:
+        job = adapt_to_tomogram(bundle, source, tomo, picks, params, polarity=args.polarity)
     adaptation = run_with_tqdm(_with_diagnostics(job, params.method, bundle.class_names, args.quiet),
                                desc="adapt", disable=args.quiet or None)
     result = adaptation.result
     prov = result.bundle.provenance.setdefault("adaptation", {})
     prov.update(target_tomogram=str(tomo_path.resolve()), target_picks_file=str(picks_path.resolve()),
                 source_path=str(source_path.resolve()), command="adapt")
+    if labels_path is not None:
+        prov["labels_file"] = str(labels_path.resolve())
     if args.polarity == "auto":
         say(f"adapt: polarity guessed {adaptation.polarity} (particle centres "
             f"{'darker' if adaptation.polarity == 'dark' else 'brighter'} than their surroundings; "
@@ -202,9 +224,20 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     say(f"adapt: {params.method}: {result.stopped}")
     say(f"adapt: classes of the {n} active picks: {', '.join(f'{k} {v}' for k, v in counts.items())} "
         f"({n_unknown} unknown, {n_unknown / max(n, 1):.0%})")
-    say(f"adapt: unknown threshold {float(openset.get('threshold', float('nan'))):.4g} "
-        f"({openset.get('rule', cal.get('rule', '?'))}, calibrated on held-out source data; score: "
-        f"{openset.get('score', 'distance to the nearest class centre')})")
+    refined = getattr(adaptation, "threshold", None)
+    if refined is not None and refined.get("rule") == "curated-youden":
+        say(f"adapt: unknown threshold {float(openset.get('threshold', float('nan'))):.4g} (recalibrated on "
+            f"{refined['n_used']} curated picks: {refined['why']}; label-free threshold "
+            f"{refined['label_free_threshold']:.4g})")
+    else:
+        say(f"adapt: unknown threshold {float(openset.get('threshold', float('nan'))):.4g} "
+            f"({openset.get('rule', cal.get('rule', '?'))}, calibrated on held-out source data; score: "
+            f"{openset.get('score', 'distance to the nearest class centre')})"
+            + (f"; not recalibrated on the labels: {refined['why']}" if refined is not None else ""))
+    if refined is not None:
+        say(f"adapt: refined with {adaptation.labels['n']} curated labels "
+            f"({', '.join(f'{k} {v}' for k, v in adaptation.labels['per_class'].items())}); the refined model calls "
+            f"{adaptation.agreement:.0%} of them as you did (your labels are kept in cosCuratedClassName)")
     written = f"{out}" + (f" and {pred_out}" if pred_out is not None else "")
     say(f"adapt: adaptation {result.seconds:.1f} s, {time.perf_counter() - t0:.1f} s in all → {written}")
     return 0
@@ -233,3 +266,24 @@ def _trained_on_hint(model_path: Path) -> str:
         return ""
     path = prov.get("source_path") if isinstance(prov, dict) else None
     return f"; MODEL.pt records it was trained on '{path}'" if isinstance(path, str) and path else ""
+
+
+def _merge_labels(labels_path: Path, picks, picks_path: Path, tomo, tomo_path: Path, bundle):
+    """The --picks table with the curated labels of --labels, checked (one message naming --labels)."""
+    from ..curation import check_curated_labels, check_labels_fit_tomogram, is_curated, label_summary, merge_labels
+    from ..errors import PicksError
+    from ..io import read_picks
+
+    where = f"--labels '{labels_path}'"
+    labels = read_picks(labels_path, tomogram_shape=tomo.shape, voxel_size=tomo.voxel_size)
+    if not is_curated(labels).any():
+        raise PicksError(f"{where} holds no curated labels (no cosCuratedClassName values); label picks first — a "
+                         "model class or unknown per pick")
+    check_labels_fit_tomogram(labels, tomo.shape, tomo.voxel_size[0], where=where, tomogram=f"the tomogram '{tomo_path}'")
+    check_curated_labels(labels, bundle.class_names, where)
+    check_curated_labels(picks, bundle.class_names, f"--picks '{picks_path}'")  # labels it carries itself
+    merged, info = merge_labels(picks, labels, where=where)
+    counts = ", ".join(f"{k} {v}" for k, v in label_summary(merged).items())
+    say(f"adapt: labels {labels_path}: {int(is_curated(merged).sum())} curated picks ({counts}); {info['matched']} "
+        f"matched to --picks, {info['added']} added as accepted picks")
+    return merged

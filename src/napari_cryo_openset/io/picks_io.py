@@ -138,7 +138,7 @@ def _read_star_table(path: Path) -> tuple[pd.DataFrame, str, str | None]:
     return _merge_pick_blocks(path, picks)
 
 
-_STRING_STAR_COLUMNS = ("cosClassName", "cosCuration", "rlnClassName", "rlnTomoName", "rlnMicrographName")
+_STRING_STAR_COLUMNS = ("cosClassName", "cosCuration", "cosCuratedClassName", "rlnClassName", "rlnTomoName", "rlnMicrographName")
 #: Columns that name the tomogram a pick belongs to: blocks of different tomograms are not merged.
 _TOMOGRAM_COLUMNS = ("rlnTomoName", "rlnMicrographName")
 

@@ -22,6 +22,9 @@ METHODS = ("ada", "mluda")
 #: Adam learning rates by method (None in :class:`AdaptParams` picks these): 3D-ADA uses the
 #: reference's 1e-5; MLUDA fine-tunes the whole network with a supervised loss and needs more.
 DEFAULT_LEARNING_RATE = {"ada": 1e-5, "mluda": 1e-4}
+#: Learning rates of a refinement with the user's labels (:mod:`napari_cryo_openset.adapt.refine`): ten
+#: times the label-free ones — at those, a handful of curated picks is not learnt within the rounds.
+DEFAULT_LABEL_LEARNING_RATE = {"ada": 1e-4, "mluda": 1e-3}
 THRESHOLD_RULES = ("auto", "youden", "quantile")
 
 _DEVICE_HELP = "where the network runs: auto (cuda → mps → cpu), cpu, cuda, cuda:N or mps"
@@ -100,7 +103,8 @@ class AdaptParams:
     decoys, else the ``threshold_quantile`` of the known scores), ``youden`` or ``quantile``.
     Large pick sets: the rounds, the diagnostics and the target BatchNorm statistics use at most
     ``max_target_picks`` picks (a seeded random subset, the same for a seed; all of them when
-    there are fewer); the predictions at the end cover every pick.
+    there are fewer); the predictions at the end cover every pick. ``label_weight`` weighs the
+    curated picks' loss, and ``label_learning_rate`` replaces ``learning_rate``, in a refinement with the user's labels (:mod:`napari_cryo_openset.adapt.refine`).
     """
 
     method: str = param("ada", choices=METHODS,
@@ -132,6 +136,13 @@ class AdaptParams:
     lambda2: float = param(0.5, low=0, help="weight of CORAL")
     gamma: float = param(0.5, low=0, high=1, help="centre update rate")
     unknown_margin: bool = param(True, help="the unknown margin L_c (False: the JDDA-like baseline)")
+    # refinement with the user's labels (adapt --labels, napari_cryo_openset.adapt.refine)
+    label_weight: float = param(1.0, low=0, help="weight of the curated picks' loss (cross-entropy, and MLUDA's "
+                                                 "margins on them) when refining with labels")
+    label_learning_rate: float | None = param(None, low=0, low_open=True, metavar="LR",
+                                              help="Adam learning rate of a refinement with labels (default by "
+                                                   "method: ada 1e-4, mluda 1e-3: the few labels must be learnt "
+                                                   "within the rounds)")
     # open set
     threshold_rule: str = param("auto", choices=THRESHOLD_RULES, help="calibration rule of the unknown threshold")
     threshold_quantile: float = param(0.95, low=0, high=1, low_open=True, help="quantile of the known scores")
@@ -145,6 +156,8 @@ class AdaptParams:
         check_fields(self)
         if self.learning_rate is None:
             object.__setattr__(self, "learning_rate", DEFAULT_LEARNING_RATE[self.method])
+        if self.label_learning_rate is None:
+            object.__setattr__(self, "label_learning_rate", DEFAULT_LABEL_LEARNING_RATE[self.method])
         if self.m2 <= 2 * self.m1:
             raise ParameterError(f"m2 ({self.m2}) must exceed 2·m1 ({2 * self.m1}): classes of radius m1 must not overlap")
         if self.m3 <= self.m1:
