@@ -483,3 +483,24 @@ def test_the_plugin_menu_items_dock_the_one_panel(make_napari_viewer, qtbot):
     assert [name for name, w in docks.items() if w is panel] == ["Curate picks (napari-cryo-openset)"]
     _, whole = viewer.window.add_plugin_dock_widget("napari-cryo-openset", "Workflow panel (all steps)")
     assert whole is panel and panel.step == "Curate"  # the panel as it was
+
+
+def test_session_opens_with_file_open(make_napari_viewer, qtbot, scene, tmp_path):
+    """File ▸ Open of a .cosession.json (the npe2 reader) restores it through the panel."""
+    from napari_cryo_openset._reader import get_reader
+
+    viewer, layer, tomo_path = _session_viewer(make_napari_viewer, scene, tmp_path)
+    panel = panel_for(viewer)
+    qtbot.addWidget(panel)
+    path = panel.save_session(tmp_path / "work")
+    assert get_reader(str(path)) is not None and get_reader([str(path), str(tomo_path)]) is None
+    viewer2 = make_napari_viewer()
+    viewer2.open(str(path), plugin="napari-cryo-openset")
+    assert [ly.name for ly in viewer2.layers] == ["scene", "picks"]
+    restored = viewer2.layers["picks"]
+    np.testing.assert_allclose(restored.data, layer.data)
+    assert restored.metadata["hidden_groups"] == ["1qvr"]
+    from napari_cryo_openset._widgets.panel import is_docked
+
+    panel2 = panel_for(viewer2, create=False)
+    assert panel2 is not None and is_docked(panel2) and panel2.session_file == path

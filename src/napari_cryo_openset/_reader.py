@@ -1,4 +1,10 @@
-"""napari reader: MRC tomograms → Image layers, STAR/CSV picks → Points layers.
+"""napari reader: MRC tomograms → Image layers, STAR/CSV picks → Points layers, sessions.
+
+A session file (``*.cosession.json``, :mod:`napari_cryo_openset.session`) opened with
+``File ▸ Open`` is restored into the current viewer through its workflow panel (docked at
+*Results* when it is not shown): tomogram, picks, models, threshold, hidden groups — the same as
+the panel's *Open session…*. The reader then returns napari's "no layers" sentinel (the panel
+added the layers itself).
 
 Tomograms are memory-mapped (never loaded whole to open them). Picks get the scale of the
 tomogram they belong to, found in this order:
@@ -25,10 +31,15 @@ from .layers import picks_layer, tomogram_layer
 
 
 def get_reader(path: str | list[str]):
-    """Return a reader function if every path is a tomogram or picks file, else None."""
+    """Return a reader function if every path is a tomogram or picks file (or it is one session
+    file), else None."""
+    from .session import SUFFIX as SESSION_SUFFIX
+
     paths = path if isinstance(path, list) else [path]
     if not paths:
         return None
+    if len(paths) == 1 and str(paths[0]).lower().endswith(SESSION_SUFFIX):
+        return read_session_file
     for p in paths:
         if Path(p).suffix.lower() not in TOMOGRAM_EXTENSIONS + PICKS_EXTENSIONS:
             return None
@@ -52,6 +63,23 @@ def read_paths(path: str | list[str]) -> list[tuple[Any, dict, str]]:
             # napari shows reader errors to the user; keep it to our one clear message.
             raise CryoOpensetError(str(exc)) from None
     return layers
+
+
+def read_session_file(path: str | list[str]) -> list[tuple]:
+    """Restore the session at ``path`` into the current viewer (its workflow panel does it)."""
+    import napari
+
+    from ._widgets.panel import dock_panel, is_docked, panel_for
+
+    path = Path(path[0] if isinstance(path, list) else path)
+    viewer = napari.current_viewer()
+    if viewer is None:
+        raise CryoOpensetError(f"{path}: a session opens into a napari viewer, and none is open")
+    panel = panel_for(viewer, create=False)
+    if panel is None or not is_docked(panel):
+        panel = dock_panel(viewer, "Results")
+    panel.open_session(path)  # a refused session: the panel says why, in one message, and changes nothing
+    return [(None,)]
 
 
 def _read_picks_layer(path: Path, opened) -> tuple[Any, dict, str]:

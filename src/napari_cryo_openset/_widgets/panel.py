@@ -442,6 +442,16 @@ def panel_for(viewer, create: bool = True) -> WorkflowPanel | None:
     return panel
 
 
+def is_docked(panel: QWidget) -> bool:
+    """Is ``panel`` inside a dock widget of its viewer's window?"""
+    from qtpy.QtWidgets import QDockWidget
+
+    parent = panel.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent is not None
+
+
 def _undock(viewer, panel: QWidget) -> None:
     """Take ``panel`` out of its dock (kept alive) so the menu item's dock can hold it."""
     from qtpy.QtWidgets import QDockWidget
