@@ -760,3 +760,47 @@ def write_batch_outputs(out: Path, items: Sequence[BatchItem], result: BatchResu
         Path(tmp).write_text(json.dumps(_jsonable(report), indent=2) + "\n")
     paths[REPORT] = out / REPORT
     return paths
+
+
+def read_batch_output(out: str | os.PathLike) -> pd.DataFrame:
+    """The tomograms of a batch output folder, one row each, in the order of its ``batch_report.json``.
+
+    Columns: ``tomogram`` (name), ``status`` (``done`` / ``skipped`` / ``failed`` / …), ``error``
+    (its one line, or ""), ``seconds``, ``picks`` (active picks classified), ``class_counts`` (dict
+    class → picks), ``folder`` (its ``run`` folder, "" when it has none), ``tomogram_path`` (the MRC
+    it ran on, None when not a file — e.g. a copick tomogram), ``voxel_size`` (Å), ``shape``
+    (Z, Y, X) and ``model_classes`` (the model's class list, the palette's order). The Dataset dock
+    shows this table. Raises :class:`~napari_cryo_openset.errors.ParameterError` naming the folder when
+    it holds no readable batch report.
+    """
+    out = Path(out)
+    report_path = out / REPORT
+    try:
+        report = json.loads(report_path.read_text())
+        records = list(report["tomograms"])
+    except FileNotFoundError:
+        raise ParameterError(f"'{out}' is not a batch output folder (no {REPORT} in it)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ParameterError(f"'{report_path}' is not a readable batch report ({type(exc).__name__}: {exc})") from None
+    rows = []
+    for rec in records:
+        name = str(rec.get("name", ""))
+        folder = out / TOMOGRAMS_DIR / name
+        run = {}
+        if (folder / "report.json").is_file():
+            with contextlib.suppress(OSError, ValueError):
+                run = json.loads((folder / "report.json").read_text())
+        counts = rec.get("class_counts") or run.get("class_counts") or {}
+        geometry = run.get("geometry") or {}
+        tomo = run.get("tomogram")
+        rows.append({
+            "tomogram": name, "status": str(rec.get("status", "")), "error": str(rec.get("error") or ""),
+            "seconds": float(rec.get("seconds") or 0.0), "picks": int(sum(int(v) for v in counts.values())),
+            "class_counts": {str(k): int(v) for k, v in counts.items()},
+            "folder": str(folder) if (folder / "predictions.star").is_file() else "",
+            "tomogram_path": tomo if tomo and Path(tomo).is_file() else None,
+            "voxel_size": geometry.get("tomogram_voxel_size"), "shape": geometry.get("tomogram_shape"),
+            "model_classes": (run.get("training") or {}).get("classes"),
+        })
+    return pd.DataFrame(rows, columns=["tomogram", "status", "error", "seconds", "picks", "class_counts", "folder",
+                                       "tomogram_path", "voxel_size", "shape", "model_classes"])
