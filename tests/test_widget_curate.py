@@ -169,3 +169,64 @@ def test_stepping_uses_no_deprecated_napari_api(viewer_with_picks, qtbot):
         widget.decide("accepted")
     world = layer.data_to_world(layer.data[widget.current_index])
     np.testing.assert_allclose(viewer.scene.camera.center, world, atol=1e-6)
+
+
+def _classified(layer, classes=("1bxn", "4v4r", "empty", "unknown")):
+    """Predictions on the picks as Predict writes them (the model's classes in the metadata)."""
+    from napari_cryo_openset.layers import MODEL_CLASSES_KEY
+
+    n = len(layer.data)
+    feats = layer.features.copy()
+    feats["class_name"] = ["1bxn", "4v4r", "unknown", "1bxn", "4v4r", "unknown"][:n]
+    feats["confidence"] = np.linspace(0.95, 0.4, n)
+    feats["unknown_score"] = np.array([0.1, 0.2, 0.9, 0.52, 0.48, 0.7])[:n]
+    feats["is_unknown"] = feats["class_name"] == "unknown"
+    layer.features = feats
+    layer.metadata[MODEL_CLASSES_KEY] = list(classes)
+
+
+def test_relabel_with_keys_and_undo_and_the_review_queue(viewer_with_picks, qtbot, tmp_path):
+    from napari_cryo_openset.io import read_picks, write_picks
+    from napari_cryo_openset.picks import from_points
+
+    viewer, layer = viewer_with_picks
+    _classified(layer)
+    widget = CurateWidget(viewer)
+    qtbot.addWidget(widget)
+    viewer.window.add_dock_widget(widget, area="right")
+    assert widget.class_choices() == ["1bxn", "4v4r", "empty", "unknown"]
+    assert [widget.label_combo.itemText(k) for k in range(widget.label_combo.count())] == widget.class_choices()
+    first = widget.current_index
+    predicted = str(layer.features.loc[first, "class_name"])
+    from app_model.types import KeyBinding
+
+    layer.keymap[KeyBinding.from_str("2")](layer)  # key 2 (bound on the layer) → the second class
+    assert layer.features.loc[first, "curated_class"] == "4v4r"
+    assert layer.features.loc[first, "class_name"] == predicted  # the prediction stays beside it
+    assert layer.features.loc[first, "curation"] == "accepted"
+    second = widget.current_index
+    layer.keymap[KeyBinding.from_str("0")](layer)  # key 0 → unknown
+    assert layer.features.loc[second, "curated_class"] == "unknown"
+    widget.undo()
+    assert layer.features.loc[second, "curated_class"] == "" and layer.features.loc[second, "curation"] == "unreviewed"
+    assert widget.current_index == second
+    widget.decide("rejected")  # a rejected pick carries no label; labelling it is refused
+    third = widget.current_index
+    widget.previous()
+    widget.relabel("1bxn")
+    assert layer.features.loc[second, "curated_class"] == "" and "rejected" in widget.info.text()
+    widget.relabel("5mrc")  # not a class of the model: refused, nothing changed
+    assert "5mrc" in widget.info.text() and third is not None
+    # review queue: the picks nearest the threshold / least confident first, rejected and curated ones last
+    widget.order_combo.setCurrentText("review queue (most useful first)")
+    order = list(widget._order)
+    assert set(order) == set(range(len(layer.data)))
+    assert order[-1] in (first, second) and order[-2] in (first, second)
+    # the label travels in the picks file
+    path = write_picks(tmp_path / "curated.star", from_points(layer.data, layer.features), voxel_size=10.0)
+    assert read_picks(path).loc[first, "curated_class"] == "4v4r"
+    widget.order_combo.setCurrentText("score (high → low)")
+    widget._pos = list(widget._order).index(first)
+    widget._update_view()
+    assert "your label" in widget.call.text() and "4v4r" in widget.call.text()
+    assert widget.grab().save(str(tmp_path / "curate_relabel.png"))

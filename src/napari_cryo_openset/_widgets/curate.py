@@ -33,8 +33,11 @@ from ._choice import PICKS, LayerCombo, is_tomogram_layer, to_image_voxels
 from ._layout import form
 from ._views import circled, gray_pixmap, ortho_slices, slice_views  # noqa: F401 (ortho_slices re-exported)
 
+#: The order that asks for the picks a decision teaches most (:mod:`napari_cryo_openset.review`).
+REVIEW_ORDER = "__review__"
 ORDERS = {
     "score (high → low)": ("score", False),
+    "review queue (most useful first)": (REVIEW_ORDER, False),
     "unknown score (high → low)": ("unknown_score", False),
     "file order": (None, True),
 }
@@ -46,6 +49,7 @@ class _Change:
     index: int
     curation: str
     shown: bool
+    curated_class: str = ""  # the pick's curated label before the change
 
 
 class CurateWidget(QWidget):
@@ -67,6 +71,11 @@ class CurateWidget(QWidget):
         self.accept_button = QPushButton("Accept (A)")
         self.reject_button = QPushButton("Reject (R)")
         self.undo_button = QPushButton("Undo (U)")
+        self.label_combo = QComboBox()
+        self.label_combo.setToolTip("Your class for the current pick: a class of the model, or unknown. Number keys "
+                                    "1–9 set the first nine classes, 0 sets unknown; the predicted class stays beside it")
+        self.label_button = QPushButton("Label (1–9, 0 = unknown)")
+        self.clear_label_button = QPushButton("Clear label")
         self.info = QLabel("No picks layer")
         self.info.setWordWrap(True)
         self.call = QLabel("")  # the pick's predicted class, confidence, unknown score
@@ -92,6 +101,11 @@ class CurateWidget(QWidget):
                                ("Protein is", self.polarity)]))
         layout.addLayout(nav)
         layout.addLayout(decide)
+        relabel = QHBoxLayout()
+        relabel.addWidget(self.label_combo, 1)
+        relabel.addWidget(self.label_button)
+        relabel.addWidget(self.clear_label_button)
+        layout.addLayout(relabel)
         layout.addWidget(self.call)
         layout.addLayout(grid)
         layout.addWidget(self.lowpass)
@@ -104,6 +118,8 @@ class CurateWidget(QWidget):
         self.accept_button.clicked.connect(lambda: self.decide("accepted"))
         self.reject_button.clicked.connect(lambda: self.decide("rejected"))
         self.undo_button.clicked.connect(self.undo)
+        self.label_button.clicked.connect(lambda: self.relabel(self.label_combo.currentText()))
+        self.clear_label_button.clicked.connect(lambda: self.relabel(None))
         self.lowpass.toggled.connect(lambda _: self._update_view())
         self.polarity.currentTextChanged.connect(lambda _: self._update_view())
         self.layer_combo.layer_changed.connect(self._on_layer_chosen)
@@ -140,6 +156,9 @@ class CurateWidget(QWidget):
             ("u", lambda ly: self.undo()),
         ):
             layer.bind_key(key, func, overwrite=True)
+        for digit in range(10):
+            layer.bind_key(str(digit), lambda ly, d=digit: self._label_key(d), overwrite=True)
+        self._fill_labels()
         self._reorder(keep_current=False)
 
     def _on_data_changed(self, event=None) -> None:
@@ -168,7 +187,9 @@ class CurateWidget(QWidget):
         from ..layers import above_threshold
 
         n = len(layer.data)
-        if file_order or column not in layer.features.columns:
+        if column == REVIEW_ORDER:
+            order = self._review_order()
+        elif file_order or column not in layer.features.columns:
             order = np.arange(n)
         else:
             values = np.nan_to_num(layer.features[column].to_numpy(dtype=float), nan=-np.inf)
@@ -181,6 +202,108 @@ class CurateWidget(QWidget):
         if current is not None and current in order:
             self._pos = int(np.flatnonzero(order == current)[0])
         self._update_view()
+
+    def _review_order(self) -> np.ndarray:
+        """The review queue (:func:`napari_cryo_openset.review.review_queue`: uncertain picks first,
+        round-robin over the predicted classes), then the picks it leaves out (curated, rejected, or
+        not classified yet) in score order."""
+        from ..picks import from_points
+        from ..review import review_queue
+
+        layer = self._layer
+        n = len(layer.data)
+        score = np.nan_to_num(layer.features["score"].to_numpy(dtype=float), nan=-np.inf) \
+            if "score" in layer.features.columns else np.zeros(n)
+        by_score = np.argsort(-score, kind="stable")
+        if "unknown_score" not in layer.features.columns or not n:
+            return by_score
+        threshold = self._threshold()
+        try:
+            queue = review_queue(from_points(layer.data, layer.features), threshold)["row"].to_numpy(dtype=int)
+        except Exception:  # noqa: BLE001 - no classified picks yet: the score order
+            return by_score
+        rest = by_score[~np.isin(by_score, queue)]
+        return np.concatenate([queue, rest]).astype(int)
+
+    def _threshold(self) -> float:
+        """The unknown threshold of the calls under review (the adapted or source model in use;
+        else the median unknown score)."""
+        from .state import viewer_state
+
+        state = viewer_state(self.viewer)
+        for entry in (state.adapted, state.source):
+            bundle = getattr(entry, "bundle", None)
+            thr = (getattr(bundle, "openset", None) or {}).get("threshold") if bundle is not None else None
+            if thr is not None and np.isfinite(thr):
+                return float(thr)
+        values = self._layer.features["unknown_score"].to_numpy(dtype=float)
+        return float(np.nanmedian(values)) if np.isfinite(values).any() else 0.0
+
+    # --- labels ---------------------------------------------------------------------------
+    def class_choices(self) -> list[str]:
+        """The labels a pick can get: the model's classes (from the layer) and ``unknown``."""
+        from ..curation import allowed_labels
+        from ..layers import MODEL_CLASSES_KEY
+
+        meta = self._layer.metadata if self._layer is not None and isinstance(self._layer.metadata, dict) else {}
+        classes = meta.get(MODEL_CLASSES_KEY)
+        if not classes and self._layer is not None and "class_name" in self._layer.features.columns:
+            classes = sorted(c for c in set(self._layer.features["class_name"].astype(str)) if c and c != "nan")
+        return allowed_labels([c for c in (classes or []) if c != "unknown"])
+
+    def _fill_labels(self) -> None:
+        choices = self.class_choices() if self._layer is not None else []
+        if choices != [self.label_combo.itemText(k) for k in range(self.label_combo.count())]:
+            current = self.label_combo.currentText()
+            self.label_combo.clear()
+            self.label_combo.addItems(choices)
+            if current in choices:
+                self.label_combo.setCurrentText(current)
+        for w in (self.label_combo, self.label_button, self.clear_label_button):
+            w.setEnabled(len(choices) > 1)
+
+    def _label_key(self, digit: int) -> None:
+        """Number keys: 1–9 label the current pick with the first nine classes, 0 with ``unknown``."""
+        from ..picks import UNKNOWN_CLASS
+
+        choices = [c for c in self.class_choices() if c != UNKNOWN_CLASS]
+        if digit == 0:
+            self.relabel(UNKNOWN_CLASS)
+        elif digit <= len(choices):
+            self.relabel(choices[digit - 1])
+
+    def relabel(self, class_name: str | None) -> None:
+        """Give the current pick your class (``None``: clear it) and move on; undo covers it.
+
+        The label goes into the ``curated_class`` feature (STAR ``cosCuratedClassName``) beside the
+        predicted ``class_name``, and the pick becomes ``accepted``
+        (:func:`napari_cryo_openset.curation.set_curated_class`: a name the model lacks or a
+        rejected pick is refused with one message).
+        """
+        from ..curation import CURATED_COLUMN, set_curated_class
+        from ..errors import CryoOpensetError
+        from ..picks import from_points
+        from ._task import report_error
+
+        i = self.current_index
+        if i is None:
+            return
+        layer = self._layer
+        feats = layer.features
+        old = str(feats.loc[i, CURATED_COLUMN]) if CURATED_COLUMN in feats.columns else ""
+        try:
+            table = set_curated_class(from_points(layer.data, feats), [i], class_name, self.class_choices())
+        except CryoOpensetError as exc:
+            report_error(exc)
+            self.info.setText(str(exc))
+            return
+        self._undo.append(_Change(i, str(feats.loc[i, "curation"]), bool(layer.shown[i]),
+                                  "" if old in ("nan", "None") else old))
+        feats = feats.copy()
+        feats[CURATED_COLUMN] = table[CURATED_COLUMN].to_numpy()
+        feats["curation"] = table["curation"].to_numpy()
+        layer.features = feats
+        self.next() if self._pos < len(self._order) - 1 else self._update_view()
 
     # --- navigation and decisions ---------------------------------------------------------
     @property
@@ -205,8 +328,15 @@ class CurateWidget(QWidget):
         if i is None:
             return
         layer = self._layer
-        self._undo.append(_Change(i, str(layer.features.loc[i, "curation"]), bool(layer.shown[i])))
+        from ..curation import CURATED_COLUMN
+
+        feats = layer.features
+        old = str(feats.loc[i, CURATED_COLUMN]) if CURATED_COLUMN in feats.columns else ""
+        self._undo.append(_Change(i, str(feats.loc[i, "curation"]), bool(layer.shown[i]),
+                                  "" if old in ("nan", "None") else old))
         layer.features.loc[i, "curation"] = state
+        if state == "rejected" and CURATED_COLUMN in feats.columns:
+            layer.features.loc[i, CURATED_COLUMN] = ""  # a rejected pick carries no label (undo gives it back)
         shown = layer.shown.copy()
         shown[i] = state != "rejected"
         layer.shown = shown
@@ -218,6 +348,10 @@ class CurateWidget(QWidget):
             return
         change = self._undo.pop()
         layer = self._layer
+        from ..curation import CURATED_COLUMN
+
+        if CURATED_COLUMN in layer.features.columns:
+            layer.features.loc[change.index, CURATED_COLUMN] = change.curated_class
         layer.features.loc[change.index, "curation"] = change.curation
         shown = layer.shown.copy()
         shown[change.index] = change.shown
@@ -237,6 +371,7 @@ class CurateWidget(QWidget):
         return (named or images or [None])[-1]
 
     def _update_view(self) -> None:
+        self._fill_labels()  # the model's classes may have come since (Predict, Adapt)
         layer = self._layer
         i = self.current_index
         if layer is None or i is None:
@@ -285,6 +420,9 @@ def _call_text(feats, i: int) -> str:
         return "not classified yet (Model ▸ Predict, or Adapt)"
     group = str(pick_groups(feats.iloc[[i]])[0])
     parts = [f"<b>{group}</b>"]
+    label = str(feats["curated_class"].iloc[i]) if "curated_class" in feats.columns else ""
+    if label not in ("", "nan", "None"):
+        parts.append(f"your label <b>{label}</b>")
     for column, label in (("confidence", "confidence"), ("unknown_score", "unknown score")):
         if column in feats.columns and np.isfinite(float(feats[column].iloc[i])):
             parts.append(f"{label} {float(feats[column].iloc[i]):.3g}")
