@@ -290,20 +290,26 @@ class CurateWidget(QWidget):
             return
         layer = self._layer
         feats = layer.features
-        old = str(feats.loc[i, CURATED_COLUMN]) if CURATED_COLUMN in feats.columns else ""
         try:
             table = set_curated_class(from_points(layer.data, feats), [i], class_name, self.class_choices())
         except CryoOpensetError as exc:
             report_error(exc)
             self.info.setText(str(exc))
             return
-        self._undo.append(_Change(i, str(feats.loc[i, "curation"]), bool(layer.shown[i]),
-                                  "" if old in ("nan", "None") else old))
+        self._undo.append(self._change(i))
         feats = feats.copy()
         feats[CURATED_COLUMN] = table[CURATED_COLUMN].to_numpy()
         feats["curation"] = table["curation"].to_numpy()
         layer.features = feats
         self.next() if self._pos < len(self._order) - 1 else self._update_view()
+
+    def _change(self, i: int) -> _Change:
+        """What undo needs to give pick ``i`` back: its curation, visibility and curated label."""
+        from ..curation import CURATED_COLUMN
+
+        feats = self._layer.features
+        old = str(feats.loc[i, CURATED_COLUMN]) if CURATED_COLUMN in feats.columns else ""
+        return _Change(i, str(feats.loc[i, "curation"]), bool(self._layer.shown[i]), "" if old in ("nan", "None") else old)
 
     # --- navigation and decisions ---------------------------------------------------------
     @property
@@ -327,13 +333,10 @@ class CurateWidget(QWidget):
         i = self.current_index
         if i is None:
             return
-        layer = self._layer
         from ..curation import CURATED_COLUMN
 
-        feats = layer.features
-        old = str(feats.loc[i, CURATED_COLUMN]) if CURATED_COLUMN in feats.columns else ""
-        self._undo.append(_Change(i, str(feats.loc[i, "curation"]), bool(layer.shown[i]),
-                                  "" if old in ("nan", "None") else old))
+        layer, feats = self._layer, self._layer.features
+        self._undo.append(self._change(i))
         layer.features.loc[i, "curation"] = state
         if state == "rejected" and CURATED_COLUMN in feats.columns:
             layer.features.loc[i, CURATED_COLUMN] = ""  # a rejected pick carries no label (undo gives it back)
