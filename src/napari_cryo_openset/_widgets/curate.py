@@ -217,10 +217,12 @@ class CurateWidget(QWidget):
         by_score = np.argsort(-score, kind="stable")
         if "unknown_score" not in layer.features.columns or not n:
             return by_score
+        from ..errors import CryoOpensetError
+
         threshold = self._threshold()
         try:
             queue = review_queue(from_points(layer.data, layer.features), threshold)["row"].to_numpy(dtype=int)
-        except Exception:  # noqa: BLE001 - no classified picks yet: the score order
+        except CryoOpensetError:  # no classified picks to queue yet: the score order
             return by_score
         rest = by_score[~np.isin(by_score, queue)]
         return np.concatenate([queue, rest]).astype(int)

@@ -87,17 +87,9 @@ class WorkflowPanel(QWidget):
             page = QWidget()
             layout = QVBoxLayout(page)
             layout.setContentsMargins(0, 2, 0, 0)
-            needs = QLabel("")
-            needs.setWordWrap(True)
-            needs.setStyleSheet(_NEEDS_STYLE)
-            needs.setVisible(False)
-            self.needs_labels[name] = needs
+            self.needs_labels[name] = needs = _note_label(_NEEDS_STYLE)
             layout.addWidget(needs)
-            warning = QLabel("")
-            warning.setWordWrap(True)
-            warning.setStyleSheet(_WARNING_STYLE)
-            warning.setVisible(False)
-            self.warning_labels[name] = warning
+            self.warning_labels[name] = warning = _note_label(_WARNING_STYLE)
             layout.addWidget(warning)
             # Model, Adapt and Results scroll themselves; Pick and Curate get a scroll area here
             layout.addWidget(widget if hasattr(widget, "scroll") else _scrolled(widget), 1)
@@ -440,6 +432,15 @@ def panel_for(viewer, create: bool = True) -> WorkflowPanel | None:
     if panel is None and create:
         panel = _PANELS[viewer] = WorkflowPanel(viewer)
     return panel
+
+
+def _note_label(style: str) -> QLabel:
+    """A hidden, word-wrapped line of the panel (what a step needs, or a warning) in ``style``."""
+    label = QLabel("")
+    label.setWordWrap(True)
+    label.setStyleSheet(style)
+    label.setVisible(False)
+    return label
 
 
 def is_docked(panel: QWidget) -> bool:
