@@ -281,11 +281,32 @@ def test_an_snr_the_user_did_not_give_is_calibrated_on_scenes_like_the_target():
     resolved = resolve_run_condition(tomo, params, templates=templates, picks=truth)
     assert resolved.sources["snr"] == "estimated", resolved.notes
     assert resolved.condition.snr == pytest.approx(0.3, rel=0.35)
-    assert len(resolved.details["snr_calibration"]["rounds"]) == 2
+    assert len(resolved.details["snr_calibration"]["rounds"]) == 3
+    assert resolved.details["snr_calibration"]["statistic"] == "variance"
     # given by the user: kept
     told = resolve_run_condition(tomo, _run_params(diameter=120, given=("voxel_size", "snr")), templates=templates,
                                  picks=truth)
     assert told.sources["snr"] == "given" and told.condition.snr == params.source.condition.snr
+
+
+def test_a_very_noisy_slab_is_calibrated_on_the_particles_band_not_left_at_the_default():
+    """At a projection SNR of 0.03 the slab's variance ratio is within its own scatter (the earlier
+    calibration fell back to the default 0.1, 3× too clean): the low-frequency band still
+    measures it, on the target and the trial scenes alike."""
+    from napari_cryo_openset.pipeline import resolve_run_condition
+    from napari_cryo_openset.simulate import builtin_templates
+    from napari_cryo_openset.simulate.scenes import SceneParams, make_scene
+
+    templates = [t for t in builtin_templates(10.0) if t.name in ("1bxn", "2cg9", "3j9i", "4cr2")]
+    cond = ImagingCondition(voxel_size=10.0, tilt_range=(-50.0, 50.0), snr=0.03)
+    volume, truth = make_scene(SceneParams(shape=(160, 192, 192), condition=cond, templates=tuple(templates),
+                                           n_particles=110, background=0.05, slab=(24, 120), seed=3))
+    resolved = resolve_run_condition(Tomogram(volume, (10.0,) * 3), _run_params(diameter=120, given=("voxel_size",)),
+                                     templates=templates, picks=truth)
+    cal = resolved.details["snr_calibration"]
+    assert resolved.sources["snr"] == "estimated", (resolved.notes, cal)
+    assert cal["statistic"] == "band power"
+    assert resolved.condition.snr == pytest.approx(0.03, rel=0.4), cal
 
 
 def test_a_slab_thinner_than_the_largest_template_is_reported_not_fatal():

@@ -105,3 +105,9 @@ def test_snr_calibration_inverts_a_monotone_simulation():
     assert simulate(snr) == pytest.approx(0.6, rel=0.03)
     assert len(details["rounds"]) == 3
     assert calibrate_snr(0.6, lambda s: None)[0] is None
+    # a power law far from linear is still found (log–log secant steps)
+    snr, _ = calibrate_snr(0.01, lambda s: 50 * s ** 2, start=0.1, rounds=3)
+    assert 50 * snr ** 2 == pytest.approx(0.01, rel=0.05)
+    # a trial that measures nothing ends the search at the step from the last one that did
+    snr, details = calibrate_snr(0.05, lambda s: 1.0 * s if s > 0.07 else None, start=0.1, rounds=3)
+    assert snr == pytest.approx(0.05) and details["rounds"][-1]["snr3d"] is None

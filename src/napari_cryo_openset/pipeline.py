@@ -500,26 +500,36 @@ def resolve_run_condition(tomogram, params: RunParams, snr_calibrator=None, temp
     if snr_calibrator is None and templates and picks is not None and estimate.slab is not None:
         first = resolve_condition(params.source.condition, params.given, estimate)  # tilt range etc., no SNR yet
         snr_calibrator = scene_snr_calibrator(tomogram, first.condition, templates, picks, estimate.slab,
-                                              params.diameter, params.seed)
+                                              params.seed)
     return resolve_condition(params.source.condition, params.given, estimate, snr_calibrator)
 
 
-#: Edge (Y, X voxels) of the scenes that calibrate the SNR.
-SNR_SCENE_XY = 128
+#: Below this 3-D SNR (per-voxel variance ratio − 1) of the target's slab, the SNR is calibrated
+#: on the low-frequency band's power ratio (:func:`~napari_cryo_openset.estimate.slab.snr_in_slab`).
+LOW_SNR3D = 0.02
+#: Edge (Y, X voxels) of the scenes that calibrate the SNR: the estimator's central crop (its slab
+#: profile reads 256² voxels per slice; at 128² the same condition shows a 3-D SNR 1.5× higher,
+#: so a smaller scene calibrates the SNR too low).
+SNR_SCENE_XY = 256
 
 
-def scene_snr_calibrator(tomogram, condition, templates, picks: pd.DataFrame, slab, diameter: float, seed: int = 0):
+def scene_snr_calibrator(tomogram, condition, templates, picks: pd.DataFrame, slab, seed: int = 0):
     """``snr3d → (projection SNR, details)`` for :func:`~napari_cryo_openset.estimate.condition.resolve_condition`.
 
     The estimator's 3-D SNR of the target's slab is not the simulator's per-projection SNR. A
     small scene like the target — its voxel size, slab (Z edges, tomogram voxels), pick density,
     tilt range and the run's templates, a crowding background in the slab — is simulated at a
-    trial SNR and estimated with the same estimator; :func:`~napari_cryo_openset.estimate.condition.calibrate_snr`
-    rescales the trial (two rounds, about a second each).
+    trial SNR and its 3-D SNR measured like the target's, inside the slab it was given
+    (:func:`~napari_cryo_openset.estimate.slab.snr_in_slab`: no slab detection, which fails on very
+    noisy trials; below :data:`LOW_SNR3D` the band-power ratio on target and trials alike);
+    :func:`~napari_cryo_openset.estimate.condition.calibrate_snr` steps the trial towards the
+    target (three rounds, a few seconds each at 256²). Measured on the grid's scenes
+    (``benchmarks/bench_run.py``, true per-projection SNR 0.05 / 0.2 / 0.03): 0.052, 0.049 /
+    0.177, 0.202 / see the grid (was 0.036–0.068 / 0.13–0.18 / the default 0.1: the second trial of
+    a 128² scene found no slab).
     """
-    from .estimate import estimate_volume
     from .estimate.condition import calibrate_snr
-    from .io.tomogram import Tomogram
+    from .estimate.slab import snr_in_slab
     from .simulate.scenes import SceneParams, make_scene
 
     vs = float(tomogram.voxel_size[0])
@@ -533,17 +543,29 @@ def scene_snr_calibrator(tomogram, condition, templates, picks: pd.DataFrame, sl
         mid, half = 0.5 * (z0 + z1), 0.5 * (largest + 1)
         z0, z1 = max(0.0, mid - half), min(nz - 1.0, mid + half)
 
-    def snr3d(snr: float):
-        scene = SceneParams(shape=(nz, xy, xy), condition=condition.replace(voxel_size=vs, snr=float(snr)),
-                            templates=tuple(templates), n_particles=n, background=0.05, slab=(z0, z1),
-                            seed=int(seed) + 7)
-        volume, _ = make_scene(scene)
+    def measure(volume, edges, band: bool):
         try:
-            return estimate_volume(Tomogram(volume, (vs,) * 3), diameter=diameter).snr
+            return snr_in_slab(volume, edges, band=band)
         except ParameterError:
             return None
 
-    return lambda target: calibrate_snr(target, snr3d, start=float(np.mean(condition.snr_range)))
+    def calibrate(target: float):
+        band = not target >= LOW_SNR3D  # too noisy for the variance ratio: the particles' band instead
+        if band:
+            target = measure(tomogram.data, (float(slab[0]), float(slab[1])), True)
+            if target is None or not target > 0:
+                return None, {"statistic": "band power", "reason": "no band power in the target's slab"}
+
+        def snr3d(snr: float):
+            scene = SceneParams(shape=(nz, xy, xy), condition=condition.replace(voxel_size=vs, snr=float(snr)),
+                                templates=tuple(templates), n_particles=n, background=0.05, slab=(z0, z1),
+                                seed=int(seed) + 7)
+            return measure(make_scene(scene)[0], (z0, z1), band)
+
+        snr, details = calibrate_snr(target, snr3d, start=float(np.mean(condition.snr_range)))
+        return snr, {"statistic": "band power" if band else "variance", **details}
+
+    return calibrate
 
 
 OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.json", "embedding.png")
