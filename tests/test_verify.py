@@ -12,6 +12,7 @@ from napari_cryo_openset.train import source_boxes
 from napari_cryo_openset.verify import (
     TemplateBank,
     Standardiser,
+    decide,
     fit_temperature,
     fuse,
     known_probabilities,
@@ -67,11 +68,31 @@ def test_temperature_fit_prefers_the_informative_correlation():
         pytest.approx([0.5 / 0.7, 0.2 / 0.7])
 
 
-def test_unknown_score_rises_with_entropy_and_falls_with_correlation():
+def test_unknown_score_falls_with_correlation_and_with_the_entropy_rule_rises_with_entropy():
     q = np.array([[0.9, 0.1], [0.5, 0.5]])
-    std = Standardiser.fit(q, np.array([0.3, 0.3]))
-    s = std.score(np.array([[0.9, 0.1], [0.5, 0.5], [0.9, 0.1]]), np.array([0.3, 0.3, 0.1]))
+    probe_q = np.array([[0.9, 0.1], [0.5, 0.5], [0.9, 0.1]])
+    probe_c = np.array([0.3, 0.3, 0.1])
+    s = Standardiser.fit(q, np.array([0.3, 0.3]), "entropy+correlation").score(probe_q, probe_c)
     assert s[1] > s[0] and s[2] > s[0]
+    s = Standardiser.fit(q, np.array([0.3, 0.3])).score(probe_q, probe_c)  # default: the correlation alone
+    assert s[1] == s[0] and s[2] > s[0]
+    with pytest.raises(ValueError, match="score rule"):
+        Standardiser.fit(q, np.array([0.3, 0.3]), "entropy")
+
+
+def test_decide_re_decides_the_same_evidence_with_another_rule(bank, source_set, source_bundle):
+    names = np.asarray(source_set.class_names)[source_set.labels]
+    boxes = source_set.subtomograms
+    rng = np.random.default_rng(0)
+    cal = rng.permutation(len(boxes))[: len(boxes) // 2]
+    tgt = np.setdiff1d(np.arange(len(boxes)), cal)
+    ver = run_to_completion(verify_calls(source_bundle, bank, boxes[tgt], boxes[cal], names[cal]))
+    assert ver.report["score_rule"] == "correlation"
+    same = decide(ver.evidence, "correlation")
+    assert (same.class_name == ver.class_name).all() and same.threshold == ver.threshold
+    other = decide(ver.evidence, "entropy+correlation")
+    assert other.report["score_rule"] == "entropy+correlation"
+    assert not np.allclose(other.unknown_score, ver.unknown_score)
 
 
 def test_verified_calls_recover_classes_and_call_a_decoy_unknown(bank, source_set, source_bundle):

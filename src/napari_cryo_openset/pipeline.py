@@ -385,6 +385,7 @@ def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.
     active = (picks["curation"] != "rejected").to_numpy()
     boxes, _, _ = pick_boxes(bundle, tomogram, picks.loc[active], polarity)  # cut batch by batch, on demand
     verification = yield from verify_calls(bundle, bank, boxes, src, names, transfer_rule=params.verify_threshold,
+                                           score_rule=params.verify_score,
                                            seed=params.seed, device=device)
     out = picks.copy()
     out["template_correlation"] = np.nan

@@ -23,9 +23,12 @@ the missing half. This stage combines the two:
    network's probabilities ``p`` (renormalised over the known classes) times a correlation
    likelihood ``exp(c / T)``. The temperature ``T`` is fitted on the **source** validation
    boxes (maximum likelihood of their true classes), never on the target.
-4. **Unknown score.** ``z(H(q)) + z(−c_class)``: the standardised entropy of the fused
-   posterior plus the standardised (negated) correlation with the chosen class, standardised
-   by the source validation boxes of the known classes. The threshold is calibrated on the
+4. **Unknown score.** ``z(−c_class)`` (rule ``correlation``, default): the (negated)
+   correlation with the chosen class, standardised by the source validation boxes of the known
+   classes; rule ``entropy+correlation`` adds the standardised entropy of the fused posterior,
+   ``z(H(q))`` (the earlier default: on the end-to-end grid the entropy adds little beyond the
+   correlation and rejects confidently fused known picks — ``benchmarks/bench_run.py`` scores
+   both rules on the same cells, row "MLUDA + templates, H+c score"). The threshold is calibrated on the
    source validation boxes (known classes vs. decoys, Youden's J:
    :func:`~napari_cryo_openset.openset.calibrate_threshold`; a floor that never rejects more
    than 20 % of the source knowns was tried and made HOS far worse on the grid — 0.06 instead
@@ -61,6 +64,8 @@ EMPTY_CLASS = "empty"
 TEMPERATURES = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3)
 #: Quantile of the unknown scores at which target and source knowns are anchored (rule ``anchor``).
 ANCHOR_QUANTILE = 0.25
+#: Unknown scores (:class:`Standardiser`): the correlation alone (default) or with the fused posterior's entropy.
+SCORE_RULES = ("correlation", "entropy+correlation")
 #: Rules that move the source threshold to the target (``anchor`` or a transfer_threshold rule).
 THRESHOLD_RULES = ("anchor", "source", "mixture", "auto")
 #: The bank is binned to at most this box edge (voxels); memory ≈ K · R · edge³ · 4 bytes
@@ -194,22 +199,51 @@ def _entropy(q: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Standardiser:
-    """Standardises the two parts of the unknown score by the source known boxes."""
+    """Standardises the parts of the unknown score by the source known boxes.
+
+    ``rule`` (:data:`SCORE_RULES`): ``correlation`` — z(−c_class) alone; ``entropy+correlation``
+    — z(H(q)) + z(−c_class).
+    """
 
     entropy: tuple[float, float]
     correlation: tuple[float, float]
+    rule: str = "correlation"
 
     @classmethod
-    def fit(cls, q: np.ndarray, c_class: np.ndarray) -> Standardiser:
+    def fit(cls, q: np.ndarray, c_class: np.ndarray, rule: str = "correlation") -> Standardiser:
+        if rule not in SCORE_RULES:
+            raise ValueError(f"unknown score rule {rule!r} (one of {', '.join(SCORE_RULES)})")
         h = _entropy(q)
-        return cls((float(h.mean()), float(h.std() or 1.0)), (float(c_class.mean()), float(c_class.std() or 1.0)))
+        return cls((float(h.mean()), float(h.std() or 1.0)), (float(c_class.mean()), float(c_class.std() or 1.0)),
+                   rule)
 
     def score(self, q: np.ndarray, c_class: np.ndarray) -> np.ndarray:
-        h = _entropy(q)
-        return (h - self.entropy[0]) / self.entropy[1] + (self.correlation[0] - c_class) / self.correlation[1]
+        out = (self.correlation[0] - c_class) / self.correlation[1]
+        if self.rule == "entropy+correlation":
+            out = out + (_entropy(q) - self.entropy[0]) / self.entropy[1]
+        return out
 
     def to_dict(self) -> dict:
-        return {"entropy_mean_sd": list(self.entropy), "correlation_mean_sd": list(self.correlation)}
+        return {"rule": self.rule, "entropy_mean_sd": list(self.entropy), "correlation_mean_sd": list(self.correlation)}
+
+
+@dataclass
+class Evidence:
+    """What a verification decided from (kept in memory so that another rule can re-decide at no cost).
+
+    Source validation boxes (known classes and decoys): ``q_src`` fused posteriors, ``c_class_src``
+    correlation with the chosen class, ``is_known`` / ``is_decoy``; the target picks: ``q``,
+    ``c_class``, ``empty`` (the network called the pick ``empty``); ``known`` the class names.
+    """
+
+    known: list
+    q_src: np.ndarray
+    c_class_src: np.ndarray
+    is_known: np.ndarray
+    is_decoy: np.ndarray
+    q: np.ndarray
+    c_class: np.ndarray
+    empty: np.ndarray
 
 
 @dataclass
@@ -219,12 +253,13 @@ class Verification:
     class_name: np.ndarray  # str: known class, unknown or empty
     closed_class: np.ndarray  # str: the fused posterior's known class (before unknown/empty calls)
     confidence: np.ndarray  # fused posterior of the chosen class (0..1)
-    unknown_score: np.ndarray  # z(H) + z(−c); higher = more likely unknown
+    unknown_score: np.ndarray  # z(−c) [+ z(H)]; higher = more likely unknown
     template_correlation: np.ndarray  # best correlation with the chosen class's template
     threshold: float
     report: dict = field(default_factory=dict)
     source_threshold: float = float("nan")  # the threshold calibrated on the source, before the transfer rule
     bank: TemplateBank | None = None  # the bank used (kept for a second model's verification; not saved)
+    evidence: Evidence | None = None  # what it decided from (:func:`decide` re-decides with another rule; not saved)
 
     @property
     def is_unknown(self) -> np.ndarray:
@@ -239,18 +274,17 @@ class Verification:
 
 
 def verify_calls(bundle, bank: TemplateBank, target_boxes, source_boxes, source_names: Sequence[str], *,
-                 transfer_rule: str = "anchor", seed: int = 0, device: str = "cpu"
+                 transfer_rule: str = "anchor", score_rule: str = "correlation", seed: int = 0, device: str = "cpu"
                  ) -> Generator[Progress, None, Verification]:
     """Verify the network's calls on ``target_boxes`` with the template ``bank`` (a generator).
 
     ``bundle``: the model whose probabilities are fused (the adapted one in ``run``);
     ``source_boxes`` (canonical) and ``source_names`` (their true class names, ``unknown`` for
     decoys, ``empty``): the source **validation** boxes — they fit the temperature, standardise
-    the score and calibrate the threshold; ``transfer_rule`` (:data:`THRESHOLD_RULES`) moves the
-    threshold to the target. No target label is used.
+    the score and calibrate the threshold; ``score_rule`` (:data:`SCORE_RULES`) the unknown score;
+    ``transfer_rule`` (:data:`THRESHOLD_RULES`) moves the threshold to the target. No target
+    label is used.
     """
-    from .adapt.transfer import transfer_threshold
-    from .openset import calibrate_threshold
     from .predict import classify_boxes
 
     t0 = time.perf_counter()
@@ -269,20 +303,46 @@ def verify_calls(bundle, bank: TemplateBank, target_boxes, source_boxes, source_
     temperature, likelihood = fit_temperature(p_src[is_known], c_src[is_known], labels[is_known])
     q_src = fuse(p_src, c_src, temperature)
     chosen_src = q_src.argmax(axis=1)
-    c_class_src = c_src[np.arange(len(c_src)), chosen_src]
-    std = Standardiser.fit(q_src[is_known], c_class_src[is_known])
-    s_src = std.score(q_src, c_class_src)
-    cal = calibrate_threshold(s_src[is_known], s_src[is_decoy] if is_decoy.any() else None)
-    source_threshold = float(cal.threshold)
 
     yield Progress("verify", 1, 3, f"correlating {len(target_boxes)} picks with the templates")
     c_tgt = bank.correlations(target_boxes)
     pred = classify_boxes(bundle, target_boxes, device)
     q = fuse(known_probabilities(pred.probabilities, bundle.class_names, known), c_tgt, temperature)
-    chosen = q.argmax(axis=1)
-    c_class = c_tgt[np.arange(len(c_tgt)), chosen]
-    score = std.score(q, c_class)
-    shift = float(np.quantile(score, ANCHOR_QUANTILE) - np.quantile(s_src[is_known], ANCHOR_QUANTILE))
+    evidence = Evidence(known=known, q_src=q_src, c_class_src=c_src[np.arange(len(c_src)), chosen_src],
+                        is_known=is_known, is_decoy=is_decoy, q=q,
+                        c_class=c_tgt[np.arange(len(c_tgt)), q.argmax(axis=1)],
+                        empty=np.asarray(pred.class_name).astype(str) == EMPTY_CLASS)
+    ver = decide(evidence, score_rule, transfer_rule, seed=seed)
+    source_acc = float(np.mean(chosen_src[is_known] == labels[is_known])) if is_known.any() else float("nan")
+    ver.report = {
+        "templates": known, "rotations": bank.n_rotations, "bin": bank.bin, "shift_voxels": bank.shift,
+        "temperature": temperature, "log_likelihood_by_temperature": likelihood,
+        "source_boxes": int(len(src)), "source_known_accuracy": source_acc, **ver.report,
+        "bank_seconds": round(bank.seconds, 3), "seconds": round(time.perf_counter() - t0, 3),
+    }
+    ver.bank = bank
+    n_unknown = int(np.sum(ver.class_name == UNKNOWN_CLASS))
+    yield Progress("verify", 3, 3, f"template verification: T {temperature:g}, source accuracy {source_acc:.2f}, "
+                                   f"{n_unknown} of {len(ver.class_name)} picks unknown")
+    return ver
+
+
+def decide(evidence: Evidence, score_rule: str = "correlation", transfer_rule: str = "anchor", seed: int = 0
+           ) -> Verification:
+    """The verified calls from ``evidence`` under a score rule (:data:`SCORE_RULES`) and a threshold
+    rule (:data:`THRESHOLD_RULES`): standardise on the source knowns, calibrate on the source
+    (Youden's J, knowns vs decoys), move the threshold to the target, call. No target label."""
+    from .adapt.transfer import transfer_threshold
+    from .openset import calibrate_threshold
+
+    e = evidence
+    std = Standardiser.fit(e.q_src[e.is_known], e.c_class_src[e.is_known], score_rule)
+    s_src = std.score(e.q_src, e.c_class_src)
+    cal = calibrate_threshold(s_src[e.is_known], s_src[e.is_decoy] if e.is_decoy.any() else None)
+    source_threshold = float(cal.threshold)
+    chosen = e.q.argmax(axis=1)
+    score = std.score(e.q, e.c_class)
+    shift = float(np.quantile(score, ANCHOR_QUANTILE) - np.quantile(s_src[e.is_known], ANCHOR_QUANTILE))
     anchored = float(source_threshold + max(0.0, shift))
     if transfer_rule == "anchor":
         threshold = anchored
@@ -293,22 +353,18 @@ def verify_calls(bundle, bank: TemplateBank, target_boxes, source_boxes, source_
     else:
         threshold, transfer = transfer_threshold(source_threshold, score, transfer_rule, seed=seed)
         transfer["anchored_threshold"] = anchored
-    cls = np.asarray(known, dtype=object)[chosen]
+    cls = np.asarray(e.known, dtype=object)[chosen]
     cls[score > threshold] = UNKNOWN_CLASS
-    cls[np.asarray(pred.class_name).astype(str) == EMPTY_CLASS] = EMPTY_CLASS
-    source_acc = float(np.mean(chosen_src[is_known] == labels[is_known])) if is_known.any() else float("nan")
+    cls[e.empty] = EMPTY_CLASS
     report = {
-        "templates": known, "rotations": bank.n_rotations, "bin": bank.bin, "shift_voxels": bank.shift,
-        "temperature": temperature, "log_likelihood_by_temperature": likelihood,
-        "source_boxes": int(len(src)), "source_known_accuracy": source_acc,
-        "youden_threshold": float(cal.threshold), "source_known_rejection": float(np.mean(s_src[is_known] > cal.threshold)),
+        "score_rule": score_rule, "youden_threshold": source_threshold,
+        "source_known_rejection": float(np.mean(s_src[e.is_known] > source_threshold)),
         "source_threshold": source_threshold, "threshold": float(threshold), "transfer": transfer,
-        "standardiser": std.to_dict(), "bank_seconds": round(bank.seconds, 3),
-        "seconds": round(time.perf_counter() - t0, 3),
+        "standardiser": std.to_dict(),
         "called_unknown_fraction": float(np.mean(cls == UNKNOWN_CLASS)) if len(cls) else None,
     }
-    yield Progress("verify", 3, 3, f"template verification: T {temperature:g}, source accuracy {source_acc:.2f}, "
-                                   f"{int(np.sum(cls == UNKNOWN_CLASS))} of {len(cls)} picks unknown")
-    return Verification(class_name=cls.astype(str), closed_class=np.asarray(known)[chosen], confidence=q[np.arange(len(q)), chosen].astype(np.float64),
-                        unknown_score=score.astype(np.float64), template_correlation=c_class.astype(np.float64),
-                        threshold=float(threshold), report=report, source_threshold=source_threshold, bank=bank)
+    return Verification(class_name=cls.astype(str), closed_class=np.asarray(e.known)[chosen],
+                        confidence=e.q[np.arange(len(e.q)), chosen].astype(np.float64),
+                        unknown_score=score.astype(np.float64), template_correlation=e.c_class.astype(np.float64),
+                        threshold=float(threshold), report=report, source_threshold=source_threshold,
+                        evidence=evidence)

@@ -31,7 +31,7 @@ _PICKING = ("diameter", "polarity", "max_picks")
 _IMAGING = ("defocus", "cs", "voltage", "tilt_range", "tilt_step", "snr")
 _CROWDING = ("neighbours", "background")
 _RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads", "source_kind",
-        "match_spectrum", "verify", "verify_rotations", "verify_threshold", "verify_max_picks")
+        "match_spectrum", "verify", "verify_rotations", "verify_threshold", "verify_score", "verify_max_picks")
 _DEFAULTS = RunParams(PickingParams(diameter=1.0))  # the run's own defaults (crowded source, mluda)
 
 
@@ -74,7 +74,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     add_options(g, _DEFAULTS.source.condition, _IMAGING)
     add_options(g, _DEFAULTS.source, _CROWDING)
     add_options(g, _DEFAULTS, ("source_kind", "match_spectrum", "verify", "verify_rotations", "verify_threshold",
-                               "verify_max_picks"))
+                               "verify_score", "verify_max_picks"))
     g.add_argument("--no-estimate", action="store_true",
                    help="simulate with the defaults for what is not given, without reading the tilt range and SNR "
                         "from the tomogram (by default they are estimated from the volume and reported)")

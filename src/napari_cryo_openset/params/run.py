@@ -92,6 +92,10 @@ class RunParams:
                                   help="how the verified unknown threshold moves from the source to the target: "
                                        "anchor (the target's score shift at the confident end), or a "
                                        "threshold-transfer rule (source, mixture, auto)")
+    verify_score: str = param("correlation", choices=("correlation", "entropy+correlation"),
+                              help="the verified unknown score: correlation (with the chosen class's template, "
+                                   "standardised on the source knowns) or entropy+correlation (plus the fused "
+                                   "posterior's entropy)")
     given: tuple[str, ...] | None = param(None, help="names of the imaging-condition fields the user gave (None: all "
                                                      "of source.condition is the user's); the others are read from "
                                                      "the tomogram where it tells (tilt range, SNR, slab)")
@@ -169,7 +173,8 @@ class RunParams:
             "fast": self.fast, "box": self.box, "per_class": self.n_per_class, "epochs": self.n_epochs,
             "iterations": self.n_iterations, "source_kind": self.source_kind, "match_spectrum": self.match_spectrum,
             "verify": self.verify, "verify_rotations": self.verify_rotations,
-            "verify_threshold": self.verify_threshold, "verify_max_picks": self.verify_max_picks,
+            "verify_threshold": self.verify_threshold, "verify_score": self.verify_score,
+            "verify_max_picks": self.verify_max_picks,
             "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
