@@ -113,7 +113,9 @@ def labelled(table, rows, truth, class_names):
 
 def cell(seed: int, sizes: dict, label_counts, threads: int) -> list[dict]:
     tomo, table, truth, data, bundle, known = setup(seed, sizes, threads)
+    # the refinements run as many rounds of as many boxes as the label-free adaptation they are compared with
     params = AdaptParams(method="mluda", iterations=sizes["iterations"], eval_every=max(sizes["iterations"] // 3, 1),
+                         label_iterations=sizes["iterations"], label_batch_size=AdaptParams().batch_size,
                          device="cpu", threads=threads, seed=seed)
     t0 = time.perf_counter()
     base = run_to_completion(adapt_to_tomogram(bundle, data, tomo, table, params))
@@ -167,8 +169,8 @@ def timing(threads: int, quick: bool) -> dict:
     picks = labelled(picks, rng.choice(len(table), 50, replace=False), truth, bundle.class_names)
     out = {"picks": int(len(picks)), "box": int(bundle.box_size), "threads": threads, "runs": []}
     for iterations, batch in RUNS if not quick else ((10, 8),):
-        params = AdaptParams(method="mluda", iterations=iterations, batch_size=batch, device="cpu", threads=threads,
-                             seed=0)
+        params = AdaptParams(method="mluda", label_iterations=iterations, label_batch_size=batch, device="cpu",
+                             threads=threads, seed=0)
         t0, c0 = time.perf_counter(), time.process_time()
         ref = run_to_completion(refine_with_labels(bundle, data, tomo, picks, params))
         cpu = time.process_time() - c0

@@ -79,8 +79,8 @@ def scene(templates, workdir):
 def _adapt(model, source, scene, out, method, *extra):
     tomo, star, _ = scene
     return main(["adapt", str(model), "--source", str(source), "--tomo", str(tomo), "--picks", str(star),
-                 "--method", method, "-o", str(out), "--iterations", "6", "--batch-size", "8", "--device", "cpu",
-                 "--threads", "2", *map(str, extra)])
+                 "--method", method, "-o", str(out), "--iterations", "6", "--batch-size", "8", "--label-iterations", "6",
+                 "--label-batch-size", "8", "--device", "cpu", "--threads", "2", *map(str, extra)])
 
 
 # --------------------------------------------------------------------------------------------

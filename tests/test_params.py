@@ -135,4 +135,4 @@ def test_widget_fields_show_the_dataclass_defaults(make_napari_viewer):
             seen.add(tag)
     assert {"PickingParams.k_mad", "DatasetParams.per_class", "DatasetParams.box", "TrainParams.epochs",
             "TrainParams.batch_size", "ImagingCondition.defocus", "ImagingCondition.snr", "AdaptParams.iterations",
-            "EmbedParams.perplexity", "EmbedParams.min_cluster_size"} <= seen
+            "AdaptParams.label_iterations", "EmbedParams.perplexity", "EmbedParams.min_cluster_size"} <= seen

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import rgb as _rgb
 
@@ -287,3 +288,190 @@ def test_completed_run_colours_picks_and_threshold_override_makes_both_known_and
     adapt.reset_threshold()
     assert adapt.threshold_override is None and "calibrated_threshold" not in adapt.adapted.openset
     assert adapt.adapted.openset["threshold"] == pytest.approx(calibrated)
+
+
+# --------------------------------------------------------------------------------------------
+# refine with my labels
+# --------------------------------------------------------------------------------------------
+
+LABELS = {1: "1bxn", 2: "2cg9", 3: "unknown", 4: "1qvr"}  # rows of the scene's picks (row 0 is rejected)
+
+
+def _label(layer, labels):
+    """Curated labels as Curate sets them (the label in ``curated_class``, the pick accepted)."""
+    feats = layer.features.copy()
+    if "curated_class" not in feats.columns:
+        feats["curated_class"] = ""
+    for row, name in labels.items():
+        feats.loc[row, "curated_class"] = name
+        feats.loc[row, "curation"] = "accepted"
+    layer.features = feats
+
+
+def _previous_predictions(layer):
+    """"The previous run's" predictions in the layer (with the model's classes, as Adapt writes them)."""
+    n = len(layer.data)
+    previous = layer.features.copy()
+    previous["class_name"] = np.resize(["1bxn", "2cg9", "unknown"], n)
+    previous["confidence"] = np.linspace(0.2, 0.9, n)
+    previous["unknown_score"] = np.linspace(0.0, 1.0, n)
+    previous["is_unknown"] = previous["class_name"] == "unknown"
+    write_predictions(layer, previous, np.arange(n), CLASSES)
+    return layer.features.copy()
+
+
+def _refine_widget(viewer, qtbot, trained, rounds=3, method="MLUDA"):
+    viewer_state(viewer).publish_source(_bundle(trained), data=trained.data, origin="test")
+    adapt = AdaptWidget(viewer)
+    qtbot.addWidget(adapt)
+    adapt.device.setCurrentText("cpu")
+    adapt.method.setCurrentText(method)
+    adapt.label_iterations.setValue(rounds)
+    return adapt
+
+
+def test_refine_button_needs_a_model_a_source_and_curated_labels(make_napari_viewer, qtbot, trained, scene,
+                                                                 monkeypatch):
+    import napari.utils.notifications as notifications
+
+    from napari_cryo_openset._widgets.curate import CurateWidget
+
+    warnings = []
+    monkeypatch.setattr(notifications, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    bare = AdaptWidget(viewer)  # no model yet
+    qtbot.addWidget(bare)
+    assert not bare.refine_button.isEnabled() and "No model" in bare.refine_button.toolTip()
+
+    _previous_predictions(layer)
+    adapt = _refine_widget(viewer, qtbot, trained)
+    assert adapt.adapt_button.isEnabled() and not adapt.refine_button.isEnabled()
+    assert "No curated labels on 'picks'" in adapt.refine_button.toolTip()
+    assert adapt.start_refinement() is None and "no curated labels" in str(warnings[-1])
+
+    _label(layer, LABELS)
+    assert adapt.refine_button.isEnabled()
+    tip = adapt.refine_button.toolTip()
+    assert "4 curated labels" in tip and "(3 known, 1 unknown)" in tip
+
+    # labels set and undone in Curate: the button follows
+    _label(layer, {row: "" for row in LABELS})
+    assert not adapt.refine_button.isEnabled()
+    curate = CurateWidget(viewer)
+    qtbot.addWidget(curate)
+    while layer.features.loc[curate.current_index, "curation"] == "rejected":
+        curate.next()  # a rejected pick takes no label
+    row = curate.current_index
+    curate.relabel("1qvr")
+    assert layer.features.loc[row, "curated_class"] == "1qvr", curate.info.text()
+    assert adapt.refine_button.isEnabled() and "1 curated label " in adapt.refine_button.toolTip()
+    curate.undo()  # in place in the features, then back to that pick
+    assert not adapt.refine_button.isEnabled()
+
+
+def test_refine_runs_in_the_background_and_writes_predictions_keeping_the_labels(
+        make_napari_viewer, qtbot, trained, scene, tmp_path):
+    from skimage.io import imsave
+
+    from napari_cryo_openset.adapt.common import is_adapted
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 960)
+    layer = _add_scene(viewer, scene)
+    _previous_predictions(layer)
+    _label(layer, LABELS)
+    labels_before = layer.features["curated_class"].copy()
+    source = _bundle(trained)
+    viewer_state(viewer).publish_source(source, data=trained.data, origin="trained in the Model widget")
+    adapt = AdaptWidget(viewer)
+    viewer.window.add_dock_widget(adapt, name="Adapt & predict", area="right")
+    adapt.device.setCurrentText("cpu")
+    adapt.method.setCurrentText("MLUDA")
+    adapt.label_iterations.setValue(3)
+    worker = adapt.start_refinement()
+    assert worker is not None
+    assert not adapt.refine_button.isEnabled() and not adapt.adapt_button.isEnabled()  # busy
+    assert "Refining MLUDA with 4 labels on picks" in adapt.runner.status.text()
+    qtbot.waitUntil(lambda: adapt.adapted is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: not adapt.runner.running, timeout=5_000)
+
+    assert [i for i, _ in adapt.loss_history["loss"]] == [1, 2, 3]  # the refine rounds, drawn live
+    refinement = adapt.adaptation
+    assert adapt.adapted.provenance["adaptation"]["curated_labels"]["n"] == 4
+    assert adapt.bundle is viewer_state(viewer).source.bundle and not is_adapted(adapt.bundle)  # from the source
+    # predictions written for every active pick; the curated labels untouched
+    feats = layer.features
+    names = feats["class_name"].to_numpy().astype(str)
+    active = (feats["curation"] != "rejected").to_numpy()
+    assert (names[~active] == "").all() and set(names[active]) <= set(CLASSES)
+    np.testing.assert_array_equal(names[active], refinement.picks["class_name"].astype(str).to_numpy()[active])
+    assert list(feats["curated_class"]) == list(labels_before)
+    assert sum(adapt.class_counts.values()) == int(active.sum())
+    assert adapt.class_counts == refinement.counts_after
+    assert adapt.counts_table.rowCount() == len(adapt.class_counts)
+    text = adapt.refine_summary.text()
+    assert "before → after:" in text and "4 curated labels (3 known, 1 unknown)" in text
+    first = next(iter(refinement.counts_after))
+    counts = f"{first} {refinement.counts_before.get(first, 0)} → {refinement.counts_after[first]}"
+    assert counts.replace(" ", "\u00a0") in text
+    assert adapt.refine_button.isEnabled() and adapt.save_button.isEnabled()
+    assert viewer_state(viewer).adapted.bundle is adapt.adapted
+
+    # what the user sees
+    qtbot.wait(300)
+    adapt.scroll.ensureWidgetVisible(adapt.refine_summary)
+    qtbot.wait(200)
+    window = viewer.screenshot(canvas_only=False, flash=False)
+    imsave(tmp_path / "refine_dock.png", window, check_contrast=False)
+    imsave("/tmp/refine_dock.png", window, check_contrast=False)
+
+    # a plain Adapt afterwards clears the refinement's summary
+    adapt.iterations.setValue(2)
+    adapt.start_adaptation()
+    qtbot.waitUntil(lambda: adapt.adaptation is not refinement and not adapt.runner.running, timeout=120_000)
+    assert adapt.refine_summary.text() == "" and list(layer.features["curated_class"]) == list(labels_before)
+
+
+def test_cancel_mid_refine_keeps_the_previous_predictions(make_napari_viewer, qtbot, trained, scene):
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    _previous_predictions(layer)
+    _label(layer, LABELS)
+    before = layer.features.copy()
+    colours = layer.border_color.copy()
+    adapt = _refine_widget(viewer, qtbot, trained, rounds=100_000, method="3D-ADA")
+    worker = adapt.start_refinement()
+    assert worker is not None
+    qtbot.waitUntil(lambda: len(adapt.loss_history.get("loss_d", [])) >= 2, timeout=60_000)  # refining
+    adapt.cancel()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    qtbot.wait(300)
+    assert "cancelled" in adapt.runner.status.text()
+    assert adapt.adapted is None and adapt.adaptation is None and adapt.refine_summary.text() == ""
+    assert adapt.refine_button.isEnabled() and adapt.adapt_button.isEnabled()
+    for column in ("class_name", "confidence", "unknown_score", "is_unknown", "curation", "curated_class"):
+        assert list(layer.features[column]) == list(before[column]), column
+    np.testing.assert_allclose(layer.border_color, colours)
+
+
+def test_a_label_the_model_lacks_is_one_clear_message_and_changes_nothing(make_napari_viewer, qtbot, trained, scene,
+                                                                          monkeypatch):
+    import napari.utils.notifications as notifications
+
+    warnings = []
+    monkeypatch.setattr(notifications, "show_warning", warnings.append)
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    _previous_predictions(layer)
+    _label(layer, {**LABELS, 5: "5mrc"})
+    before = layer.features.copy()
+    adapt = _refine_widget(viewer, qtbot, trained)
+    assert adapt.refine_button.isEnabled()  # labels there; which ones fit is said at the click
+    assert adapt.start_refinement() is None
+    assert len(warnings) == 1
+    message = str(warnings[0])
+    assert message.startswith("Adapt: 'picks': curated label(s) '5mrc' are not classes of the model"), message
+    assert "1bxn, 1qvr, 2cg9, empty" in message and "'unknown'" in message
+    assert not adapt.runner.running and adapt.adapted is None and not adapt.canvas.isVisible()
+    pd.testing.assert_frame_equal(layer.features, before)

@@ -365,6 +365,31 @@ def test_clicking_the_map_selects_and_centres_the_pick_and_layer_selection_is_ri
     np.testing.assert_allclose(sorted(map(tuple, _ringed(widget))), sorted(map(tuple, xy[[2, 5]])))
 
 
+def test_the_map_ring_follows_the_pick_curate_is_on(make_napari_viewer, qtbot, bundle, scene):
+    """Curate's review queue moves the current pick (it selects it); the t-SNE map rings that pick."""
+    from napari_cryo_openset._widgets.curate import CurateWidget
+
+    viewer = make_napari_viewer()
+    layer = _add_scene(viewer, scene)
+    xy = _set_map(layer)
+    widget = _widget(viewer, qtbot, bundle)
+    curate = CurateWidget(viewer)
+    qtbot.addWidget(curate)
+    curate.order_combo.setCurrentText("review queue (most useful first)")  # stays on the pick it was on …
+    for _ in range(len(layer.data)):
+        curate.previous()  # … so back to the head of the queue
+    seen = []
+    for _ in range(3):
+        row = curate.current_index
+        seen.append(row)
+        assert set(layer.selected_data) == {row}
+        np.testing.assert_allclose(_ringed(widget), xy[[row]])
+        curate.decide("accepted")  # … and on to the next pick of the queue
+    assert len(set(seen)) == 3
+    curate.undo()  # back to the last pick decided: the ring goes with it
+    np.testing.assert_allclose(_ringed(widget), xy[[seen[-1]]])
+
+
 # --------------------------------------------------------------------------------------------
 # export
 # --------------------------------------------------------------------------------------------

@@ -38,8 +38,11 @@ def target(small_scene, tmp_path_factory, source_bundle):
 def _params(method="mluda", **kw):
     from napari_cryo_openset.adapt import AdaptParams
 
-    return AdaptParams(**{"method": method, "iterations": 60, "batch_size": 8, "eval_every": 20, "device": "cpu",
-                          "threads": 2, "seed": 0, **kw})
+    kw = {"method": method, "iterations": 60, "batch_size": 8, "eval_every": 20, "device": "cpu", "threads": 2,
+          "seed": 0, **kw}
+    kw.setdefault("label_iterations", kw["iterations"])  # a refinement runs label_iterations rounds
+    kw.setdefault("label_batch_size", kw["batch_size"])
+    return AdaptParams(**kw)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,11 @@ Thin glue over :func:`napari_cryo_openset.adapt.adapt_to_tomogram` (no science h
 - **Results**: the run's summary, a per-class count table in the palette's colours (``unknown``
   in its reserved magenta), the calibrated unknown threshold — which can be overridden to
   re-decide ``unknown`` without re-running — and **Save adapted model…**.
+- **Refine with my labels** (:func:`napari_cryo_openset.adapt.refine.refine_with_labels`): adapts
+  the *source* model again with the picks you labelled in Curate (``curated_class``, read from the
+  layer at the click) as labelled targets, for *Refine rounds* rounds, in the same runner; on
+  completion the refined predictions go into the layer as Adapt's do (your labels are never
+  changed) and the counts before → after are shown.
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ class AdaptWidget(QWidget):
                                "MLUDA: margin losses + CORAL, open-set fine-tuning")
         self.iterations = param_spin(AdaptParams, "iterations", high=1_000_000,
                                      tip="Optimisation rounds (3D-ADA may stop earlier: domains aligned, or a collapse)")
+        self.label_iterations = param_spin(AdaptParams, "label_iterations", high=1_000_000,
+                                           tip="Optimisation rounds of Refine with my labels")
         self.seed = param_spin(AdaptParams, "seed", tip="Seed of everything random in the adaptation")
         self.device = QComboBox()
         self.device.addItems(available_devices())
@@ -114,7 +121,8 @@ class AdaptWidget(QWidget):
         self.adapt_button.setToolTip("Adapt the model to the picks, then classify them (known class or unknown)")
         settings_box = QGroupBox("Adapt to this tomogram")
         form([("Tomogram", self.image_combo), ("Picks layer", self.picks_combo), ("Polarity", self.polarity),
-              ("Method", self.method), ("Iterations", self.iterations), ("Seed", self.seed),
+              ("Method", self.method), ("Iterations", self.iterations), ("Refine rounds", self.label_iterations),
+              ("Seed", self.seed),
               ("Device", self.device), self.adapt_button], settings_box)
 
         self.runner = TaskRunner()
@@ -136,10 +144,15 @@ class AdaptWidget(QWidget):
         self.threshold_label = QLabel("")
         self.threshold_label.setWordWrap(True)
         self.save_button = QPushButton("Save adapted model…")
+        self.refine_button = QPushButton("Refine with my labels")
+        self.refine_summary = QLabel("")  # counts before → after and what the labels did
+        self.refine_summary.setWordWrap(True)
         results_box = QGroupBox("Results")
         rl = QVBoxLayout(results_box)
         rl.addWidget(self.summary)
         rl.addWidget(self.counts_table)
+        rl.addWidget(self.refine_button)
+        rl.addWidget(self.refine_summary)
         trow = QHBoxLayout()
         trow.addWidget(QLabel("Unknown threshold"))
         trow.addWidget(self.threshold, 1)
@@ -164,13 +177,17 @@ class AdaptWidget(QWidget):
         self.load_model_button.clicked.connect(self._choose_model)
         self.source_button.clicked.connect(self._choose_source)
         self.adapt_button.clicked.connect(self.start_adaptation)
+        self.refine_button.clicked.connect(self.start_refinement)
+        self.picks_combo.layer_changed.connect(self._follow_picks)
         self.save_button.clicked.connect(self._choose_save_path)
         self.threshold.valueChanged.connect(self.set_threshold)
         self.reset_threshold_button.clicked.connect(self.reset_threshold)
         self.runner.started.connect(lambda: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
         follow(self.state.source_changed, self, self._source_published)
-        self._update_adapt_button()
+        self._followed = None  # the picks layer whose labels the refine button counts
+        self._follow_picks(self.picks_layer())
+        self.destroyed.connect(lambda *_: self._unfollow())  # the layer may outlive the dock
         if self.state.source is not None:
             self._source_published(self.state.source)
 
@@ -333,7 +350,29 @@ class AdaptWidget(QWidget):
 
     def _update_adapt_button(self, busy: bool | None = None) -> None:
         busy = self.runner.running if busy is None else busy
-        self.adapt_button.setEnabled(not busy and self.bundle is not None and self.source is not None)
+        ready = not busy and self.bundle is not None and self.source is not None
+        self.adapt_button.setEnabled(ready)
+        labels = layer_labels(self.picks_layer())
+        self.refine_button.setEnabled(ready and bool(labels))
+        self.refine_button.setToolTip(refine_tip(self, labels, busy))
+
+    def _follow_picks(self, layer) -> None:
+        """Count the curated labels of the chosen picks layer as Curate changes them (for the refine button)."""
+        self._unfollow()
+        self._followed = layer
+        if layer is not None:
+            for emitter in _label_events(layer):
+                emitter.connect(self._labels_changed)
+        self._update_adapt_button()
+
+    def _unfollow(self) -> None:
+        if self._followed is not None:
+            for emitter in _label_events(self._followed):
+                emitter.disconnect(self._labels_changed)
+        self._followed = None
+
+    def _labels_changed(self, event=None) -> None:
+        self._update_adapt_button()
 
     def _set_results_enabled(self, enabled: bool) -> None:
         for w in (self.save_button, self.threshold, self.reset_threshold_button):
@@ -343,14 +382,50 @@ class AdaptWidget(QWidget):
         from ..params import AdaptParams
 
         return AdaptParams(method=self.method.currentData(), iterations=int(self.iterations.value()),
-                           seed=int(self.seed.value()), device=self.device.currentText())
+                           label_iterations=int(self.label_iterations.value()), seed=int(self.seed.value()),
+                           device=self.device.currentText())
 
     def start_adaptation(self):
         """Adapt the model to the chosen picks in the background; returns the worker (None if refused)."""
+        from ..adapt.run import adapt_to_tomogram
+
+        chosen = self._chosen_target()
+        if chosen is None:
+            return None
+        return self._run(adapt_to_tomogram, chosen, self._on_adapted, f"{self.method.currentText()} on "
+                                                                      f"{chosen.points.name}")
+
+    def start_refinement(self):
+        """Refine with the curated labels of the chosen picks (read now) in the background: the source
+        model adapted again with them; returns the worker (None if refused, with one message)."""
+        from napari.utils.notifications import show_warning
+
+        from ..adapt.refine import refine_with_labels
+        from ..curation import check_curated_labels, label_summary
+        from ..errors import CryoOpensetError
+
+        chosen = self._chosen_target()
+        if chosen is None:
+            return None
+        name = chosen.points.name
+        try:  # labels the model cannot learn: one message, before any work
+            check_curated_labels(chosen.picks, self.bundle.class_names, f"'{name}'")
+        except CryoOpensetError as exc:
+            show_warning(f"Adapt: {exc}")
+            return None
+        labels = label_summary(chosen.picks)
+        if not labels:
+            show_warning(f"Adapt: '{name}' has no curated labels to refine with: label picks in Curate first "
+                         "(number keys 1–9 for the model's classes, 0 for unknown).")
+            return None
+        return self._run(refine_with_labels, chosen, self._on_refined,
+                         f"Refining {self.method.currentText()} with {sum(labels.values())} labels on {name}")
+
+    def _chosen_target(self):
+        """The tomogram and picks to adapt to (:func:`~._choice.chosen_picks`), or None after one message."""
         from napari.utils.notifications import show_warning
 
         from ..adapt.common import MIN_TARGET_PICKS
-        from ..adapt.run import adapt_to_tomogram
         from ..errors import CryoOpensetError
 
         if self.bundle is None:
@@ -363,26 +438,36 @@ class AdaptWidget(QWidget):
         try:
             chosen = chosen_picks(self.image_layer(), self.picks_layer(), "Adapt",
                                   "pick particles first (Pick widget, or open a STAR/CSV file of picks).")
-            if chosen is None:
-                return None
-            points, picks = chosen.points, chosen.picks
-            n_active = int((picks["curation"] != "rejected").sum())
-            if n_active < MIN_TARGET_PICKS:
-                raise CryoOpensetError(f"'{points.name}' has {n_active} active picks (not rejected, above the "
-                                       f"picking threshold); adaptation needs at least {MIN_TARGET_PICKS}")
+        except CryoOpensetError as exc:
+            show_warning(f"Adapt: {exc}")
+            return None
+        if chosen is None:
+            return None
+        n_active = int((chosen.picks["curation"] != "rejected").sum())
+        if n_active < MIN_TARGET_PICKS:
+            show_warning(f"Adapt: '{chosen.points.name}' has {n_active} active picks (not rejected, above the "
+                         f"picking threshold); adaptation needs at least {MIN_TARGET_PICKS}")
+            return None
+        return chosen
+
+    def _run(self, job, chosen, on_result, label: str):
+        """Run ``job(bundle, source, tomogram, picks, params, polarity=…)`` (adapt or refine) in the runner."""
+        from napari.utils.notifications import show_warning
+
+        from ..errors import CryoOpensetError
+
+        try:
             params = self.adapt_params()
         except CryoOpensetError as exc:
             show_warning(f"Adapt: {exc}")
             return None
-        tomogram = chosen.tomogram
-        self._target = (points, len(points.data), chosen.rows)
+        self._target = (chosen.points, len(chosen.points.data), chosen.rows)
         self.loss_history, self.rate_history = {}, []
         self._style_plot(params.method)
         self.canvas.setVisible(True)
         self.redraw_plot()
-        label = f"{self.method.currentText()} on {points.name}"
-        return self.runner.start(adapt_to_tomogram, self.bundle, self.source, tomogram, picks, params,
-                                 polarity=self.polarity.currentText(), on_result=self._on_adapted,
+        return self.runner.start(job, self.bundle, self.source, chosen.tomogram, chosen.picks, params,
+                                 polarity=self.polarity.currentText(), on_result=on_result,
                                  on_progress=self._on_progress, label=label)
 
     def cancel(self) -> None:
@@ -390,13 +475,28 @@ class AdaptWidget(QWidget):
         self.runner.cancel()
 
     def _on_adapted(self, adaptation) -> None:
+        self.refine_summary.setText("")
+        self._show_result(adaptation, f"adapted to '{self._target[0].name}' in Adapt & predict")
+
+    def _on_refined(self, refinement) -> None:
+        """A refinement completed: its predictions go in like an adaptation's; say what the labels changed."""
+        n = refinement.labels.get("n", 0)
+        self._show_result(refinement, f"refined with {n} labels on '{self._target[0].name}' in Adapt & predict",
+                          heading=f"Adapt (refined with {n} labels)")
+        order = self.bundle.class_names if self.bundle is not None else ()
+        self.refine_summary.setText(f"Refined with your labels — picks before → after:\n"
+                                    f"{before_after_text(refinement.counts_before, refinement.counts_after, order)}"
+                                    f"\n{refinement.summary()}.")
+
+    def _show_result(self, adaptation, origin: str, heading: str = "Adapt") -> None:
+        """Publish a completed run's model, show its threshold and summary, write its predictions."""
         from napari.utils.notifications import show_warning
 
         self._redraw.stop()
         self.redraw_plot()
         self.adaptation = adaptation
         self.adapted = adaptation.result.bundle
-        self._adapted_origin = f"adapted to '{self._target[0].name}' in Adapt & predict"
+        self._adapted_origin = origin
         self.state.publish_adapted(self.adapted, origin=self._adapted_origin)
         self.calibrated_threshold = float(self.adapted.openset.get("threshold"))
         self.threshold_override = None
@@ -412,11 +512,12 @@ class AdaptWidget(QWidget):
                 + (" (boxes resampled to the model's voxel size)" if adaptation.resampled else ""))
         self.summary.setText(f"{text}. The table counts the picks at the threshold in use.")
         if written:
-            tell(self.viewer, f"Adapt: {text}")
+            tell(self.viewer, f"{heading}: {text}")
         else:
             layer = self._target[0]
             show_warning(f"Adapt: the picks of '{layer.name}' changed during adaptation; the adapted model is kept "
                          "(Save adapted model…) but its predictions were not written: run Adapt again.")
+        self._update_adapt_button()
 
     @property
     def threshold_in_use(self) -> float | None:
@@ -488,6 +589,54 @@ class AdaptWidget(QWidget):
         path = ask_bundle_path(self, "Save adapted model", save_as="adapted.pt")
         if path:
             self.save_adapted(path)
+
+
+def _label_events(layer):
+    """What changes a layer's curated labels: Curate sets them in the features, then moves on to the
+    next pick (a selection change)."""
+    return layer.events.features, layer.selected_data.events.items_changed
+
+
+def layer_labels(layer) -> dict[str, int]:
+    """The curated labels on the active picks of a Points ``layer`` (per label; empty when none)."""
+    from ..curation import CURATED_COLUMN, label_summary
+
+    feats = getattr(layer, "features", None)
+    if feats is None or CURATED_COLUMN not in feats.columns or "curation" not in feats.columns:
+        return {}
+    return label_summary(feats)
+
+
+def refine_tip(widget: AdaptWidget, labels: dict[str, int], busy: bool) -> str:
+    """The refine button's tooltip: what it would use, or why it cannot run."""
+    from ..picks import UNKNOWN_CLASS
+
+    layer = widget.picks_layer()
+    if busy:
+        return "Busy: wait for the running job to finish (or Cancel it)"
+    if widget.bundle is None:
+        return f"Refine with my labels: {_NO_MODEL}"
+    if widget.source is None:
+        return f"Refine with my labels: {_NO_SOURCE}"
+    if layer is None:
+        return "Refine with my labels: choose a picks layer"
+    if not labels:
+        return (f"No curated labels on '{layer.name}': label picks in Curate first (number keys 1–9 for the "
+                "model's classes, 0 for unknown)")
+    n, unknown = sum(labels.values()), labels.get(UNKNOWN_CLASS, 0)
+    return (f"Adapt the source model again with your {n} curated label{'s' if n != 1 else ''} on '{layer.name}' "
+            f"({n - unknown} known, {unknown} unknown) as labelled targets, for the Refine rounds; your labels are "
+            "never changed")
+
+
+def before_after_text(before: dict, after: dict, order=()) -> str:
+    """``1bxn 5 → 7 · unknown 10 → 8`` for the classes of ``before`` and ``after`` (``order`` first;
+    each class's counts kept on one line when the text wraps)."""
+    names = [c for c in order if c in before or c in after]
+    names += sorted((set(before) | set(after)) - set(names))
+    if not before:
+        return "no predictions before; now " + (" · ".join(f"{c}\u00a0{after[c]}" for c in names) or "none")
+    return " · ".join(f"{c}\u00a0{before.get(c, 0)}\u00a0→\u00a0{after.get(c, 0)}" for c in names)
 
 
 def transfer_text(transfer: dict) -> str:

@@ -43,7 +43,7 @@ from ._args import (
 )
 
 _OPTIONS = ("method", "iterations", "batch_size", "learning_rate", "eval_every", "seed", "amp", "label_weight",
-            "label_learning_rate")
+            "label_learning_rate", "label_iterations", "label_batch_size")
 _METHOD_NAMES = {"ada": "3D-ADA", "mluda": "MLUDA"}
 
 
@@ -187,8 +187,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     n_active = len(picks) - n_rejected
     say(f"adapt: target {tomo_path} ({'×'.join(map(str, tomo.shape))} voxels at {voxels_text(tomo.voxel_size)} Å): "
         f"{n_active} active picks of {len(picks)} ({n_rejected} rejected left out); {_METHOD_NAMES[params.method]}, "
-        f"up to {params.iterations} round{'s' if params.iterations != 1 else ''} of {params.batch_size} + "
-        f"{params.batch_size} boxes")
+        + _rounds_text(params, labels_path is not None))
 
     if labels_path is not None:
         from ..adapt.refine import refine_with_labels
@@ -241,6 +240,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     written = f"{out}" + (f" and {pred_out}" if pred_out is not None else "")
     say(f"adapt: adaptation {result.seconds:.1f} s, {time.perf_counter() - t0:.1f} s in all → {written}")
     return 0
+
+
+def _rounds_text(params: AdaptParams, refining: bool) -> str:
+    """``up to N rounds of B + B boxes`` — a refinement with labels has its own rounds and batch."""
+    n, b = (params.label_iterations, params.label_batch_size) if refining else (params.iterations, params.batch_size)
+    return f"up to {n} round{'s' if n != 1 else ''} of {b} + {b} boxes" + (" (refining with labels)" if refining else "")
 
 
 def _write_outputs(out: Path, pred_out: Path | None, bundle, picks, voxel_size) -> None:

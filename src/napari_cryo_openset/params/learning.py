@@ -104,7 +104,9 @@ class AdaptParams:
     Large pick sets: the rounds, the diagnostics and the target BatchNorm statistics use at most
     ``max_target_picks`` picks (a seeded random subset, the same for a seed; all of them when
     there are fewer); the predictions at the end cover every pick. ``label_weight`` weighs the
-    curated picks' loss, and ``label_learning_rate`` replaces ``learning_rate``, in a refinement with the user's labels (:mod:`napari_cryo_openset.adapt.refine`).
+    curated picks' loss, and ``label_learning_rate``, ``label_iterations`` and ``label_batch_size``
+    replace ``learning_rate``, ``iterations`` and ``batch_size``, in a refinement with the user's
+    labels (:mod:`napari_cryo_openset.adapt.refine`).
     """
 
     method: str = param("ada", choices=METHODS,
@@ -143,6 +145,11 @@ class AdaptParams:
                                               help="Adam learning rate of a refinement with labels (default by "
                                                    "method: ada 1e-4, mluda 1e-3: the few labels must be learnt "
                                                    "within the rounds)")
+    label_iterations: int = param(100, low=1, help="optimisation rounds of a refinement with labels (replaces "
+                                                   "iterations there: 100 rounds of 16 + 16 boxes take well under "
+                                                   "a minute on 2 CPU threads)")
+    label_batch_size: int = param(16, low=4, help="source and target boxes per round, each, of a refinement with "
+                                                  "labels (replaces batch_size there)")
     # open set
     threshold_rule: str = param("auto", choices=THRESHOLD_RULES, help="calibration rule of the unknown threshold")
     threshold_quantile: float = param(0.95, low=0, high=1, low_open=True, help="quantile of the known scores")
