@@ -17,15 +17,16 @@ by its name, a held-out one or a decoy ``unknown``), chosen
 - at **random** among the picks (seeded; the same count),
 
 and the model is refined with them (:func:`napari_cryo_openset.adapt.refine_with_labels`, from the
-same source model, same rounds and seed). Scores against the truth over **all** picks, with the
+same source model and seed, at the product's refinement rounds: ``label_iterations`` 100 of
+``label_batch_size`` 16 + 16 boxes, learning rate ``label_learning_rate``). Scores against the truth over **all** picks, with the
 model's own calls (``class_name``, not the labels themselves): OS*, UNK, HOS
 (:func:`napari_cryo_openset.metrics.open_set_metrics`); ``HOS unlabelled`` scores only the picks
 the user did not label. Mean ± sd over seeds (scene, source, training and adaptation seeds all =
 the seed); seconds per refinement (``--threads`` CPU threads).
 
 ``--timing`` also times refinements with 50 labels on 500 picks (the issue's budget: ≤ 60 s on 2
-CPU threads): 100 MLUDA rounds of 16 + 16 boxes, and the product's default 300 rounds of 32 + 32
-(32³ boxes); the load average and the process's CPU seconds are recorded beside each (on shared
+CPU threads): the product's default (``label_iterations`` 100 MLUDA rounds of ``label_batch_size``
+16 + 16 boxes) and, for reference, the label-free adaptation's 300 rounds of 32 + 32 (32³ boxes); the load average and the process's CPU seconds are recorded beside each (on shared
 CPUs the wall time depends on the other jobs; CPU seconds / threads is the time on dedicated ones).
 
     .venv/bin/python benchmarks/bench_curation.py [--quick] [--seeds 0 1 2] [--labels 10 20 50] \
@@ -148,7 +149,7 @@ def cell(seed: int, sizes: dict, label_counts, threads: int) -> list[dict]:
     return rows
 
 
-#: (rounds, boxes per batch) of the timed refinements: a quick one, and the product's default rounds.
+#: (rounds, boxes per batch) of the timed refinements: the product's default, and the adaptation's rounds.
 RUNS = ((100, 16), (300, 32))
 
 
