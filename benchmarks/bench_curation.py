@@ -114,9 +114,8 @@ def labelled(table, rows, truth, class_names):
 
 def cell(seed: int, sizes: dict, label_counts, threads: int) -> list[dict]:
     tomo, table, truth, data, bundle, known = setup(seed, sizes, threads)
-    # the refinements run as many rounds of as many boxes as the label-free adaptation they are compared with
+    # the refinements run at the product's refinement rounds (label_iterations, label_batch_size): what a user gets
     params = AdaptParams(method="mluda", iterations=sizes["iterations"], eval_every=max(sizes["iterations"] // 3, 1),
-                         label_iterations=sizes["iterations"], label_batch_size=AdaptParams().batch_size,
                          device="cpu", threads=threads, seed=seed)
     t0 = time.perf_counter()
     base = run_to_completion(adapt_to_tomogram(bundle, data, tomo, table, params))
