@@ -478,7 +478,8 @@ def test_joint_pool_is_capped_by_a_seeded_subset(joint_batch):
     trained = trained_from_model(out / "sources" / "10A" / "model.pt", out / "sources" / "10A" / "source.npz")
     picks = {n: (read_picks(out / "tomograms" / n / "picks.star"), "dark") for n in ("TS_01", "TS_02", "TS_03")}
     total = sum(int((p["curation"] != "rejected").sum()) for p, _ in picks.values())
-    params = replace(AdaptParams(method="ada", iterations=2, device="cpu", threads=1, eval_every=1), max_target_picks=16)
+    params = replace(AdaptParams(method="ada", iterations=2, device="cpu", threads=1, eval_every=1),
+                     max_target_picks=16)
     opened = []
 
     def open_tomogram(name):

@@ -616,8 +616,9 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
     ``templates_for(voxel_size)`` loads the templates at a tomogram voxel size; ``model``: a
     TrainResult every condition uses instead of simulating one (``--model``); ``delays``: seconds
     before a named tomogram's task starts (tests); ``told``: the imaging-condition fields the user gave (the
-    data set's microscope does not replace them, :func:`condition_params`); ``joint``: one adaptation per condition
-    to the pooled picks of its tomograms (:func:`_joint_stage`) instead of one per tomogram. Returns the :class:`BatchResult`; on
+    data set's microscope does not replace them, :func:`condition_params`); ``joint``: one adaptation per
+    condition to the pooled picks of its tomograms (:func:`_joint_stage`) instead of one per tomogram.
+    Returns the :class:`BatchResult`; on
     KeyboardInterrupt (or another BaseException such as the CLI's SIGTERM ``Terminated``) the pending
     tasks are cancelled, the report written, and the interrupt re-raised.
     """
