@@ -356,3 +356,159 @@ def test_trained_from_model_and_source_set(tmp_path):
     assert "unknown" in trained.class_names
     _, val = stratified_split(trained.data.labels, 0.15, 0)
     assert np.array_equal(trained.val_indices, val)
+
+
+# --------------------------------------------------------------------------------------------
+# --joint: one adaptation per condition to the pooled picks of its tomograms
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def joint_batch(dataset, first_batch, tmp_path_factory):
+    """``batch --joint`` on the data set plus a constant tomogram (readable, but picking fails), 2 workers,
+    starting from the first batch's saved source model (the same parameters: reused, so no source stage).
+    Returns (DATASET, OUTDIR, stderr)."""
+    import contextlib
+    import io
+    import shutil
+
+    from napari_cryo_openset.io import write_tomogram
+
+    root = tmp_path_factory.mktemp("joint")
+    data = root / "data"
+    data.mkdir()
+    for p in sorted(dataset.iterdir()):
+        (data / p.name).symlink_to(p)
+    write_tomogram(data / "TS_05.mrc", np.zeros((48, 96, 96), np.float32), 10.0)
+    out = root / "out"
+    out.mkdir()
+    shutil.copytree(first_batch[0] / "sources", out / "sources")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(["batch", str(data), "-o", str(out), "--workers", "2", "--joint", *SMALL])
+    assert rc == 0, err.getvalue()
+    return data, out, err.getvalue()
+
+
+def _weights(path) -> dict:
+    from napari_cryo_openset.checkpoint import load_bundle
+
+    bundle = load_bundle(path)
+    return {**{f"e.{k}": v for k, v in bundle.model.encoder.state_dict().items()},
+            **{f"h.{k}": v for k, v in bundle.model.head.state_dict().items()}}
+
+
+def test_joint_batch_one_adapted_model_for_the_group_then_rerun(joint_batch, capsys):
+    """3 complete outputs predicted with one model adapted to the pooled picks of the 3 tomograms; the
+    corrupt file and the tomogram that cannot be picked are recorded and left out of the pool; a rerun
+    reuses the joint model and recomputes nothing."""
+    import torch
+
+    from napari_cryo_openset.batch import joint_id
+    from napari_cryo_openset.io import read_picks
+
+    data, out, err = joint_batch
+    good = ("TS_01", "TS_02", "TS_03")
+    report = json.loads((out / "batch_report.json").read_text())
+    status = {r["name"]: r for r in report["tomograms"]}
+    assert [status[n]["status"] for n in good] == ["done"] * 3
+    assert all(status[n]["adaptation"] == "joint" for n in good)
+    assert status["TS_04"]["status"] == "failed" and "not an MRC file" in status["TS_04"]["error"]
+    assert status["TS_05"]["status"] == "failed" and "constant" in status["TS_05"]["error"]
+    assert "left out of the joint adaptation" in err and "\n" not in status["TS_05"]["error"]
+    assert not (out / "tomograms" / "TS_05").exists()
+    pooled = sum(int((read_picks(out / "tomograms" / n / "picks.star")["curation"] != "rejected").sum()) for n in good)
+    joint = report["sources"]["10A"]["joint"]
+    assert joint["tomograms"] == list(good) and joint["pooled_picks"] == pooled == joint["adaptation_picks"]
+    shared = _weights(out / "sources" / "10A" / "adapted_joint.pt")
+    for name in good:
+        folder = out / "tomograms" / name
+        assert is_complete(folder, joint=joint["id"]) and not is_complete(folder, joint=False)
+        run = json.loads((folder / "report.json").read_text())
+        assert run["adaptation"]["mode"] == "joint" and "adapt" not in run["timings_s"]
+        assert run["adaptation"]["joint"] == {"tomograms": list(good), "pooled_picks": pooled,
+                                              "adaptation_picks": pooled, "id": joint["id"]}
+        own = _weights(folder / "adapted.pt")
+        assert own.keys() == shared.keys() and all(torch.equal(own[k], shared[k]) for k in own)
+    assert (out / "particles.star").is_file()
+
+    before = _outputs(out / "tomograms")
+    joint_pt = (out / "sources" / "10A" / "adapted_joint.pt").stat().st_mtime_ns
+    assert main(["batch", str(data), "-o", str(out), "--workers", "2", "--joint", *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "3 tomogram(s) complete from an earlier run, skipped" in err
+    assert _outputs(out / "tomograms") == before
+    assert (out / "sources" / "10A" / "adapted_joint.pt").stat().st_mtime_ns == joint_pt
+    status = {r["name"]: r["status"] for r in json.loads((out / "batch_report.json").read_text())["tomograms"]}
+    assert status == {"TS_01": "skipped", "TS_02": "skipped", "TS_03": "skipped", "TS_04": "failed", "TS_05": "failed"}
+    # another tomogram set or other parameters: another joint model (not reused, outputs not complete)
+    from napari_cryo_openset.batch import _saved_joint, discover
+
+    _, items = discover(data)
+    items = [i for i in items if i.error is None]
+    assert _saved_joint(out, "10A", joint["id"]) is not None and _saved_joint(out, "10A", "0" * 12) is None
+    assert joint_id(_params(), items) != joint_id(_params(), items[:-1])
+    assert joint_id(_params(), items) != joint_id(_params("--iterations", "11"), items)
+    assert joint_id(_params(), items) == joint_id(_params(), items)
+
+
+def _params(*extra):
+    from dataclasses import replace
+
+    from napari_cryo_openset.cli import build_parser
+    from napari_cryo_openset.cli.run import run_params_from_args
+
+    args = build_parser().parse_args(["batch", "DATA", "-o", "x", *SMALL, *extra])
+    return replace(run_params_from_args(args), threads=1)
+
+
+def test_joint_pool_is_capped_by_a_seeded_subset(joint_batch):
+    """The pooled picks of the tomograms, capped at max_target_picks: the seeded subset of the pool, each
+    tomogram's share cut from its own (memory-mapped) file."""
+    from dataclasses import replace
+
+    from napari_cryo_openset.adapt import AdaptParams, adapt_to_tomograms
+    from napari_cryo_openset.adapt.run import subset_rows
+    from napari_cryo_openset.batch import trained_from_model
+    from napari_cryo_openset.checkpoint import bundle_from_training
+    from napari_cryo_openset.io import read_picks, read_tomogram
+    from napari_cryo_openset.progress import run_to_completion
+
+    data, out, _ = joint_batch
+    trained = trained_from_model(out / "sources" / "10A" / "model.pt", out / "sources" / "10A" / "source.npz")
+    picks = {n: (read_picks(out / "tomograms" / n / "picks.star"), "dark") for n in ("TS_01", "TS_02", "TS_03")}
+    total = sum(int((p["curation"] != "rejected").sum()) for p, _ in picks.values())
+    params = replace(AdaptParams(method="ada", iterations=2, device="cpu", threads=1, eval_every=1),
+                     max_target_picks=16)
+    opened = []
+
+    def open_tomogram(name):
+        opened.append(name)
+        return read_tomogram(data / f"{name}.mrc")
+
+    result = run_to_completion(adapt_to_tomograms(bundle_from_training(trained), trained.data, picks, open_tomogram,
+                                                  params))
+    joint = result.bundle.provenance["adaptation"]["joint"]
+    assert joint == {"tomograms": ["TS_01", "TS_02", "TS_03"], "pooled_picks": total, "adaptation_picks": 16}
+    assert len(result.predictions.class_name) == 16
+    rows = subset_rows(total, 16, params.seed)
+    n1 = len(picks["TS_01"][0])
+    assert opened == [n for n, lo, hi in (("TS_01", 0, n1), ("TS_02", n1, n1 + len(picks["TS_02"][0])),
+                                          ("TS_03", n1 + len(picks["TS_02"][0]), total))
+                      if ((rows >= lo) & (rows < hi)).any()]
+
+
+def test_pooled_boxes_index_like_the_concatenation():
+    import torch
+
+    from napari_cryo_openset.boxes import PooledBoxes, cache_if_small, take_rows
+
+    parts = [torch.randn(n, 1, 4, 4, 4) for n in (3, 5, 2)]
+    pooled = PooledBoxes(parts)
+    whole = torch.cat(parts)
+    assert len(pooled) == 10 and tuple(pooled.shape) == (10, 1, 4, 4, 4) and pooled.nbytes == whole.nbytes
+    assert torch.equal(pooled[2:7], whole[2:7]) and torch.equal(pooled[9], whole[9])
+    rows = np.array([0, 4, 7, 8])
+    assert torch.equal(pooled[rows], whole[rows])
+    sub = take_rows(pooled, rows)
+    assert isinstance(sub, PooledBoxes) and torch.equal(cache_if_small(sub), whole[rows])

@@ -10,6 +10,17 @@ pipeline on it (:func:`~napari_cryo_openset.pipeline.run_pipeline` with that sou
 writes the ``run`` contract into ``OUT/tomograms/<name>/`` atomically
 (:func:`~napari_cryo_openset.io._atomic.atomic_dir`: a hidden folder swapped in at the end).
 
+Joint adaptation (``joint=True``, ``batch --joint``)
+    Per condition, after the source stage: a :func:`pick_task` per tomogram (its picks and condition,
+    as its run would make them), one :func:`joint_adapt_task` adapting the source model to the pooled
+    picks of all of them (capped at ``AdaptParams.max_target_picks``, a seeded subset; the tomograms
+    opened memory-mapped in that task), the adapted model broadcast, then the per-tomogram tasks predict,
+    verify, map and write with it (``finish_run(..., adapted=)``: no adaptation of their own; each
+    ``report.json`` says ``adaptation.mode: joint`` with the group's tomograms and the pooled pick count).
+    The model is saved as ``sources/<condition>/adapted_joint.pt`` (+ ``.json``) and reused by a rerun with
+    the same :func:`joint_id` (parameters and tomograms); a tomogram that fails picking is recorded and
+    left out of the pool.
+
 Faults
     A tomogram whose input is bad (corrupt file, too few picks, …: a
     :class:`~napari_cryo_openset.errors.CryoOpensetError` or a file-system error) is recorded with
@@ -242,9 +253,10 @@ def params_fingerprint(params) -> dict:
     return json.loads(json.dumps(_jsonable(params.to_dict())))
 
 
-def is_complete(folder: str | os.PathLike, params=None) -> bool:
+def is_complete(folder: str | os.PathLike, params=None, joint: str | bool | None = None) -> bool:
     """A tomogram's output folder is complete: ``report.json`` readable, of a ``run``, made with ``params``
-    (when given), and every output it lists present and non-empty."""
+    (when given), adapted as ``joint`` says (when given: False = on its own, a string = by the joint
+    adaptation of that :func:`joint_id`), and every output it lists present and non-empty."""
     folder = Path(folder)
     try:
         report = json.loads((folder / "report.json").read_text())
@@ -254,11 +266,32 @@ def is_complete(folder: str | os.PathLike, params=None) -> bool:
         return False
     if params is not None and report.get("parameters") != params_fingerprint(params):
         return False
+    if joint is not None and _joint_of(report) != joint:
+        return False
     for name in report["outputs"]:
         p = folder / str(name)
         if not p.is_file() or (p.stat().st_size == 0 and p.name != "report.json"):
             return False
     return True
+
+
+def _joint_of(report: dict) -> str | bool:
+    """The :func:`joint_id` of the joint adaptation a ``run`` report was made with, False when adapted alone."""
+    adaptation = report.get("adaptation") if isinstance(report.get("adaptation"), dict) else {}
+    if adaptation.get("mode") != "joint":
+        return False
+    return str((adaptation.get("joint") or {}).get("id", ""))
+
+
+def joint_id(params, group: Sequence[BatchItem], given_model: bool = False) -> str:
+    """What identifies a condition's joint adaptation (12 hex digits): the run parameters, the group's
+    tomograms (names and files, in order) and whether the source model was given. The same id on a
+    rerun reuses ``sources/<condition>/adapted_joint.pt``; another one recomputes it."""
+    import hashlib
+
+    key = {"parameters": params_fingerprint(params), "given_model": bool(given_model),
+           "tomograms": [[i.name, i.path, list(i.copick) if i.copick else None] for i in group]}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def remove_stale_temporaries(out: Path, names: Sequence[str]) -> list[Path]:
@@ -358,34 +391,88 @@ def _worker_address() -> str:
 INPUT_ERRORS = (CryoOpensetError, OSError)
 
 
-def tomogram_task(item: BatchItem, templates, trained, params, out: str, delay: float = 0.0) -> dict:
+def tomogram_task(item: BatchItem, templates, trained, params, out: str, delay: float = 0.0, picked: dict | None = None,
+                  adapted=None) -> dict:
     """Dask task: the ``run`` pipeline on one tomogram; writes ``OUT/tomograms/<name>/`` atomically.
 
     Returns a small summary (``status`` ``done`` or ``failed`` with a one-line ``error``); an
     input error is returned, anything else raised (Dask retries it). ``delay`` s before starting
-    (tests use it to kill a worker mid-run).
+    (tests use it to kill a worker mid-run). ``picked``: the :func:`pick_task` result of this
+    tomogram (its picks and condition: not redone); ``adapted``: the group's joint adaptation
+    (an :class:`~napari_cryo_openset.adapt.AdaptResult`: the tomogram is predicted with it, not adapted).
     """
     from .io._atomic import atomic_dir
-    from .pipeline import run_pipeline, write_run
+    from .pipeline import finish_run, run_pipeline, write_run
     from .progress import run_to_completion
 
     t0 = time.perf_counter()
     base = {"name": item.name, "condition": item.condition, "worker": _worker_address(), "pid": os.getpid()}
+    if adapted is not None:
+        base["adaptation"] = "joint"
     if delay:
         time.sleep(delay)
     try:
         _set_threads(params)
         tomo = load_item(item)
-        result = run_to_completion(run_pipeline(tomo, templates, params, trained=trained))
+        if picked is not None:
+            prepared = replace(picked["prepared"], trained=trained)
+            result = run_to_completion(finish_run(tomo, prepared, params, adapted=adapted))
+        else:
+            result = run_to_completion(run_pipeline(tomo, templates, params, trained=trained, adapted=adapted))
         folder = Path(out) / TOMOGRAMS_DIR / item.name
         with atomic_dir(folder, overwrite=True) as tmp:
             write_run(tmp, result)
     except INPUT_ERRORS as exc:
         return {**base, "status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - t0,
                 "rss_mb": peak_rss_mb()}
+    extra = {"pick_seconds": round(float(picked["seconds"]), 3)} if picked is not None else {}
     return {**base, "status": "done", "seconds": time.perf_counter() - t0, "rss_mb": peak_rss_mb(),
             "class_counts": result.class_counts(), "n_picks": int(len(result.predictions)),
-            "timings_s": {k: round(v, 3) for k, v in result.timings.items()}}
+            "timings_s": {k: round(v, 3) for k, v in result.timings.items()}, **extra}
+
+
+def pick_task(item: BatchItem, templates, trained, params) -> dict:
+    """Dask task (``--joint``): pick one tomogram and read its condition, as its run would
+    (:func:`~napari_cryo_openset.pipeline.prepare_run` with the shared source model).
+
+    Returns ``status`` ``done`` with ``prepared`` (the :class:`~napari_cryo_openset.pipeline.PreparedRun`
+    without the source model) and ``n_active`` (active picks), or ``failed`` with a one-line ``error``.
+    """
+    from .pipeline import prepare_run
+    from .progress import run_to_completion
+
+    t0 = time.perf_counter()
+    base = {"name": item.name, "worker": _worker_address()}
+    try:
+        _set_threads(params)
+        tomo = load_item(item)
+        prepared = run_to_completion(prepare_run(tomo, templates, params, trained=trained))
+    except INPUT_ERRORS as exc:
+        return {**base, "status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - t0}
+    n_active = int((prepared.picks["curation"] != "rejected").sum())
+    return {**base, "status": "done", "prepared": replace(prepared, trained=None), "n_active": n_active,
+            "seconds": time.perf_counter() - t0}
+
+
+def joint_adapt_task(items: Sequence[BatchItem], picked: Sequence[dict], trained, params, jid: str) -> dict:
+    """Dask task (``--joint``): one adaptation of the source model to the pooled picks of ``items``
+    (:func:`~napari_cryo_openset.adapt.adapt_to_tomograms`; ``picked``: their :func:`pick_task` results);
+    the tomograms are opened here, memory-mapped. Returns ``adapted`` (the
+    :class:`~napari_cryo_openset.adapt.AdaptResult`, without its predictions), seconds, worker, peak RSS."""
+    from .adapt import adapt_to_tomograms
+    from .checkpoint import bundle_from_training
+    from .progress import run_to_completion
+
+    t0 = time.perf_counter()
+    _set_threads(params)
+    by_name = {i.name: i for i in items}
+    picks = {i.name: (p["prepared"].picks, p["prepared"].polarity) for i, p in zip(items, picked)}
+    result = run_to_completion(adapt_to_tomograms(bundle_from_training(trained), trained.data, picks,
+                                                  lambda name: load_item(by_name[name]), params.adapt_params()))
+    joint = result.bundle.provenance["adaptation"]["joint"]
+    joint["id"] = jid
+    return {"adapted": replace(result, predictions=None), "seconds": time.perf_counter() - t0,
+            "worker": _worker_address(), "rss_mb": peak_rss_mb(), **joint}
 
 
 # --------------------------------------------------------------------------------------------
@@ -523,13 +610,15 @@ class BatchResult:
 def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list], params, out: str | os.PathLike, *,
               client, model=None, retries: int = 2, say: Callable[[str], None] = print,
               delays: Mapping[str, float] | None = None, dataset: str = "", on_submitted=None,
-              told=()) -> BatchResult:
+              told=(), joint: bool = False) -> BatchResult:
     """Run the data set on ``client``; write every tomogram's folder and the batch outputs under ``out``.
 
     ``templates_for(voxel_size)`` loads the templates at a tomogram voxel size; ``model``: a
     TrainResult every condition uses instead of simulating one (``--model``); ``delays``: seconds
     before a named tomogram's task starts (tests); ``told``: the imaging-condition fields the user gave (the
-    data set's microscope does not replace them, :func:`condition_params`). Returns the :class:`BatchResult`; on
+    data set's microscope does not replace them, :func:`condition_params`); ``joint``: one adaptation per
+    condition to the pooled picks of its tomograms (:func:`_joint_stage`) instead of one per tomogram.
+    Returns the :class:`BatchResult`; on
     KeyboardInterrupt (or another BaseException such as the CLI's SIGTERM ``Terminated``) the pending
     tasks are cancelled, the report written, and the interrupt re-raised.
     """
@@ -548,11 +637,12 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
             records[item.name] = {"name": item.name, "status": "failed", "error": item.error, "condition": item.condition}
             say(f"batch: {item.name}: failed: {item.error}")
     todo: list[BatchItem] = []
-    for item in items:
-        if item.name in records:
-            continue
+    readable = [i for i in items if i.name not in records]
+    pools = group_by_condition(readable)  # --joint: every readable tomogram of a condition is in its pool
+    jids = {key: joint_id(condition_params(params, g[0], told), g, model is not None) for key, g in pools.items()}
+    for item in readable:
         p = condition_params(params, item, told)
-        if is_complete(out / TOMOGRAMS_DIR / item.name, p):
+        if is_complete(out / TOMOGRAMS_DIR / item.name, p, joint=jids[item.condition] if joint else False):
             records[item.name] = {"name": item.name, "status": "skipped", "condition": item.condition,
                                   "note": "complete from an earlier run (checked)"}
         else:
@@ -571,7 +661,8 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
             p = condition_params(params, group[0], told)
             templates = templates_for(group[0].voxel_size)
             t0 = time.perf_counter()
-            trained, info = _source_of(client, key, group, templates, p, model, records, say, retries, out)
+            trained, info = _source_of(client, key, pools[key] if joint else group, templates, p, model, records, say,
+                                       retries, out)
             if trained is None:
                 continue
             info["seconds_with_transfer"] = time.perf_counter() - t0
@@ -582,11 +673,19 @@ def run_batch(items: Sequence[BatchItem], templates_for: Callable[[float], list]
             how = ("given" if info.get("given") else f"of an earlier run (trained on {info['reference']})"
                    if info.get("reused") else f"trained on {info['reference']} in {info['seconds']:.1f} s")
             say(f"batch: condition {key}: source model {how}, broadcast to the workers; {len(group)} tomogram(s) to run")
+            shared_adapted, picked = None, {}
+            if joint:
+                adapted, picked, info["joint"] = _joint_stage(client, key, pools[key], shared_templates, shared_trained,
+                                                              p, jids[key], records, say, retries, out)
+                if adapted is None:
+                    continue
+                shared_adapted = client.scatter(adapted, broadcast=True)
             for item in group:
                 if item.name in records:  # failed as a source reference
                     continue
                 fut = client.submit(tomogram_task, item, shared_templates, shared_trained, p, str(out),
-                                    (delays or {}).get(item.name, 0.0), key=f"tomogram-{item.name}-{time.time_ns()}",
+                                    (delays or {}).get(item.name, 0.0), picked=picked.get(item.name),
+                                    adapted=shared_adapted, key=f"tomogram-{item.name}-{time.time_ns()}",
                                     retries=int(retries), pure=False)
                 futures[fut] = item
         if on_submitted is not None:
@@ -660,6 +759,100 @@ def _source_of(client, key, group, templates, params, model, records, say, retri
         return trained, info
     say(f"batch: condition {key}: no tomogram could make its source model; its tomograms are not run")
     return None, None
+
+
+def _joint_stage(client, key: str, pool: Sequence[BatchItem], templates, trained, params, jid: str, records: dict,
+                 say, retries: int, out: Path):
+    """``--joint``, one condition: its adaptation to the pooled picks of ``pool`` (``templates``,
+    ``trained``: the broadcast futures). Reuses ``sources/<key>/adapted_joint.pt`` when it has the id
+    ``jid`` (:func:`joint_id`); else a :func:`pick_task` per tomogram (one that fails is recorded and left
+    out of the pool), one :func:`joint_adapt_task` on the picked ones, saved for reruns.
+
+    Returns (the :class:`~napari_cryo_openset.adapt.AdaptResult` or None when there is none, the pick
+    futures of the picked tomograms by name — their tasks reuse the picks —, what the report says of it).
+    """
+    saved = _saved_joint(out, key, jid)
+    if saved is not None:
+        adapted, info = saved
+        say(f"batch: condition {key}: joint adaptation of an earlier run ({info['pooled_picks']} picks of "
+            f"{len(info['tomograms'])} tomograms), reused")
+        return adapted, {}, info
+    t0 = time.perf_counter()
+    futures = {item.name: client.submit(pick_task, item, templates, trained, params, retries=int(retries), pure=False,
+                                        key=f"pick-{item.name}-{time.time_ns()}") for item in pool}
+    picked, summaries = {}, []
+    for item in pool:
+        try:
+            rec = futures[item.name].result()
+        except Exception as exc:  # noqa: BLE001 - retried by Dask and still failing, or KilledWorker
+            rec = {"status": "failed", "error": f"{type(exc).__name__}: {one_line(exc)}"}
+        if rec["status"] != "done":
+            records[item.name] = {"name": item.name, "status": "failed", "condition": item.condition,
+                                  "error": rec["error"], "stage": "pick (left out of the joint adaptation)"}
+            say(f"batch: {item.name}: failed (picking, left out of the joint adaptation): {rec['error']}")
+            continue
+        picked[item.name] = futures[item.name]
+        summaries.append(rec)
+    if not picked:
+        say(f"batch: condition {key}: no tomogram could be picked; no joint adaptation, its tomograms are not run")
+        return None, {}, {"error": "no tomogram could be picked"}
+    names = list(picked)
+    say(f"batch: condition {key}: joint adaptation to {sum(r['n_active'] for r in summaries)} picks of "
+        f"{len(names)} tomograms")
+    items = [i for i in pool if i.name in picked]
+    fut = client.submit(joint_adapt_task, items, [picked[n] for n in names], trained, params, jid,
+                        retries=int(retries), pure=False, key=f"joint-{key}-{time.time_ns()}")
+    try:
+        info = fut.result()
+    except Exception as exc:  # noqa: BLE001 - input errors, or retried by Dask and still failing
+        error = f"joint adaptation: {one_line(exc)}"
+        for item in items:
+            records[item.name] = {"name": item.name, "status": "failed", "condition": item.condition, "error": error}
+        say(f"batch: condition {key}: {error}; its tomograms are not run")
+        return None, {}, {"error": error}
+    adapted = info.pop("adapted")
+    info["seconds_with_picking"] = time.perf_counter() - t0
+    info["pick_seconds"] = {r["name"]: round(float(r["seconds"]), 3) for r in summaries}
+    _save_joint(out, key, adapted, info)
+    say(f"batch: condition {key}: joint adaptation done in {info['seconds']:.1f} s "
+        f"({info['adaptation_picks']} of {info['pooled_picks']} pooled picks learnt from)")
+    return adapted, picked, info
+
+
+def _save_joint(out: Path, key: str, adapted, info: dict) -> None:
+    """``sources/<key>/adapted_joint.pt`` (the jointly adapted model) and ``adapted_joint.json`` (its id,
+    tomograms, diagnostics) — written last, so a rerun reuses only a complete one."""
+    from .checkpoint import save_bundle
+    from .io import atomic_path
+    from .pipeline import _jsonable
+
+    folder = out / SOURCES_DIR / key
+    folder.mkdir(parents=True, exist_ok=True)
+    save_bundle(adapted.bundle, folder / "adapted_joint.pt")
+    diagnostics = {"history": adapted.history, "stopped": adapted.stopped, "adapt_seconds": adapted.seconds,
+                   "calibration": adapted.calibration}
+    with atomic_path(folder / "adapted_joint.json") as tmp:
+        Path(tmp).write_text(json.dumps(_jsonable({**info, "result": diagnostics}), indent=2) + "\n")
+
+
+def _saved_joint(out: Path, key: str, jid: str):
+    """(the :class:`~napari_cryo_openset.adapt.AdaptResult`, its info) an earlier batch saved for ``key``
+    with the id ``jid``, or None."""
+    from .adapt import AdaptResult
+    from .checkpoint import load_bundle
+
+    folder = out / SOURCES_DIR / key
+    try:
+        info = json.loads((folder / "adapted_joint.json").read_text())
+        if info.get("id") != jid:
+            return None
+        bundle = load_bundle(folder / "adapted_joint.pt")
+        res = info.pop("result")
+        adapted = AdaptResult(bundle=bundle, predictions=None, history=list(res["history"]), stopped=str(res["stopped"]),
+                              seconds=float(res["adapt_seconds"]), calibration=dict(res["calibration"]))
+    except (CryoOpensetError, OSError, ValueError, KeyError, TypeError):
+        return None
+    return adapted, {**info, "reused": True}
 
 
 def _save_source(out: Path, key: str, trained, info: dict, params) -> None:

@@ -107,3 +107,55 @@ def cache_if_small(boxes, max_bytes: int = CACHE_BYTES):
     if isinstance(boxes, PickBoxes) and boxes.nbytes <= max_bytes:
         return boxes.materialise()
     return boxes
+
+
+class PooledBoxes(PickBoxes):
+    """Lazy ``(N, 1, B, B, B)`` boxes of several :class:`PickBoxes` end to end (e.g. the picks of
+    several tomograms, ``batch --joint``): rows of the first part, then of the second, …
+
+    Each index cuts its rows from the part (tomogram) they belong to; a part may also be a tensor
+    already in memory. Parts must share the box edge.
+    """
+
+    def __init__(self, parts) -> None:
+        self.parts = list(parts)
+        if not self.parts:
+            raise ValueError("PooledBoxes needs at least one part")  # internal misuse
+        edges = {tuple(p.shape[-3:]) for p in self.parts}
+        if len(edges) != 1:
+            raise ValueError(f"pooled boxes must share one box edge, got {sorted(edges)}")  # internal misuse
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.parts[0].shape[1:]))
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(p.nbytes for p in self.parts))
+
+    def _split(self, rows: np.ndarray):
+        """(part index, rows of the output, rows within that part) for every part ``rows`` touch."""
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        for p in np.unique(which):
+            at = np.flatnonzero(which == p)
+            yield int(p), at, rows[at] - self.offsets[p]
+
+    def __getitem__(self, key) -> torch.Tensor:
+        rows = _rows(key, len(self))
+        out = torch.empty((len(rows), *self.shape[1:]), dtype=torch.float32)
+        for p, at, local in self._split(rows):
+            part = self.parts[p]
+            out[torch.from_numpy(at)] = part[torch.from_numpy(local) if isinstance(part, torch.Tensor) else local]
+        return out[0] if isinstance(key, (int, np.integer)) else out
+
+    def subset(self, rows) -> PooledBoxes:
+        """The lazy set of ``rows`` (in that order when they are sorted; :func:`adaptation_subset` sorts)."""
+        rows = _rows(rows, len(self))
+        if rows.size and np.any(np.diff(rows) < 0):
+            raise ValueError("PooledBoxes.subset needs sorted rows")  # internal misuse
+        parts = [take_rows(self.parts[p], local) for p, _, local in self._split(rows)]
+        return PooledBoxes(parts) if parts else PooledBoxes([take_rows(self.parts[0], rows[:0])])

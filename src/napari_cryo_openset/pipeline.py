@@ -130,6 +130,7 @@ class RunResult:
         hist = res.history[-1] if res.history else {}
         tomo_vs = self.geometry["tomogram_voxel_size"]
         picking = self.picking.to_dict() if self.picking is not None else {"given": True}
+        joint = (self.adapted.provenance.get("adaptation") or {}).get("joint")
         return {
             "command": "run",
             "version": __version__,
@@ -145,7 +146,9 @@ class RunResult:
                          "stopped": self.trained.stopped, "device": str(self.trained.device),
                          "source_counts": self.trained.data.counts(),
                          "source": _source_report(self.trained.data)},
-            "adaptation": {"method": self.params.method, "stopped": res.stopped, "seconds": round(res.seconds, 3),
+            "adaptation": {"mode": "joint" if joint else "per-tomogram",
+                           **({"joint": _jsonable(joint)} if joint else {}),
+                           "method": self.params.method, "stopped": res.stopped, "seconds": round(res.seconds, 3),
                            "rounds": int(hist.get("iteration", 0) or 0), "last_diagnostics": _jsonable(hist),
                            "threshold": float(self.adapted.openset.get("threshold", float("nan"))),
                            "threshold_rule": self.adapted.openset.get("rule"),
@@ -297,7 +300,7 @@ def prepare_run(tomogram, templates: Sequence, params: RunParams, picks: pd.Data
 
 
 def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.DataFrame | None = None,
-                 trained=None) -> Generator[Progress, None, RunResult]:
+                 trained=None, adapted=None) -> Generator[Progress, None, RunResult]:
     """Pick (unless ``picks`` are given), simulate, train, adapt and embed; return a :class:`RunResult`.
 
     ``tomogram``: a :class:`~napari_cryo_openset.io.Tomogram`; ``templates``: loaded at the
@@ -306,25 +309,45 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     left out of adaptation and prediction but stay in the tables. ``trained``: a
     :class:`~napari_cryo_openset.train.TrainResult` of an earlier run with the same source
     parameters (benchmarks compare methods on one source model; ``batch`` shares one per imaging
-    condition); simulation and training are skipped.
+    condition); simulation and training are skipped. ``adapted``: an
+    :class:`~napari_cryo_openset.adapt.AdaptResult` of that source model made elsewhere (``batch
+    --joint``: one adaptation to the pooled picks of a group of tomograms); this run's own
+    adaptation is skipped and its picks are predicted with it (:func:`finish_run`).
     """
-    from .adapt import adapt_to_tomogram
+    t_all = time.perf_counter()
+    prepared = yield from prepare_run(tomogram, templates, params, picks=picks, trained=trained)
+    return (yield from finish_run(tomogram, prepared, params, adapted=adapted, started=t_all))
+
+
+def finish_run(tomogram, prepared: PreparedRun, params: RunParams, adapted=None, started: float | None = None,
+               ) -> Generator[Progress, None, RunResult]:
+    """Stages 4–6 of a run, from :func:`prepare_run`'s ``prepared``: adapt to the picks (or, with
+    ``adapted`` — an :class:`~napari_cryo_openset.adapt.AdaptResult` of ``prepared.trained``'s model —
+    predict them with it), verify the calls against the templates, map and average.
+
+    ``started``: :func:`time.perf_counter` at the start of the run (the report's ``total``); None:
+    the prepared stages' timings plus this part.
+    """
+    from .adapt import adapt_to_tomogram, apply_adaptation
     from .checkpoint import bundle_from_training
     from .embed import embed_picks
 
-    t_all = time.perf_counter()
-    prepared = yield from prepare_run(tomogram, templates, params, picks=picks, trained=trained)
+    t_finish = time.perf_counter()
     picking, picks, polarity, resolved = prepared.picking, prepared.picks, prepared.polarity, prepared.resolved
     geometry, templates, data_params = prepared.geometry, prepared.templates, prepared.data_params
     trained, spectrum, timings = prepared.trained, prepared.spectrum, dict(prepared.timings)
     n_active = int((picks["curation"] != "rejected").sum())
     model = bundle_from_training(trained)
 
-    # 4. adapt to the picks, predicting every active pick
+    # 4. adapt to the picks, predicting every active pick (or predict them with the adaptation given)
     t0 = time.perf_counter()
-    adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, params.adapt_params(),
-                                              polarity=polarity)
-    timings["adapt"] = time.perf_counter() - t0
+    if adapted is None:
+        adaptation = yield from adapt_to_tomogram(model, trained.data, tomogram, picks, params.adapt_params(),
+                                                  polarity=polarity)
+        timings["adapt"] = time.perf_counter() - t0
+    else:
+        adaptation = yield from apply_adaptation(adapted, tomogram, picks, polarity, device=params.device)
+        timings["predict"] = time.perf_counter() - t0
     adapted = adaptation.result.bundle
 
     # 5. template verification of the calls
@@ -349,7 +372,10 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
     embedded = yield from embed_picks(adapted, tomogram, classified, adaptation.polarity, params.embed_params(),
                                       device=params.device)
     timings["embed"] = time.perf_counter() - t0
-    timings["total"] = time.perf_counter() - t_all
+    if started is not None:
+        timings["total"] = time.perf_counter() - started
+    else:
+        timings["total"] = sum(prepared.timings.values()) + time.perf_counter() - t_finish
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
                      picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,

@@ -211,22 +211,29 @@ def predict_picks(bundle: ModelBundle, tomogram, picks: pd.DataFrame, params: Pr
     boxes, polarity, resample = pick_boxes(bundle, tomogram, picks.loc[active_mask], params.polarity,
                                            params.allow_resampling)
     yield Progress("extract", n_active, n_active, f"polarity {polarity}")
-    model = to_device(bundle.model, device)
-    n = len(boxes)
-    outputs = PredictionBuffer(n)
-    try:
-        for start, xb in iter_batches(boxes, params.batch_size):
-            z, h = infer(model, xb, device, batch_size=params.batch_size)
-            outputs.put(start, score_outputs(bundle, z, h, params.threshold))
-            done = start + len(xb)
-            yield Progress("predict", done, n, f"{done}/{n} picks on {describe(device)}")
-    finally:
-        bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
-    pred = outputs.result()
+    pred = yield from predict_boxes(bundle, boxes, device, params.batch_size, params.threshold)
     out = fill_predictions(picks, active_mask, pred)
     return PredictionResult(picks=out, polarity=polarity, resampled=resample, counts=class_counts(pred.class_name),
                             seconds=time.perf_counter() - t0, features=pred.features,
                             active_index=np.flatnonzero(active_mask))
+
+
+def predict_boxes(bundle: ModelBundle, boxes, device: torch.device, batch_size: int = 128,
+                  threshold: float | None = None) -> Generator[Progress, None, Predictions]:
+    """:class:`Predictions` of canonical boxes ``(N, 1, B, B, B)`` (a tensor or a lazy
+    :class:`~napari_cryo_openset.boxes.PickBoxes`), ``batch_size`` boxes per network call; N ≥ 1."""
+    model = to_device(bundle.model, device)
+    n = len(boxes)
+    outputs = PredictionBuffer(n)
+    try:
+        for start, xb in iter_batches(boxes, batch_size):
+            z, h = infer(model, xb, device, batch_size=batch_size)
+            outputs.put(start, score_outputs(bundle, z, h, threshold))
+            done = start + len(xb)
+            yield Progress("predict", done, n, f"{done}/{n} picks on {describe(device)}")
+    finally:
+        bundle.model = model.to("cpu").to(memory_format=torch.contiguous_format)
+    return outputs.result()
 
 
 class PredictionBuffer:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..boxes import PickBoxes, cache_if_small, take_rows
+from ..boxes import PickBoxes, PooledBoxes, cache_if_small, take_rows
 from ..checkpoint import ModelBundle
 from ..errors import ParameterError, PicksError
 from ..picks import validate_picks
@@ -58,11 +58,15 @@ def adaptation_subset(target, max_picks: int, seed: int = 0):
     from its own generator so the run's other random draws do not change). A tensor gives a
     tensor, a lazy :class:`~napari_cryo_openset.boxes.PickBoxes` a lazy subset.
     """
-    n = len(target)
+    rows = subset_rows(len(target), max_picks, seed)
+    return target if rows is None else take_rows(target, rows)
+
+
+def subset_rows(n: int, max_picks: int, seed: int = 0) -> np.ndarray | None:
+    """The sorted rows of :func:`adaptation_subset` among ``n`` boxes (None: all of them)."""
     if n <= max_picks:
-        return target
-    rows = np.sort(np.random.default_rng([int(seed), n]).choice(n, int(max_picks), replace=False))
-    return take_rows(target, rows)
+        return None
+    return np.sort(np.random.default_rng([int(seed), int(n)]).choice(int(n), int(max_picks), replace=False))
 
 
 @dataclass
@@ -101,4 +105,71 @@ def adapt_to_tomogram(bundle: ModelBundle, source, tomogram, picks: pd.DataFrame
     prov["target_tomogram"] = str(getattr(tomogram, "path", "") or "")
     prov["polarity"] = polarity
     return TomogramAdaptation(result=result, picks=fill_predictions(picks, active, result.predictions),
+                              polarity=polarity, resampled=resampled)
+
+
+def adapt_to_tomograms(bundle: ModelBundle, source, picks: Mapping[str, tuple[pd.DataFrame, str]],
+                       open_tomogram: Callable[[str], object], params: AdaptParams | None = None,
+                       ) -> Generator[Progress, None, AdaptResult]:
+    """One adaptation to the pooled active picks of several tomograms (``batch --joint``), label-free.
+
+    ``picks``: tomogram name → (its picks table, the polarity to cut its boxes with: ``dark`` or
+    ``bright``), in pool order; ``open_tomogram(name)``: its :class:`~napari_cryo_openset.io.Tomogram`.
+    The pool (every active pick of every tomogram, in that order) is capped at
+    ``params.max_target_picks`` by the seeded subset of :func:`adaptation_subset`; each tomogram's
+    share of it is cut on demand from the memory-mapped file (a tomogram held in memory, e.g. a
+    copick one, has its share cut now and is dropped). The result's predictions are of the boxes
+    learnt from; :func:`apply_adaptation` predicts each tomogram. The bundle's provenance says
+    ``adaptation.joint``: ``tomograms`` (names), ``pooled_picks`` and ``adaptation_picks``.
+    """
+    from ..predict import pick_boxes
+
+    params = params or AdaptParams()
+    if not picks:
+        raise PicksError("there are no tomograms to adapt to jointly")
+    src = source if isinstance(source, SourceData) else load_source(source, bundle)
+    counts = {name: int((table["curation"] != "rejected").sum()) for name, (table, _) in picks.items()}
+    total = sum(counts.values())
+    if total == 0:
+        raise PicksError("there are no picks to adapt to (all rejected, or none picked)")
+    rows = subset_rows(total, params.max_target_picks, params.seed)
+    rows = np.arange(total) if rows is None else rows
+    parts, start = [], 0
+    yield Progress("extract", 0, len(picks), f"{len(rows)} of {total} target boxes from {len(picks)} tomograms")
+    for k, (name, (table, polarity)) in enumerate(picks.items()):
+        mine = rows[(rows >= start) & (rows < start + counts[name])] - start
+        start += counts[name]
+        if not len(mine):
+            continue
+        tomogram = open_tomogram(name)
+        active = table.loc[table["curation"] != "rejected"]
+        boxes, _, _ = pick_boxes(bundle, tomogram, active.iloc[mine], polarity)
+        parts.append(boxes if isinstance(getattr(tomogram, "data", None), np.memmap) else boxes.materialise())
+        del tomogram
+        yield Progress("extract", k + 1, len(picks), f"{name}: {len(mine)} boxes")
+    result = yield from adapt_boxes(bundle, src, PooledBoxes(parts), params)
+    prov = result.bundle.provenance.setdefault("adaptation", {})
+    prov["joint"] = {"tomograms": list(picks), "pooled_picks": int(total), "adaptation_picks": int(len(rows))}
+    prov["target_tomogram"] = "joint: " + ", ".join(picks)
+    return result
+
+
+def apply_adaptation(result: AdaptResult, tomogram, picks: pd.DataFrame, polarity: str = "dark",
+                     device: str = "auto", allow_resampling: bool = True, batch_size: int = 128,
+                     ) -> Generator[Progress, None, TomogramAdaptation]:
+    """An adaptation made elsewhere (``result``: e.g. :func:`adapt_to_tomograms` on a group of
+    tomograms) applied to ``tomogram``'s active picks: each is predicted with the adapted model and its
+    open-set rule, boxes cut batch by batch. Returns a :class:`TomogramAdaptation` whose result holds
+    ``result``'s diagnostics and this tomogram's predictions."""
+    from ..device import choose_device
+    from ..predict import fill_predictions, pick_boxes, predict_boxes
+
+    picks = validate_picks(picks.copy())
+    active = (picks["curation"] != "rejected").to_numpy()
+    if not active.any():
+        raise PicksError("there are no picks to classify (all rejected, or none picked)")
+    yield Progress("extract", 0, int(active.sum()), f"{int(active.sum())} target boxes")
+    boxes, polarity, resampled = pick_boxes(result.bundle, tomogram, picks.loc[active], polarity, allow_resampling)
+    pred = yield from predict_boxes(result.bundle, boxes, choose_device(device), batch_size)
+    return TomogramAdaptation(result=replace(result, predictions=pred), picks=fill_predictions(picks, active, pred),
                               polarity=polarity, resampled=resampled)

@@ -7,7 +7,8 @@ tomogram with the ``run`` contract (``OUTDIR/tomograms/<name>/``), a combined RE
 ``particles.star`` (+ ``tomograms.star``, ``class_counts.csv``) and ``batch_report.json``. A
 LocalCluster of one single-threaded worker per core by default; ``--scheduler ADDRESS`` for an
 existing cluster; ``--slurm-jobs N`` (and ``--slurm-*``) for Slurm through dask-jobqueue
-(``--slurm-print-script`` prints the job script and exits). Rerunning the same command skips the
+(``--slurm-print-script`` prints the job script and exits). ``--joint`` adapts once per condition to the
+pooled picks of its tomograms and predicts every tomogram with that model. Rerunning the same command skips the
 tomograms whose outputs are complete; Ctrl-C stops cleanly (exit 130).
 """
 
@@ -43,12 +44,17 @@ def register(subparsers) -> argparse.ArgumentParser:
     for action in p._actions:  # in a batch every worker is one process with one torch thread unless told
         if action.dest == "threads":
             action.help = "CPU threads for torch in each worker (default 1: one single-threaded worker per core)"
-    g = p.add_argument_group("source model")
+    g = p.add_argument_group("source model and adaptation")
     g.add_argument("--model", default=None, metavar="MODEL.pt",
                    help="use this source model (from 'train') for every tomogram instead of simulating one per "
                         "condition; needs --source-set")
     g.add_argument("--source-set", default=None, metavar="SOURCE.npz", dest="source_set",
                    help="the simulated set MODEL.pt was trained on (adaptation needs it)")
+    g.add_argument("--joint", action="store_true",
+                   help="one adaptation per imaging condition to the pooled picks of all its tomograms (capped at "
+                        "the adaptation's max target picks, a seeded subset), then every tomogram is predicted with "
+                        "that one adapted model (saved as sources/<condition>/adapted_joint.pt); default: each "
+                        "tomogram is adapted on its own")
     g = p.add_argument_group("cluster (Dask)")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="LocalCluster worker processes (default: one per CPU core), each single-threaded")
@@ -171,7 +177,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from .run import _IMAGING
 
         result = run_batch(items, templates_for, params, out, client=client, model=model, retries=args.retries,
-                           say=say, dataset=str(args.dataset), told=set(given(args, _IMAGING)))
+                           say=say, dataset=str(args.dataset), told=set(given(args, _IMAGING)), joint=args.joint)
     finally:
         client.close()
         if cluster is not None:
