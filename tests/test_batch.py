@@ -512,3 +512,23 @@ def test_pooled_boxes_index_like_the_concatenation():
     assert torch.equal(pooled[rows], whole[rows])
     sub = take_rows(pooled, rows)
     assert isinstance(sub, PooledBoxes) and torch.equal(cache_if_small(sub), whole[rows])
+
+
+def test_a_local_cluster_gets_one_worker_per_gpu_and_each_worker_its_own_gpu(monkeypatch):
+    """No GPU here: CUDA is faked; the mapping (workers = GPUs, worker i → cuda:i mod GPUs) is what is tested."""
+    import torch
+
+    from napari_cryo_openset.batch import default_workers, worker_device
+    from napari_cryo_openset.device import cpu_count
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_workers("auto") == max(1, cpu_count())
+    assert worker_device("auto", 3) == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert default_workers("auto") == 2 and default_workers("cuda") == 2
+    assert default_workers("cpu") == max(1, cpu_count())  # the user asked for the CPU
+    assert [worker_device("auto", i) for i in range(4)] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert worker_device("cuda:1", 0) == "cuda:1" and worker_device("cpu", 1) == "cpu"  # as asked
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_device("auto", 5) == "auto"  # one GPU: every worker uses it as 'auto' does

@@ -412,6 +412,7 @@ def tomogram_task(item: BatchItem, templates, trained, params, out: str, delay: 
     if delay:
         time.sleep(delay)
     try:
+        params = _on_worker_device(params)
         _set_threads(params)
         tomo = load_item(item)
         if picked is not None:
@@ -444,6 +445,7 @@ def pick_task(item: BatchItem, templates, trained, params) -> dict:
     t0 = time.perf_counter()
     base = {"name": item.name, "worker": _worker_address()}
     try:
+        params = _on_worker_device(params)
         _set_threads(params)
         tomo = load_item(item)
         prepared = run_to_completion(prepare_run(tomo, templates, params, trained=trained))
@@ -464,6 +466,7 @@ def joint_adapt_task(items: Sequence[BatchItem], picked: Sequence[dict], trained
     from .progress import run_to_completion
 
     t0 = time.perf_counter()
+    params = _on_worker_device(params)
     _set_threads(params)
     by_name = {i.name: i for i in items}
     picks = {i.name: (p["prepared"].picks, p["prepared"].polarity) for i, p in zip(items, picked)}
@@ -491,12 +494,50 @@ class ClusterSpec:
     slurm: dict | None = None
     memory_limit: str | None = "auto"
     timeout: float = 10.0
+    device: str = "auto"  # the run's device: with GPUs, one worker per GPU by default
 
 
-def default_workers() -> int:
+def gpu_count(device: str = "auto") -> int:
+    """CUDA GPUs a batch may spread over: all visible ones for ``auto``/``cuda``, none otherwise
+    (``cpu``, ``mps``, or one named GPU ``cuda:N``)."""
+    name = str(device or "auto").strip().lower()
+    if name not in ("auto", "cuda"):
+        return 0
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def default_workers(device: str = "auto") -> int:
+    """Workers of a LocalCluster: one per GPU when there are GPUs (``device`` auto/cuda), else one per core."""
     from .device import cpu_count
 
-    return max(1, int(cpu_count()))
+    return gpu_count(device) or max(1, int(cpu_count()))
+
+
+def worker_device(device: str = "auto", index: int | None = None) -> str:
+    """The device of one worker: with several GPUs, worker ``index`` (its LocalCluster name 0, 1, …;
+    default: this Dask worker's) gets ``cuda:{index mod GPUs}``; anything else stays as asked."""
+    n = gpu_count(device)
+    if n <= 1:
+        return device
+    if index is None:
+        try:
+            from distributed import get_worker
+
+            name = get_worker().name
+            index = int(name) if str(name).isdigit() else abs(hash(str(name)))
+        except (ImportError, ValueError):
+            index = 0
+    return f"cuda:{int(index) % n}"
+
+
+def _on_worker_device(params):
+    """``params`` with this worker's device (:func:`worker_device`)."""
+    device = worker_device(params.device)
+    return params if device == params.device else replace(params, device=device)
 
 
 @contextlib.contextmanager
@@ -534,7 +575,7 @@ def make_client(spec: ClusterSpec):
         cluster = slurm_cluster(**spec.slurm)
         cluster.scale(jobs=int(spec.slurm.get("jobs", 1)))
         return Client(cluster), cluster
-    n = spec.n_workers or default_workers()
+    n = spec.n_workers or default_workers(spec.device)
     with _sigint_ignored():
         cluster = LocalCluster(n_workers=n, threads_per_worker=spec.threads_per_worker, processes=True,
                                memory_limit=spec.memory_limit, dashboard_address=":0",

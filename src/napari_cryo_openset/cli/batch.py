@@ -167,7 +167,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         except ParameterError as exc:
             raise ParameterError(f"--source-set '{source_path}' does not fit --model '{model_path}': {exc}") from None
     spec = ClusterSpec(n_workers=args.workers, scheduler=args.scheduler,
-                       slurm=_slurm_options(args) if args.slurm_jobs else None)
+                       slurm=_slurm_options(args) if args.slurm_jobs else None, device=params.device)
     client, cluster = make_client(spec)
     try:
         say(f"batch: Dask dashboard: {client.dashboard_link}")
