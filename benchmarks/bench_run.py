@@ -159,6 +159,23 @@ def verified_rule_scores(verification, picks, truth, diam, known) -> dict:
     return out
 
 
+def dump_evidence(folder, stem: str, verification, picks, truth, diam, known) -> None:
+    """Save what the verification decided from, with the matched picks' true names (``--dump``), so
+    that unknown-score and threshold rules can be compared offline on the same cells
+    (:func:`napari_cryo_openset.verify.decide` on an :class:`~napari_cryo_openset.verify.Evidence`
+    rebuilt from the file); ``true`` is ``""`` for a pick that matches no particle."""
+    import dataclasses as dc
+    from pathlib import Path
+
+    m = match(picks, truth, diam)
+    names = np.where(m >= 0, truth["class_name"].to_numpy()[np.maximum(m, 0)], "")
+    true = np.array([n if (n in known or n == "") else "unknown" for n in names])
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {k: np.asarray(v) for k, v in dc.asdict(verification.evidence).items()}
+    np.savez_compressed(out / f"{stem}.npz", true=true, **arrays)
+
+
 def templates_at(templates, result):
     """``templates`` at the run's working voxel size."""
     vs = result.geometry["model_voxel_size"]
@@ -230,6 +247,9 @@ def cell(name: str, cond: Condition, seed: int, setting: str, templates, args) -
                                                                              "threshold", "seconds", "bank_seconds")},
             "threshold_rules": verified_rule_scores(result.verification, result.predictions.loc[active], truth, diam,
                                                     known)}
+        if args.dump and result.verification.evidence is not None:
+            dump_evidence(args.dump, f"{name}{seed}{setting}_{method}", result.verification, result.predictions.loc[active],
+                          truth, diam, known)
         if row == "MLUDA" and result.verification.evidence is not None:
             other = decide(result.verification.evidence, OTHER_SCORE, result.params.verify_threshold, seed=seed)
             out[row + " + templates, H+c score"] = score(other.class_name, result.predictions.loc[active], truth,
@@ -328,6 +348,8 @@ def main(argv=None) -> int:
                     help="the run's source set (RunParams.source_kind)")
     ap.add_argument("--no-match", action="store_true", help="no spectral matching of the source boxes")
     ap.add_argument("--name", default=None, help="results file stem (default run_grid / run_grid_quick)")
+    ap.add_argument("--dump", default=None, metavar="DIR",
+                    help="save every cell's verification evidence and the picks' true names (.npz) for offline rule studies")
     args = ap.parse_args(argv)
     if args.quick:
         args.conditions, args.seeds, args.settings, args.rotations = ["B"], args.seeds[:1], args.settings[:1], 20
