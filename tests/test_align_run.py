@@ -161,6 +161,9 @@ def test_a_cluster_is_aligned_reference_free_and_named(aligned_run, scene, templ
     assert pd.Series([u0.call]).str.match(CALL).all(), u0.call
     assert not u1.aligned and "at least 4" in u1.message and u1.n == 3
     assert any("default" in n for n in out.notes)  # the default tilt range is said to be one
+    lines = out.summary()  # what `run` prints, one line per group
+    assert any(line.startswith("unknown U0: ") and "(reference-free)" in line and u0.call in line for line in lines)
+    assert any(line.startswith("unknown U1: not aligned: ") for line in lines)
     cols = out.apply(picks)
     assert cols.loc[u0.rows, "rot"].notna().all() and cols.loc[members[:3], "rot"].isna().all()
 

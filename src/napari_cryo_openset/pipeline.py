@@ -34,6 +34,10 @@ Choices made for the user (all recorded in the report):
   scenes far from the defaults.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
   used to extract the boxes for adaptation and prediction.
+- **Alignment** (``align``, :func:`align_run`). Light presets (:data:`~.params.run.FULL_ALIGN`,
+  :data:`~.params.run.FAST_ALIGN`): a 20° (``--fast`` 30°) SO(3) grid, 2 (1) rounds, one local level,
+  at most 150 (60) boxes per group; the missing wedge of the resolved tilt range (a default one is
+  noted in the report).
 """
 
 from __future__ import annotations

@@ -103,9 +103,9 @@ class RunParams:
                               help="the verified unknown score: correlation (with the chosen class's template, "
                                    "standardised on the source knowns) or entropy+correlation (plus the fused "
                                    "posterior's entropy)")
-    align: bool = param(True, help="align and average every predicted class (from its template) and every cluster of "
-                                   "unknowns (reference-free), gold standard, and say which known structure each "
-                                   "average resembles (napari_cryo_openset.align)")
+    align: bool = param(True, help="alignment: every predicted class (from its template) and every cluster of unknowns "
+                                   "(reference-free) aligned and averaged, gold standard, and compared with the known "
+                                   "structures (napari_cryo_openset.align.groups)")
     align_max_boxes: int | None = param(None, low=4, help=f"boxes aligned per group at most, a seeded subset of a "
                                                           f"larger group (default {FULL_ALIGN[1]}; --fast "
                                                           f"{FAST_ALIGN[1]})")
