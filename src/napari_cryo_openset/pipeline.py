@@ -352,7 +352,7 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
 
 def finish_run(tomogram, prepared: PreparedRun, params: RunParams, adapted=None, started: float | None = None,
                ) -> Generator[Progress, None, RunResult]:
-    """Stages 4–6 of a run, from :func:`prepare_run`'s ``prepared``: adapt to the picks (or, with
+    """Stages 4–7 of a run, from :func:`prepare_run`'s ``prepared``: adapt to the picks (or, with
     ``adapted`` — an :class:`~napari_cryo_openset.adapt.AdaptResult` of ``prepared.trained``'s model —
     predict them with it), verify the calls against the templates, map and average, and align every
     class and cluster (``params.align``; :func:`align_run`).
