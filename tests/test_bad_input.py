@@ -149,7 +149,8 @@ SIMULATE = ["simulate", "--templates", "builtin", "--voxel-size", "10", "--box",
 ADAPT = ["adapt", "{model}", "--source", "{source}", "--tomo", "{tomo}", "--picks", "{picks}", "--method", "mluda",
          "--iterations", "2", "-o", "{out}/a.pt", "--predictions", "{out}/a.star", *DEVICE]
 RUN = ["run", "--tomo", "{tomo}", "--templates", "builtin", "--diameter", "120", "--method", "mluda",
-       "--picks", "{picks}", "--per-class", "4", "--epochs", "1", "--iterations", "2", "--verify-rotations", "24", "-o", "{out}/run", *DEVICE]
+       "--picks", "{picks}", "--per-class", "4", "--epochs", "1", "--iterations", "2", "--verify-rotations", "24", "--no-align", "-o", "{out}/run",
+       *DEVICE]
 
 EXPORT = ["export", "{picks}", "--tomo", "{tomo}", "--format", "relion5", "-o", "{out}/particles.star"]
 BATCH = ["batch", "{out}/../data", "-o", "{out}/b", "--templates", "builtin", "--diameter", "120", "--method",

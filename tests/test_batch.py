@@ -25,10 +25,10 @@ from napari_cryo_openset.cli import main  # noqa: E402
 from napari_cryo_openset.errors import ParameterError  # noqa: E402
 
 NAMES = ("1bxn", "1qvr", "2cg9")
-#: The smallest run that exercises every stage (about 10–20 s per tomogram on 2 shared cores).
+#: The smallest run that exercises every stage but align (tests/test_align_run.py; about 10–20 s per tomogram on 2 shared cores).
 SMALL = ["--templates", "builtin", "--diameter", "120", "--method", "ada", "--per-class", "6", "--epochs", "1",
          "--iterations", "10", "--source", "isolated", "--no-estimate", "--no-match-spectrum",
-         "--verify-rotations", "12", "--max-picks", "40", "--device", "cpu", "--quiet"]
+         "--verify-rotations", "12", "--max-picks", "40", "--device", "cpu", "--quiet", "--no-align"]
 
 
 @pytest.fixture(scope="module")

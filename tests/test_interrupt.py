@@ -83,7 +83,7 @@ def command(name: str, inputs: dict, out: Path) -> list[str]:
                   "--predictions", str(out / "predictions.star"), *DEVICE],
         "run": ["run", "--tomo", i["tomo"], "--templates", "builtin", "--diameter", "120", "--method", "mluda",
                 "--picks", i["picks"], "--per-class", "4", "--epochs", "1", "--iterations", "2", "--verify-rotations", "24",
-                "-o", str(out / "run"), "--overwrite", *DEVICE],
+                "--no-align", "-o", str(out / "run"), "--overwrite", *DEVICE],
     }[name]
 
 

@@ -34,7 +34,8 @@ def picks() -> pd.DataFrame:
     df.loc[1, "curation"] = "accepted"
     df.loc[2, "curation"] = "rejected"
     df["rlnTomoName"] = "TS 01"  # an unknown column with a space: preserved, quoted
-    df["rlnAngleRot"] = np.linspace(-180, 180, 7)
+    df["rot"] = np.linspace(-180, 180, 7)  # an orientation (STAR rlnAngleRot), NaN where not aligned
+    df.loc[3, "rot"] = np.nan
     return df
 
 

@@ -18,7 +18,9 @@ from napari_cryo_openset.progress import run_to_completion
 
 VOXEL = 10.0
 NAMES = ("1bxn", "1qvr", "2cg9")
-TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu", "verify_rotations": 24}
+#: The align stage is tested in tests/test_align_run.py (off here: it would only add time).
+TINY = {"per_class": 10, "epochs": 1, "iterations": 20, "threads": 2, "device": "cpu", "verify_rotations": 24,
+        "align": False}
 
 
 def _run_params(diameter, *, method="mluda", polarity="dark", max_picks=None, neighbours=None, background=None,
@@ -187,10 +189,11 @@ def test_run_command_end_to_end(scene_files, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["run", "--tomo", str(scene_files["tomo"]), "--templates", "builtin", "--diameter", "120",
                "--method", "ada", "-o", str(out), "--per-class", "6", "--epochs", "1", "--iterations", "10",
-               "--threads", "2", "--device", "cpu", "--quiet", "--max-picks", "40", "--verify-rotations", "24"])
+               "--threads", "2", "--device", "cpu", "--quiet", "--max-picks", "40", "--verify-rotations", "24",
+               "--no-align"])  # the align stage: tests/test_align_run.py (about 30 s more here)
     err = capsys.readouterr().err
     assert rc == 0, err
-    assert "run: pick:" in err and "run: classes:" in err
+    assert "run: pick:" in err and "run: classes:" in err and "run: align: " not in err
     for name in OUTPUTS:
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())

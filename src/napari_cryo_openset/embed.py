@@ -356,10 +356,14 @@ def embed_picks(bundle, tomogram, picks: pd.DataFrame, polarity: str = "dark", p
                           polarity=polarity, active_index=np.flatnonzero(mask))
 
 
+def group_stem(group: str) -> str:
+    """A group name with only letters, digits, ``.``, ``_`` and ``-`` (``unknown U0`` → ``unknown_U0``): file and folder names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(group)).strip("._") or "no_class"
+
+
 def average_file_name(group: str) -> str:
     """``average_<group>.mrc`` with only letters, digits, ``.``, ``_`` and ``-`` (``unknown U0`` → ``average_unknown_U0.mrc``)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(group)).strip("._") or "no_class"
-    return f"average_{stem}.mrc"
+    return f"average_{group_stem(group)}.mrc"
 
 
 def write_averages(folder, averages: dict, voxel_size: float, order=None) -> list[Path]:

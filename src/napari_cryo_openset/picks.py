@@ -27,6 +27,12 @@ or ``unknown``), ``confidence`` (0..1), ``unknown_score`` (higher = more likely 
 chosen class's template, :mod:`napari_cryo_openset.verify`; STAR ``cosTemplateCorrelation``), ``tsne_x``, ``tsne_y`` (float) and ``cluster`` (int, -1 = none). Any
 other column is carried along untouched (e.g. ``rlnTomoName`` from a STAR file).
 
+Optional alignment columns (the ``align`` stage of a run, :mod:`napari_cryo_openset.align.groups`;
+NaN = the pick was not aligned): ``rot``, ``tilt``, ``psi`` (float, degrees: RELION's ZYZ Euler
+angles of the pick, STAR ``rlnAngleRot/Tilt/Psi``) and ``origin_x``, ``origin_y``, ``origin_z``
+(float, Å: RELION's ``rlnOriginX/Y/ZAngst``, minus the particle centre's offset from the pick —
+RELION subtracts the origin from the coordinate).
+
 The same table is the ``features`` of a napari Points layer (with ``data`` = the Z Y X
 coordinates), so the viewer and the core share one representation.
 """
@@ -61,11 +67,17 @@ STAR_COLUMNS: dict[str, str] = {
     "diameter": "cosDiameterAngst",
     "template_correlation": "cosTemplateCorrelation",
     "curated_class": "cosCuratedClassName",
+    "rot": "rlnAngleRot",
+    "tilt": "rlnAngleTilt",
+    "psi": "rlnAnglePsi",
+    "origin_x": "rlnOriginXAngst",
+    "origin_y": "rlnOriginYAngst",
+    "origin_z": "rlnOriginZAngst",
 }
 FROM_STAR: dict[str, str] = {v: k for k, v in STAR_COLUMNS.items()}
 
 _FLOAT_COLUMNS = ("z", "y", "x", "score", "confidence", "unknown_score", "tsne_x", "tsne_y", "diameter",
-                  "template_correlation")
+                  "template_correlation", "rot", "tilt", "psi", "origin_x", "origin_y", "origin_z")
 _STRING_COLUMNS = ("class_name", "curation", "curated_class")
 
 

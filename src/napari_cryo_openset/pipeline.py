@@ -1,4 +1,4 @@
-"""The end-to-end run: pick → simulate → train → adapt (+ predict) → embed, and its outputs (core, no Qt).
+"""The end-to-end run: pick → simulate → train → adapt (+ predict) → embed → align, and its outputs (core, no Qt).
 
 :func:`run_pipeline` is one generator (progress events per stage; stop iterating to cancel)
 used by the ``run`` command; :func:`write_run` writes what ARCHITECTURE.md § 4.1 promises in
@@ -7,8 +7,11 @@ plus the map coordinates and cluster of every pick), ``model.pt`` (the source mo
 ``adapted.pt``, ``report.json`` (parameters, per-stage timings, class counts, adaptation
 diagnostics, the imaging condition and where each value came from, the source/target spectra)
 and ``embedding.png``, ``spectrum.png`` (radial power spectra of the target picks and the source
-boxes before/after spectral matching); plus ``averages/`` (one MRC per class and unknown cluster:
-unaligned averages, see :mod:`.embed`). Every file is written atomically.
+boxes before/after spectral matching); plus ``averages/``: one unaligned MRC per class and unknown
+cluster (``average_<group>.mrc``, :mod:`.embed`) and, per group the ``align`` stage aligned,
+``averages/<group>/`` with ``average.mrc``, ``half1.mrc``, ``half2.mrc``, ``fsc.csv`` and ``fsc.png``
+(:mod:`.align.groups`; each aligned pick's orientation is in ``predictions.star``). Every file is
+written atomically.
 
 Choices made for the user (all recorded in the report):
 
@@ -31,6 +34,10 @@ Choices made for the user (all recorded in the report):
   scenes far from the defaults.
 - **Polarity.** Picking resolves ``auto`` on the tomogram (reported); the same polarity is
   used to extract the boxes for adaptation and prediction.
+- **Alignment** (``align``, :func:`align_run`). Light presets (:data:`~.params.run.FULL_ALIGN`,
+  :data:`~.params.run.FAST_ALIGN`): a 20° (``--fast`` 30°) SO(3) grid, 2 (1) rounds, one local level,
+  at most 150 (60) boxes per group; the missing wedge of the resolved tilt range (a default one is
+  noted in the report).
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ from .errors import ParameterError, PicksError
 from .params import RunParams
 from .progress import Progress
 
+#: Why a run's averages are all unaligned when the ``align`` stage is off.
+ALIGN_OFF = "alignment off (--no-align): only the unaligned average (averages/average_<group>.mrc)"
 #: Box edges (voxels) the fast encoder is designed for.
 BOX_RANGE = (24, 40)
 #: Margin around the largest structure in the box.
@@ -110,6 +119,7 @@ class RunResult:
     spectrum: dict | None = None  # spectrum_report: source vs target power spectra, before/after matching
     verification: object = None  # verify.Verification: the calls checked against the templates (None: off)
     verify_skipped: str | None = None  # why verification was skipped (too many picks), else None
+    alignments: object = None  # align.groups.GroupAlignments (None: --no-align)
 
     def class_counts(self) -> dict[str, int]:
         active = self.predictions["curation"] != "rejected"
@@ -168,8 +178,29 @@ class RunResult:
                           "unknown_clusters": {f"U{k}": v for k, v in self.embedded.embedding.cluster_sizes.items()},
                           "averages": {k: int(n) for k, (_, n) in self.embedded.averages.items()},
                           "averages_voxel_size": self.embedded.voxel_size},
+            "alignment": self.alignments.report() if self.alignments is not None else {"skipped": ALIGN_OFF},
+            "averages": self.averages_report(),
             "voxel_size": tomo_vs,
         }
+
+    def averages_report(self) -> dict:
+        """``report.json["averages"]``: per class and cluster, the picks, whether it was aligned, its
+        resolution (Å), the known structure it resembles most and the call, or why it was not aligned."""
+        out = {}
+        unaligned = {k: int(n) for k, (_, n) in self.embedded.averages.items()}
+        groups = self.alignments.groups if self.alignments is not None else {}
+        for name in dict.fromkeys([*groups, *unaligned]):
+            g = groups.get(name)
+            if g is not None:
+                d = g.to_dict()
+                out[name] = {"n": d["n"], "aligned": d["aligned"], "boxes": d["boxes"],
+                             "resolution_angst": d["resolution_angst"], "resembles": d["resembles"],
+                             "call": d["call"], "message": d["message"], "unaligned_n": unaligned.get(name)}
+            else:
+                out[name] = {"n": unaligned[name], "aligned": False, "boxes": 0, "resolution_angst": None,
+                             "resembles": None, "call": None, "unaligned_n": unaligned[name],
+                             "message": ALIGN_OFF if self.alignments is None else "not a group of active picks"}
+        return out
 
 
 def _source_report(data) -> dict:
@@ -321,9 +352,10 @@ def run_pipeline(tomogram, templates: Sequence, params: RunParams, picks: pd.Dat
 
 def finish_run(tomogram, prepared: PreparedRun, params: RunParams, adapted=None, started: float | None = None,
                ) -> Generator[Progress, None, RunResult]:
-    """Stages 4–6 of a run, from :func:`prepare_run`'s ``prepared``: adapt to the picks (or, with
+    """Stages 4–7 of a run, from :func:`prepare_run`'s ``prepared``: adapt to the picks (or, with
     ``adapted`` — an :class:`~napari_cryo_openset.adapt.AdaptResult` of ``prepared.trained``'s model —
-    predict them with it), verify the calls against the templates, map and average.
+    predict them with it), verify the calls against the templates, map and average, and align every
+    class and cluster (``params.align``; :func:`align_run`).
 
     ``started``: :func:`time.perf_counter` at the start of the run (the report's ``total``); None:
     the prepared stages' timings plus this part.
@@ -372,15 +404,37 @@ def finish_run(tomogram, prepared: PreparedRun, params: RunParams, adapted=None,
     embedded = yield from embed_picks(adapted, tomogram, classified, adaptation.polarity, params.embed_params(),
                                       device=params.device)
     timings["embed"] = time.perf_counter() - t0
+
+    # 7. every class and cluster aligned, averaged and compared with the known structures
+    predictions, alignments = embedded.picks, None
+    if params.align:
+        t0 = time.perf_counter()
+        alignments = yield from align_run(adapted, tomogram, embedded, templates, resolved, params)
+        predictions = alignments.apply(embedded.picks)
+        timings["align"] = time.perf_counter() - t0
     if started is not None:
         timings["total"] = time.perf_counter() - started
     else:
         timings["total"] = sum(prepared.timings.values()) + time.perf_counter() - t_finish
     return RunResult(tomogram_path=str(getattr(tomogram, "path", "") or ""), params=params, picking=picking,
-                     picks=picks, predictions=embedded.picks, trained=trained, model=model, adapted=adapted,
+                     picks=picks, predictions=predictions, trained=trained, model=model, adapted=adapted,
                      adaptation=adaptation, embedded=embedded, geometry=geometry, timings=timings,
                      condition=resolved, spectrum=spectrum, verification=verification,
-                     verify_skipped=verify_skipped)
+                     verify_skipped=verify_skipped, alignments=alignments)
+
+
+def align_run(bundle, tomogram, embedded, templates, resolved, params: RunParams):
+    """Stage ``align`` (:func:`~napari_cryo_openset.align.groups.align_run_groups`): the groups of the mapped
+    picks ``embedded`` aligned at the working box and voxel size, in the polarity the run used, the
+    missing wedge of the resolved condition's tilt range; returns the
+    :class:`~napari_cryo_openset.align.groups.GroupAlignments`."""
+    from .align.groups import align_run_groups
+
+    source = (resolved.sources.get("tilt_range", "default") if resolved is not None else "default")
+    tilt = resolved.condition.tilt_range if resolved is not None else params.source.condition.tilt_range
+    return (yield from align_run_groups(bundle, tomogram, embedded.picks, embedded.polarity, templates, tilt,
+                                        tilt_source=source, max_boxes=params.n_align_boxes,
+                                        params=params.align_params(), threshold=params.resembles_threshold))
 
 
 def verify_run_calls(bundle, trained, templates, condition, tomogram, picks: pd.DataFrame, polarity: str,
@@ -600,6 +654,7 @@ OUTPUTS = ("picks.star", "predictions.star", "model.pt", "adapted.pt", "report.j
 
 def write_run(outdir, result: RunResult) -> dict[str, Path]:
     """Write the run's files into ``outdir`` (created if needed); return their paths by name."""
+    from .align.groups import GROUP_FILES, write_group_alignments
     from .checkpoint import save_bundle
     from .embed import write_averages
     from .io import write_picks
@@ -627,6 +682,14 @@ def write_run(outdir, result: RunResult) -> dict[str, Path]:
         stale.unlink()
     for path in write_averages(averages, result.embedded.averages, result.embedded.voxel_size):
         paths[f"averages/{path.name}"] = path
+    for stale in averages.iterdir():  # aligned groups of an earlier run into the same folder
+        if stale.is_dir() and {p.name for p in stale.iterdir()} <= set(GROUP_FILES):
+            for p in stale.iterdir():
+                p.unlink()
+            stale.rmdir()
+    if result.alignments is not None:
+        for name, path in write_group_alignments(averages, result.alignments).items():
+            paths[f"averages/{name}"] = path
     report = result.report()
     report["outputs"] = sorted(str(p.relative_to(out)) for p in paths.values())
     with atomic_path(paths["report.json"]) as tmp:

@@ -3,9 +3,10 @@
 One go from a tomogram to classified picks (:func:`napari_cryo_openset.pipeline.run_pipeline`):
 DoG picking (or the curated ``--picks`` given), simulation of the templates under the tomogram's
 imaging conditions, source training, on-the-fly adaptation with open-set ``unknown`` calls, and
-the t-SNE map with clusters of unknowns and their averages. Writes ``OUTDIR/picks.star``,
+the t-SNE map with clusters of unknowns and their averages, aligned (``--no-align``: unaligned only). Writes ``OUTDIR/picks.star``,
 ``predictions.star``, ``model.pt``, ``adapted.pt``, ``report.json``, ``embedding.png`` and
-``averages/*.mrc``, each atomically.
+``averages/`` (``average_<group>.mrc`` unaligned; ``<group>/average.mrc``, half-maps, ``fsc.csv``,
+``fsc.png`` aligned), each atomically.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _PICKING = ("diameter", "polarity", "max_picks")
 _IMAGING = ("defocus", "cs", "voltage", "tilt_range", "tilt_step", "snr")
 _CROWDING = ("neighbours", "background")
 _RUN = ("seed", "fast", "box", "per_class", "epochs", "iterations", "device", "threads", "source_kind",
-        "match_spectrum", "verify", "verify_rotations", "verify_threshold", "verify_score", "verify_max_picks")
+        "match_spectrum", "verify", "verify_rotations", "verify_threshold", "verify_score", "verify_max_picks", "align", "align_max_boxes", "resembles_threshold")
 _DEFAULTS = RunParams(PickingParams(diameter=1.0))  # the run's own defaults (crowded source, mluda)
 
 
@@ -43,7 +44,8 @@ def register(subparsers) -> argparse.ArgumentParser:
             "Classify the particles of one tomogram in one go: DoG picking (or --picks), simulation of "
             "the templates at the tomogram's voxel size, source training, on-the-fly adaptation (3D-ADA "
             "or MLUDA) to the picks with open-set 'unknown' calls, and a t-SNE map with clusters of the "
-            "unknown picks and their (unaligned) averages. Writes picks.star, predictions.star, "
+            "unknown picks and their averages, aligned (gold standard, from the template for a class, reference-free "
+            "for a cluster) and compared with the known structures. Writes picks.star, predictions.star, "
             "model.pt, adapted.pt, report.json, embedding.png and averages/ into OUTDIR."
         ),
     )
@@ -80,6 +82,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "from the tomogram (by default they are estimated from the volume and reported)")
     g = p.add_argument_group("model and adaptation")
     add_options(g, _DEFAULTS, ("box", "per_class", "epochs", "iterations"))
+    g = p.add_argument_group("alignment of the class and cluster averages")
+    add_options(g, _DEFAULTS, ("align", "align_max_boxes", "resembles_threshold"))
     add_device_options(p, _DEFAULTS)
 
 
@@ -138,6 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in result.class_counts().items())
     say(f"run: classes: {counts}")
     say(f"run: {result.embedded.summary()}")
+    if result.alignments is not None:
+        for note in result.alignments.notes:
+            say(f"run: align: note: {note}")
+        for line in result.alignments.summary():
+            say(f"run: align: {line}")
     with atomic_dir(out, overwrite=args.overwrite) as tmp:
         paths = write_run(tmp, result)
     say(f"run: {time.perf_counter() - t0:.1f} s in all → {out}/ ({', '.join(sorted(p for p in paths if '/' not in p))}, "

@@ -24,8 +24,10 @@ Files
     *Particles* (:func:`write_relion5_particles`): ``data_optics`` (one optics group per tomogram:
     ``rlnOpticsGroup``, ``rlnOpticsGroupName``, ``rlnTomoTiltSeriesPixelSize`` and the microscope
     when known) and ``data_particles`` (``rlnTomoName``, ``rlnCenteredCoordinateX/Y/ZAngst``,
-    ``rlnOpticsGroup``, ``rlnAngleRot/Tilt/Psi`` when the picks carry orientations — columns ``rot``,
-    ``tilt``, ``psi`` in degrees, ZYZ as RELION — plus our columns: ``rlnAutopickFigureOfMerit``,
+    ``rlnOpticsGroup``, ``rlnAngleRot/Tilt/Psi`` and ``rlnOriginX/Y/ZAngst`` when the picks carry
+    orientations — columns ``rot``, ``tilt``, ``psi`` in degrees, ZYZ as RELION, and ``origin_x/y/z``
+    in Å, from the ``align`` stage of a run; picks without one (NaN, or another tomogram's picks
+    without the columns) get 0, the identity, as RELION needs a number — plus our columns: ``rlnAutopickFigureOfMerit``,
     ``cosClassName``, ``cosConfidence``, … which RELION carries along). *Tomograms*
     (:func:`read_tomograms_star`, :func:`write_tomograms_star`): ``data_global`` with
     ``rlnTomoName``, ``rlnTomoReconstructedTomogram``, ``rlnTomoTiltSeriesPixelSize``,
@@ -54,6 +56,8 @@ from ._atomic import atomic_path
 CENTRED_COLUMNS = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst")
 VOXEL_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
 ANGLE_COLUMNS = {"rot": "rlnAngleRot", "tilt": "rlnAngleTilt", "psi": "rlnAnglePsi"}
+#: Pose columns (STAR names) a particle without a pose gets as 0: RELION and Warp need a number.
+POSE_COLUMNS = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
 #: STAR columns read as text, never as numbers (names of tomograms, files, classes).
 STRING_COLUMNS = ("rlnTomoName", "rlnMicrographName", "rlnTomoReconstructedTomogram", "rlnOpticsGroupName",
                   "rlnTomoTiltSeriesStarFile", "rlnMtfFileName", "cosClassName", "cosCuration", "rlnImageName",
@@ -175,6 +179,14 @@ def particles_table(picks: pd.DataFrame, tomogram: TomogramInfo, optics_group: i
     return out
 
 
+def fill_poses(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with NaN in its pose columns (:data:`POSE_COLUMNS`, the ones present) set to 0."""
+    for col in POSE_COLUMNS:
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").fillna(0.0).astype(np.float64)
+    return table
+
+
 def optics_row(tomogram: TomogramInfo, optics_group: int) -> dict:
     row = {"rlnOpticsGroup": int(optics_group), "rlnOpticsGroupName": str(tomogram.name),
            "rlnTomoTiltSeriesPixelSize": float(tomogram.pixel_size)}
@@ -199,7 +211,7 @@ def write_relion5_particles(path: str | os.PathLike, items: Sequence[tuple[Tomog
     optics = pd.DataFrame([optics_row(t, i + 1) for i, (t, _) in enumerate(items)])
     optics = optics[[c for c in optics.columns]]  # rows may lack microscope columns: NaN where unknown
     tables = [particles_table(p, t, i + 1) for i, (t, p) in enumerate(items)]
-    particles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    particles = fill_poses(pd.concat(tables, ignore_index=True) if tables else pd.DataFrame())
     return write_star_blocks(path, {"optics": optics, "particles": particles})
 
 

@@ -2,7 +2,8 @@
 
 Warp and M read particles as RELION ≤ 3 style STAR: *absolute* ``rlnCoordinateX/Y/Z`` in pixels
 of the tomogram, ``rlnMicrographName`` naming the tilt series (Warp matches it against its
-``.tomostar`` items), orientations ``rlnAngleRot/Tilt/Psi`` (ZYZ, degrees) and optionally
+``.tomostar`` items), orientations ``rlnAngleRot/Tilt/Psi`` (ZYZ, degrees; 0 where not known, e.g.
+a pick the ``align`` stage did not align; ``rlnOriginX/Y/ZAngst`` with them when known) and optionally
 ``rlnAutopickFigureOfMerit``. They do not understand RELION 5's ``rlnCenteredCoordinate*Angst``
 columns, so this variant never writes them (nor ``rlnTomoName``). The coordinate convention is
 the package's own (0-based voxel indices, X = last array axis, voxel centres at integers), in
@@ -27,7 +28,7 @@ import pandas as pd
 
 from ..errors import PicksError
 from ..picks import FROM_STAR, STAR_COLUMNS, validate_picks
-from .relion5 import ANGLE_COLUMNS, CENTRED_COLUMNS, VOXEL_COLUMNS, read_star_blocks, write_star_blocks
+from .relion5 import ANGLE_COLUMNS, CENTRED_COLUMNS, VOXEL_COLUMNS, fill_poses, read_star_blocks, write_star_blocks
 
 _APX = re.compile(r"_\d+(?:\.\d+)?Apx$")
 
@@ -58,7 +59,7 @@ def write_warp_star(path: str | os.PathLike, items: Sequence[tuple[str, pd.DataF
     """Write ``(tomogram name, picks)`` pairs as one Warp/M particles STAR (one block ``data_particles``)."""
     if not items:
         raise PicksError(f"'{path}': no tomograms to write")
-    table = pd.concat([warp_table(p, n) for n, p in items], ignore_index=True)
+    table = fill_poses(pd.concat([warp_table(p, n) for n, p in items], ignore_index=True))
     assert not any(c in table.columns for c in CENTRED_COLUMNS)  # Warp rejects them
     return write_star_blocks(path, {"particles": table})
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import ParameterError
 from ._spec import check_fields, param
+from .align import AlignParams
 from .learning import AdaptParams, EmbedParams, TrainParams
 from .picking import PickingParams
 from .simulation import DatasetParams, ImagingCondition
@@ -30,6 +31,12 @@ ESTIMABLE = ("tilt_range", "snr")
 #: Sizes of a run by preset: (boxes per class, training epochs, adaptation rounds).
 FULL_SIZES = (300, 15, 300)
 FAST_SIZES = (150, 10, 100)
+
+#: Alignment of the groups by preset: the search (:class:`~.align.AlignParams` fields) and the boxes
+#: aligned per group at most (a seeded subset of a larger group). Light on purpose: the stage must
+#: fit ``--fast``'s few minutes on 2 CPU threads (timings in the README).
+FULL_ALIGN = ({"angular_step": 20.0, "iterations": 2, "refine_levels": 1, "candidates": 2}, 150)
+FAST_ALIGN = ({"angular_step": 30.0, "iterations": 1, "refine_levels": 1, "candidates": 1}, 60)
 
 
 def _run_source() -> DatasetParams:
@@ -96,6 +103,15 @@ class RunParams:
                               help="the verified unknown score: correlation (with the chosen class's template, "
                                    "standardised on the source knowns) or entropy+correlation (plus the fused "
                                    "posterior's entropy)")
+    align: bool = param(True, help="alignment: every predicted class (from its template) and every cluster of unknowns "
+                                   "(reference-free) aligned and averaged, gold standard, and compared with the known "
+                                   "structures (napari_cryo_openset.align.groups)")
+    align_max_boxes: int | None = param(None, low=4, help=f"boxes aligned per group at most, a seeded subset of a "
+                                                          f"larger group (default {FULL_ALIGN[1]}; --fast "
+                                                          f"{FAST_ALIGN[1]})")
+    resembles_threshold: float = param(0.5, low=0.0, high=1.0,
+                                       help="an average 'resembles' a known structure when its best correlation "
+                                            "with it is at least this")
     given: tuple[str, ...] | None = param(None, help="names of the imaging-condition fields the user gave (None: all "
                                                      "of source.condition is the user's); the others are read from "
                                                      "the tomogram where it tells (tilt range, SNR, slab)")
@@ -165,6 +181,16 @@ class RunParams:
     def embed_params(self) -> EmbedParams:
         return replace(self.embed, seed=self.seed, threads=self.embed.threads or self.threads)
 
+    @property
+    def n_align_boxes(self) -> int:
+        return self.align_max_boxes or (FAST_ALIGN if self.fast else FULL_ALIGN)[1]
+
+    def align_params(self) -> AlignParams:
+        """The search of the ``align`` stage: the preset's (:data:`FULL_ALIGN`, :data:`FAST_ALIGN`), the run's
+        seed, device and threads."""
+        search = (FAST_ALIGN if self.fast else FULL_ALIGN)[0]
+        return AlignParams(**search, seed=self.seed, device=self.device, threads=self.threads)
+
     def to_dict(self) -> dict:
         """The run's choices first (method, diameter, sizes …), then every stage's parameters."""
         return {
@@ -175,6 +201,8 @@ class RunParams:
             "verify": self.verify, "verify_rotations": self.verify_rotations,
             "verify_threshold": self.verify_threshold, "verify_score": self.verify_score,
             "verify_max_picks": self.verify_max_picks,
+            "align": self.align, "align_max_boxes": self.n_align_boxes, "resembles_threshold": self.resembles_threshold,
+            "align_search": self.align_params().to_dict() if self.align else None,
             "given": list(self.given) if self.given is not None else None,
             "picking": self.picking.to_dict(), "source": self.source.to_dict(), "train": self.train.to_dict(),
             "adapt": self.adapt.to_dict(), "embed": asdict(self.embed),
