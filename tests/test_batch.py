@@ -532,3 +532,36 @@ def test_a_local_cluster_gets_one_worker_per_gpu_and_each_worker_its_own_gpu(mon
     assert worker_device("cuda:1", 0) == "cuda:1" and worker_device("cpu", 1) == "cpu"  # as asked
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert worker_device("auto", 5) == "auto"  # one GPU: every worker uses it as 'auto' does
+
+
+def test_batch_classifies_given_picks_and_refuses_picks_outside_their_tomogram(dataset, tmp_path, capsys):
+    """--picks-dir: TS_01's own picks are classified as given (no DoG picking); TS_02's file has a pick
+    outside the volume → recorded with one line naming the file; TS_03 has none → picked as usual."""
+    import shutil
+
+    from napari_cryo_openset.io import read_picks, write_picks
+    from napari_cryo_openset.picks import make_picks
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("TS_01", "TS_02", "TS_03"):
+        shutil.copy(dataset / f"{name}.mrc", data / f"{name}.mrc")
+    given = tmp_path / "picks"
+    given.mkdir()
+    mine = make_picks([[24.0, 30.0 + 2 * i, 40.0 + 3 * i] for i in range(17)])
+    write_picks(given / "TS_01.star", mine, voxel_size=10.0)
+    write_picks(given / "TS_02.star", make_picks([[24.0, 48.0, 48.0], [24.0, 48.0, 500.0]]), voxel_size=10.0)
+    out = tmp_path / "out"
+    assert main(["batch", str(data), "-o", str(out), "--workers", "1", "--picks-dir", str(given), *SMALL]) == 0
+    err = capsys.readouterr().err
+    assert "given picks for 2 of 3 tomogram(s)" in err
+    status = {r["name"]: r for r in json.loads((out / "batch_report.json").read_text())["tomograms"]}
+    assert status["TS_01"]["status"] == "done" and status["TS_03"]["status"] == "done"
+    assert status["TS_02"]["status"] == "failed" and "TS_02.star" in status["TS_02"]["error"]
+    assert "outside the tomogram" in status["TS_02"]["error"] and "\n" not in status["TS_02"]["error"]
+    picks = read_picks(out / "tomograms" / "TS_01" / "predictions.star")
+    assert len(picks) == 17 and np.allclose(picks[["z", "y", "x"]].to_numpy(), mine[["z", "y", "x"]].to_numpy())
+    report = json.loads((out / "tomograms" / "TS_01" / "report.json").read_text())
+    assert report["picking"].get("given") is True
+    assert main(["batch", str(data), "-o", str(tmp_path / "o2"), "--picks-dir", str(tmp_path / "nowhere"), *SMALL]) == 2
+    assert "--picks-dir" in capsys.readouterr().err

@@ -82,7 +82,8 @@ class BatchItem:
 
     ``kind``: ``mrc`` (``path``) or ``copick`` (``copick`` = config path, run, voxel size, tomo
     type); ``voxel_size`` Å; ``shape`` (Z, Y, X) voxels when known; ``voltage`` kV / ``cs`` mm when
-    the data set says; ``error``: why it cannot be read (recorded, not run).
+    the data set says; ``error``: why it cannot be read (recorded, not run); ``picks``: a picks
+    file to classify instead of picking (:func:`attach_picks`).
     """
 
     name: str
@@ -96,6 +97,7 @@ class BatchItem:
     amplitude_contrast: float | None = None
     tilt_series_pixel_size: float | None = None
     error: str | None = None
+    picks: str | None = None  # a picks file (voxels of this tomogram) to classify instead of DoG picking
 
     @property
     def condition(self) -> str:
@@ -200,6 +202,39 @@ def discover(dataset: str | os.PathLike, *, voxel_size: float | None = None, tom
         return "copick", items
     raise ParameterError(f"DATASET '{src}': expected a folder of MRCs, a tomograms.star or a copick config .json, "
                          f"got a '{src.suffix}' file")
+
+
+#: Suffixes of a given picks file, ``<tomogram name><suffix>`` in ``--picks-dir``.
+PICKS_SUFFIXES = (".star", ".csv")
+
+
+def attach_picks(items: Sequence[BatchItem], folder: str | os.PathLike) -> list[BatchItem]:
+    """``items`` with the picks file of each tomogram that has one in ``folder``
+    (``<name>.star`` or ``<name>.csv``, coordinates in voxels of that tomogram); the others are
+    picked by DoG as usual."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ParameterError(f"--picks-dir '{root}' is not a folder (expected <tomogram name>.star files)")
+    out = []
+    for item in items:
+        found = next((root / f"{item.name}{s}" for s in PICKS_SUFFIXES if (root / f"{item.name}{s}").is_file()), None)
+        out.append(replace(item, picks=str(found)) if found is not None else item)
+    return out
+
+
+def given_picks(item: BatchItem, tomogram):
+    """The picks table of ``item``'s picks file checked against ``tomogram`` (None: no file given)."""
+    if item.picks is None:
+        return None
+    from .errors import PicksError
+    from .io import read_picks
+    from .picks import check_inside
+
+    picks = read_picks(item.picks, tomogram_shape=tomogram.shape, voxel_size=tomogram.voxel_size)
+    if len(picks) == 0:
+        raise PicksError(f"picks file '{item.picks}' holds no picks")
+    check_inside(picks, tomogram.shape, f"picks file '{item.picks}'", f"'{item.name}'")
+    return picks
 
 
 def load_item(item: BatchItem):
@@ -419,7 +454,8 @@ def tomogram_task(item: BatchItem, templates, trained, params, out: str, delay: 
             prepared = replace(picked["prepared"], trained=trained)
             result = run_to_completion(finish_run(tomo, prepared, params, adapted=adapted))
         else:
-            result = run_to_completion(run_pipeline(tomo, templates, params, trained=trained, adapted=adapted))
+            result = run_to_completion(run_pipeline(tomo, templates, params, picks=given_picks(item, tomo),
+                                                    trained=trained, adapted=adapted))
         folder = Path(out) / TOMOGRAMS_DIR / item.name
         with atomic_dir(folder, overwrite=True) as tmp:
             write_run(tmp, result)
@@ -448,7 +484,8 @@ def pick_task(item: BatchItem, templates, trained, params) -> dict:
         params = _on_worker_device(params)
         _set_threads(params)
         tomo = load_item(item)
-        prepared = run_to_completion(prepare_run(tomo, templates, params, trained=trained))
+        prepared = run_to_completion(prepare_run(tomo, templates, params, picks=given_picks(item, tomo),
+                                                 trained=trained))
     except INPUT_ERRORS as exc:
         return {**base, "status": "failed", "error": one_line(exc), "seconds": time.perf_counter() - t0}
     n_active = int((prepared.picks["curation"] != "rejected").sum())

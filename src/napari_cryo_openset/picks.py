@@ -192,3 +192,20 @@ def class_counts(names: Sequence[str] | np.ndarray | pd.Series) -> dict[str, int
     values, freq = np.unique(np.asarray(names, dtype=str), return_counts=True) if len(names) else ([], [])
     order = sorted(zip(values, freq), key=lambda t: (t[0] == UNKNOWN_CLASS, -t[1], t[0]))
     return {str(k): int(v) for k, v in order}
+
+
+def check_inside(picks: pd.DataFrame, shape, what: str, tomogram: str) -> None:
+    """Active picks must lie inside a tomogram of ``shape`` (Z, Y, X voxels): else one
+    :class:`~napari_cryo_openset.errors.PicksError` naming the picks (``what``) and the ``tomogram``."""
+    active = picks[picks["curation"] != "rejected"]
+    coords = active[["z", "y", "x"]].to_numpy(np.float64)
+    size = np.asarray(shape, dtype=np.float64)
+    outside = np.any((coords < -0.5) | (coords > size - 0.5), axis=1)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        z, y, x = (round(float(v), 2) for v in coords[i])
+        raise PicksError(
+            f"{what}: {int(outside.sum())} of {len(coords)} pick(s) lie outside the tomogram "
+            f"{tomogram} of {'×'.join(map(str, shape))} (Z×Y×X) voxels (first: row {int(active.index[i]) + 1} "
+            f"at x={x}, y={y}, z={z}); are the picks in voxels of this tomogram?"
+        )

@@ -251,20 +251,9 @@ def read_target(tomo_path: Path, picks_path: Path, command: str, *, at_least: in
 
 def check_picks_inside(picks, shape, picks_path: Path, tomo_path: Path) -> None:
     """Active picks must lie inside the tomogram; one message naming both files."""
-    import numpy as np
+    from ..picks import check_inside
 
-    active = picks[picks["curation"] != "rejected"]
-    coords = active[["z", "y", "x"]].to_numpy(np.float64)
-    size = np.asarray(shape, dtype=np.float64)
-    outside = np.any((coords < -0.5) | (coords > size - 0.5), axis=1)
-    if outside.any():
-        i = int(np.flatnonzero(outside)[0])
-        z, y, x = (round(float(v), 2) for v in coords[i])
-        raise PicksError(
-            f"--picks '{picks_path}': {int(outside.sum())} of {len(coords)} pick(s) lie outside the tomogram "
-            f"'{tomo_path}' of {'×'.join(map(str, shape))} (Z×Y×X) voxels (first: row {int(active.index[i]) + 1} "
-            f"at x={x}, y={y}, z={z}); are the picks in voxels of this tomogram?"
-        )
+    check_inside(picks, shape, f"--picks '{picks_path}'", f"'{tomo_path}'")
 
 
 def write_table(path: Path, picks, voxel_size) -> None:

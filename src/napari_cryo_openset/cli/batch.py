@@ -72,6 +72,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--slurm-print-script", action="store_true",
                    help="print the Slurm job script dask-jobqueue would submit, and exit (needs no Slurm)")
     g = p.add_argument_group("data set and exports")
+    g.add_argument("--picks-dir", default=None, metavar="DIR", dest="picks_dir",
+                   help="classify given picks instead of DoG picking: DIR/<tomogram name>.star (or .csv), in voxels "
+                        "of that tomogram; tomograms without a file there are picked as usual")
     g.add_argument("--copick-voxel-size", type=float, default=None, metavar="Å",
                    help="copick: the voxel spacing of the tomograms (default: the smallest with a tomogram)")
     g.add_argument("--copick-tomo-type", default=None, metavar="TYPE", help="copick: tomogram type (e.g. wbp)")
@@ -132,10 +135,14 @@ def cmd_batch(args: argparse.Namespace) -> int:
     params = run_params_from_args(args)
     if params.threads is None:
         params = replace(params, threads=1)  # one torch thread per single-threaded worker
-    from ..batch import ClusterSpec, discover, group_by_condition, make_client, run_batch, trained_from_model
+    from ..batch import ClusterSpec, attach_picks, discover, group_by_condition, make_client, run_batch, trained_from_model
     from ..simulate.templates import load_templates
 
     kind, items = discover(args.dataset, voxel_size=args.copick_voxel_size, tomo_type=args.copick_tomo_type)
+    if args.picks_dir:
+        items = attach_picks(items, args.picks_dir)
+        say(f"batch: given picks for {sum(i.picks is not None for i in items)} of {len(items)} tomogram(s) "
+            f"from {args.picks_dir}")
     groups = group_by_condition(items)
     n_bad = sum(i.error is not None for i in items)
     say(f"batch: {len(items)} tomograms in {args.dataset} ({kind}); {len(groups)} imaging condition(s): "
